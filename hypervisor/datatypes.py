@@ -1,0 +1,115 @@
+"""Small frozen dataclasses that stand for libvirt objects outside this package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DomainState:
+    """The run states of a domain, as plain strings (libvirt's VIR_DOMAIN_* states)."""
+
+    NOSTATE = "nostate"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"  # being shut down
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+
+
+# Index = libvirt's virDomainState number.
+STATE_BY_NUMBER = (
+    DomainState.NOSTATE,
+    DomainState.RUNNING,
+    DomainState.BLOCKED,
+    DomainState.PAUSED,
+    DomainState.SHUTDOWN,
+    DomainState.SHUTOFF,
+    DomainState.CRASHED,
+    DomainState.PMSUSPENDED,
+)
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What a host is: its name, CPUs, memory and hypervisor versions."""
+
+    hostname: str
+    cpu_model: str
+    cpus: int
+    memory_mb: int
+    hypervisor: str
+    libvirt_version: str
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """A domain as seen at one moment: identity, run state (a DomainState) and size."""
+
+    uuid: str
+    name: str
+    state: str
+    has_managed_save: bool
+    memory_mb: int
+    vcpus: int
+    persistent: bool
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A storage pool; sizes in bytes."""
+
+    name: str
+    uuid: str
+    type: str
+    path: str
+    active: bool
+    capacity: int
+    allocation: int
+    available: int
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """A storage volume; sizes in bytes, format as libvirt names it (qcow2, raw ...)."""
+
+    name: str
+    key: str
+    path: str
+    capacity: int
+    allocation: int
+    format: str
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """A disk of a domain to define: an existing volume of a pool, attached as `target`."""
+
+    pool: str
+    volume: str
+    target: str = "vda"
+    bus: str = "virtio"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """What define_domain needs to build a domain's XML."""
+
+    uuid: str
+    name: str
+    memory_mb: int
+    vcpus: int
+    disks: tuple[DiskSpec, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """A domain lifecycle event; `event` is a lower-case word ("started", "stopped" ...)."""
+
+    uri: str
+    uuid: str
+    name: str
+    event: str
+    detail: int
