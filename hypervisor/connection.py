@@ -439,12 +439,11 @@ class Connection:
             )
 
     @staticmethod
-    def _volume_xml(name: str, capacity: int, allocation: int | None, fmt: str) -> str:
+    def _volume_xml(name: str, capacity: int, allocation: int, fmt: str) -> str:
         vol = ET.Element("volume")
         ET.SubElement(vol, "name").text = name
         ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity)
-        if allocation is not None:
-            ET.SubElement(vol, "allocation", unit="bytes").text = str(allocation)
+        ET.SubElement(vol, "allocation", unit="bytes").text = str(allocation)
         ET.SubElement(ET.SubElement(vol, "target"), "format", type=fmt)
         return ET.tostring(vol, encoding="unicode")
 
@@ -468,12 +467,18 @@ class Connection:
         new_name: str,
         progress: Callable[[int, int], None] | None = None,
     ) -> VolumeInfo:
-        """Copy a volume within its pool (same format and capacity), reporting (done, total)."""
+        """Copy a volume within its pool: same format, capacity and thin/thick allocation.
+
+        `progress(done, total)` is called on this thread at the start, about every 0.5 s
+        (the target's allocation, unless a thick raw target is allocated up front) and at the end.
+        """
         target = self._pool(pool)
         src = self._volume(target, source)
         src_info = self._volume_info(src)
         total = src_info.allocation or src_info.capacity
-        xml = self._volume_xml(new_name, src_info.capacity, None, src_info.format)
+        allocation = min(src_info.allocation, src_info.capacity)
+        thick_raw = src_info.format == "raw" and allocation >= src_info.capacity
+        xml = self._volume_xml(new_name, src_info.capacity, allocation, src_info.format)
         outcome: dict[str, object] = {}
 
         def copy() -> None:
@@ -491,7 +496,7 @@ class Connection:
                 worker.join(0.5)
                 if not worker.is_alive():
                     break
-                if progress:
+                if progress and not thick_raw:
                     progress(min(self._copied(target, new_name), total), total)
         finally:
             worker.join()
