@@ -1,0 +1,39 @@
+"""Live updates: tell every open page that shows an object that it changed.
+
+Topics are short strings ("vm.12", "vms", "job.7", "events", "hosts", "storage"). Browsers
+subscribe to topics over the websocket and, on a message, re-fetch the row or panel through a
+normal view, so every permission check stays in views.
+"""
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+def group_name(topic: str) -> str:
+    return f"live.{topic}"
+
+
+def send_now(*topics: str) -> None:
+    """Send "changed" for the topics at once (callers outside a transaction)."""
+    layer = get_channel_layer()
+    if layer is None or not topics:
+        return
+
+    async def _send():
+        for topic in dict.fromkeys(topics):
+            await layer.group_send(group_name(topic), {"type": "live.changed", "topic": topic})
+
+    try:
+        async_to_sync(_send)()
+    except Exception as exc:  # a live update is best effort: the data is already committed
+        log.warning("live update for %s not sent: %s", topics, exc)
+
+
+def broadcast(*topics: str) -> None:
+    """Send "changed" for the topics once the current transaction commits."""
+    transaction.on_commit(lambda: send_now(*topics))

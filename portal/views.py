@@ -1,0 +1,53 @@
+"""Shared view helpers, and the Events and Jobs pages."""
+
+from django.conf import settings
+from django.contrib import messages as django_messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django_htmx.http import trigger_client_event
+
+from accounts.permissions import restrict
+
+from .models import Event, Job
+
+
+def modal_done(
+    request, results: list[tuple[str, str]], redirect_to: str = "vms:list"
+) -> HttpResponse:
+    """Answer a window's OK: close the window and show one message per object acted on.
+
+    `results` holds (level, text) pairs, level "success" or "error"."""
+    if not request.htmx:
+        for level, text in results:
+            (django_messages.success if level == "success" else django_messages.error)(
+                request, text
+            )
+        return redirect(redirect_to)
+    response = render(request, "portal/_messages.html", {"results": results})
+    response["HX-Retarget"] = "#messages"
+    response["HX-Reswap"] = "innerHTML"
+    return trigger_client_event(response, "vireo:close-modal", after="swap")
+
+
+@login_required
+def event_list(request):
+    """The Events page: every action as requested, started, succeeded or failed."""
+    events = restrict(request.user, Event.objects.select_related("user", "vm"), "view")
+    q = request.GET.get("q", "").strip()
+    if q:
+        events = events.filter(message__icontains=q)
+    page = Paginator(events, 100).get_page(request.GET.get("page"))
+    template = "portal/_event_table.html" if request.htmx else "portal/events.html"
+    return render(request, template, {"page": page, "q": q, "tab": "events"})
+
+
+@login_required
+def job_list(request):
+    """Recent jobs with their progress."""
+    jobs = restrict(request.user, Job.objects.select_related("user", "vm"), "view")[:200]
+    template = "portal/_job_table.html" if request.htmx else "portal/jobs.html"
+    return render(
+        request, template, {"jobs": jobs, "tab": "jobs", "stale": settings.VIREO_JOB_STALE_SECONDS}
+    )

@@ -1,0 +1,45 @@
+"""An RQ worker that runs in a thread of its process.
+
+The demo's test-driver hosts live inside the process that opened them, so the demo runs its
+workers as threads of the monitor process (`manage.py monitor --workers N`). Production runs
+ordinary `manage.py rqworker` processes instead.
+"""
+
+import threading
+
+from rq import SimpleWorker
+from rq.timeouts import TimerDeathPenalty
+
+from .tasks import get_queue
+
+
+class ThreadWorker(SimpleWorker):
+    """SimpleWorker without signal handlers, with a timer instead of SIGALRM for timeouts."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self):
+        pass
+
+
+def start_thread_workers(
+    count: int, *, name_prefix: str = "vireo-thread"
+) -> list[threading.Thread]:
+    """Start `count` worker threads on the default queue (daemon threads)."""
+    threads = []
+    queue = get_queue()
+    for n in range(count):
+        worker = ThreadWorker(
+            [queue],
+            connection=queue.connection,
+            name=f"{name_prefix}-{threading.get_native_id()}-{n}",
+        )
+        thread = threading.Thread(
+            target=worker.work,
+            kwargs={"logging_level": "WARNING"},
+            daemon=True,
+            name=f"rq-worker-{n}",
+        )
+        thread.start()
+        threads.append(thread)
+    return threads

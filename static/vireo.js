@@ -1,0 +1,187 @@
+/* Vireo's browser glue: live updates over the websocket, selection, toolbar, right-click menu
+   and the modal windows. Everything else is htmx attributes in the templates. */
+(function () {
+  "use strict";
+
+  // ---- Live updates -------------------------------------------------------------------
+  // Elements carry data-live="topic topic..." plus hx-get/hx-trigger="vireo:changed".
+  let socket = null, subscribed = new Set(), retry = 500;
+  const dot = () => document.getElementById("live-dot");
+
+  function topicsOnPage() {
+    const topics = new Set();
+    document.querySelectorAll("[data-live]").forEach(el =>
+      el.dataset.live.split(/\s+/).filter(Boolean).forEach(t => topics.add(t)));
+    return topics;
+  }
+
+  function subscribeNew() {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    const fresh = [...topicsOnPage()].filter(t => !subscribed.has(t));
+    if (!fresh.length) return;
+    fresh.forEach(t => subscribed.add(t));
+    socket.send(JSON.stringify({subscribe: fresh}));
+  }
+
+  function changed(topic) {
+    document.querySelectorAll("[data-live]").forEach(el => {
+      if (el.dataset.live.split(/\s+/).includes(topic)) htmx.trigger(el, "vireo:changed");
+    });
+  }
+
+  function connect() {
+    const path = document.body.dataset.ws;
+    if (!path) return;
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + path);
+    socket.onopen = () => {
+      const reconnect = subscribed.size > 0;
+      subscribed = new Set();
+      retry = 500;
+      dot() && dot().classList.add("on");
+      subscribeNew();
+      // Anything may have changed while we were away.
+      if (reconnect) document.querySelectorAll("[data-live]").forEach(el => htmx.trigger(el, "vireo:changed"));
+    };
+    socket.onmessage = (e) => {
+      const msg = JSON.parse(e.data);
+      if (msg.topic) changed(msg.topic);
+    };
+    socket.onclose = () => {
+      dot() && dot().classList.remove("on");
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 10000);
+    };
+  }
+
+  // ---- Selection, toolbar and right-click menu (Virtual Machines tab) -------------------
+  let selected = [];
+  let anchor = null;
+  const results = () => document.getElementById("vm-results");
+  const rows = () => [...document.querySelectorAll("#vm-table tr.vm-row")];
+
+  function paint() {
+    rows().forEach(r => r.classList.toggle("selected", selected.includes(r.dataset.vm)));
+    const chosen = rows().filter(r => selected.includes(r.dataset.vm));
+    document.querySelectorAll("#vm-toolbar button[data-action]").forEach(b => {
+      b.disabled = !enabled(b.dataset.action, b.hasAttribute("data-single"), chosen);
+    });
+  }
+
+  function enabled(action, single, chosen) {
+    if (!chosen.length || (single && chosen.length !== 1)) return false;
+    return chosen.every(r => r.dataset.actions.split(" ").includes(action));
+  }
+
+  function showDetails(id) {
+    const box = results();
+    if (!box) return;
+    const url = box.dataset.detailUrl.replace("/0/", "/" + id + "/");
+    htmx.ajax("GET", url, {target: "#details-pane", swap: "innerHTML"});
+    history.replaceState(null, "", "?selected=" + id);
+  }
+
+  function select(row, event) {
+    const id = row.dataset.vm;
+    if (event && (event.ctrlKey || event.metaKey)) {
+      selected = selected.includes(id) ? selected.filter(x => x !== id) : [...selected, id];
+    } else if (event && event.shiftKey && anchor) {
+      const ids = rows().map(r => r.dataset.vm);
+      const [a, b] = [ids.indexOf(anchor), ids.indexOf(id)].sort((x, y) => x - y);
+      selected = ids.slice(a, b + 1);
+    } else {
+      selected = [id];
+    }
+    anchor = id;
+    paint();
+    if (selected.length === 1) showDetails(selected[0]);
+  }
+
+  function actionUrl(action) {
+    const query = selected.map(id => "vm=" + encodeURIComponent(id)).join("&");
+    return results().dataset.actionUrl.replace("ACTION", action) + "?" + query;
+  }
+
+  function perform(action, direct) {
+    if (!selected.length) return;
+    if (direct) htmx.ajax("POST", actionUrl(action), {target: "#messages", swap: "innerHTML"});
+    else htmx.ajax("GET", actionUrl(action), {target: "#modal-content", swap: "innerHTML"});
+  }
+
+  const MENU = [["run", "Run", true], ["suspend", "Suspend", true], ["shutdown", "Shutdown"], ["poweroff", "Power Off"],
+                ["reboot", "Reboot"], ["remove", "Remove"], ["clone", "Clone VM", false, true]];
+
+  function openMenu(x, y) {
+    const menu = document.getElementById("context-menu");
+    const chosen = rows().filter(r => selected.includes(r.dataset.vm));
+    menu.innerHTML = "";
+    MENU.forEach(([action, label, direct, single]) => {
+      const li = document.createElement("li");
+      li.textContent = label;
+      li.dataset.action = action;
+      if (!enabled(action, !!single, chosen)) li.className = "disabled";
+      else li.onclick = () => { closeMenu(); perform(action, !!direct); };
+      menu.appendChild(li);
+    });
+    menu.style.left = x + "px";
+    menu.style.top = y + "px";
+    menu.hidden = false;
+  }
+
+  function closeMenu() { const m = document.getElementById("context-menu"); if (m) m.hidden = true; }
+
+  document.addEventListener("click", (e) => {
+    closeMenu();
+    const button = e.target.closest("#vm-toolbar button[data-action]");
+    if (button) { perform(button.dataset.action, button.hasAttribute("data-direct")); return; }
+    if (e.target.closest("[data-close-modal]")) { closeModal(); return; }
+    const row = e.target.closest("#vm-table tr.vm-row");
+    if (row && !e.target.closest("a")) select(row, e);
+  });
+  document.addEventListener("contextmenu", (e) => {
+    const row = e.target.closest("#vm-table tr.vm-row");
+    if (!row) return;
+    e.preventDefault();
+    if (!selected.includes(row.dataset.vm)) select(row, null);
+    openMenu(e.clientX, e.clientY);
+  });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeMenu(); });
+
+  // ---- Modal windows ------------------------------------------------------------------
+  function closeModal() {
+    const modal = document.getElementById("modal");
+    if (modal && modal.open) modal.close();
+    const content = document.getElementById("modal-content");
+    if (content) content.innerHTML = "";
+  }
+  document.body.addEventListener("vireo:close-modal", closeModal);
+
+  document.body.addEventListener("htmx:afterSwap", (e) => {
+    if (e.detail.target.id === "modal-content" && e.detail.target.innerHTML.trim()) {
+      const modal = document.getElementById("modal");
+      if (!modal.open) modal.showModal();
+      const first = modal.querySelector("input[type=text], input:not([type]), select");
+      if (first) first.focus();
+    }
+    if (e.detail.target.id === "messages") {
+      [...e.detail.target.children].forEach(m => setTimeout(() => m.remove(), 8000));
+    }
+  });
+  document.body.addEventListener("htmx:afterSettle", () => { paint(); subscribeNew(); });
+  document.body.addEventListener("htmx:responseError", (e) => {
+    const box = document.getElementById("messages");
+    const status = e.detail.xhr.status;
+    const text = status === 404 ? "That object does not exist or is out of your reach."
+      : status === 403 ? "Refused: your session may have expired; reload the page." : "The request failed (" + status + ").";
+    box.insertAdjacentHTML("beforeend", '<div class="msg error" role="status"></div>');
+    box.lastChild.textContent = text;
+  });
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const details = document.getElementById("vm-details");
+    if (details) selected = [details.dataset.vm];
+    paint();
+    connect();
+    document.querySelectorAll("#messages .msg").forEach(m => setTimeout(() => m.remove(), 8000));
+  });
+})();

@@ -1,0 +1,116 @@
+"""Services for disks: attaching a floating disk to a VM, removing a floating disk."""
+
+import string
+
+from django.db import transaction
+
+from portal.audit import actor, event_record
+from portal.errors import ActionRefused
+from portal.live import broadcast
+from portal.models import Job, Phase
+from portal.tasks import job_create, queue_ensure_available
+from vms.choices import VMStatus
+from vms.models import VirtualMachine
+
+from .choices import DiskStatus
+from .models import Disk
+
+
+def _floating_disk(disk_id: int) -> Disk:
+    try:
+        disk = (
+            Disk.objects.select_for_update()
+            .select_related("storage_domain", "host")
+            .get(pk=disk_id)
+        )
+    except Disk.DoesNotExist:
+        raise ActionRefused("That disk does not exist any more.") from None
+    if disk.vm_id is not None:
+        raise ActionRefused(
+            f"Disk {disk.alias} is attached to a VM; only floating disks can be changed here."
+        )
+    if disk.status != DiskStatus.OK:
+        raise ActionRefused(f"Disk {disk.alias} is {disk.get_status_display()}.")
+    return disk
+
+
+def _lock(disk: Disk) -> None:
+    if not Disk.objects.filter(pk=disk.pk, status=DiskStatus.OK, vm__isnull=True).update(
+        status=DiskStatus.LOCKED
+    ):
+        raise ActionRefused(f"Disk {disk.alias} was changed by another request. Nothing was done.")
+    broadcast("disks")
+
+
+def _unlock(disk_id: int):
+    def undo(job: Job, message: str = "") -> None:
+        Disk.objects.filter(pk=disk_id, status=DiskStatus.LOCKED).update(status=DiskStatus.OK)
+        broadcast("disks")
+
+    return undo
+
+
+def disk_attach(*, disk_id: int, vm_id: int, user) -> Job:
+    """Attach a floating disk to a Down VM whose host holds the disk's volume."""
+    queue_ensure_available()
+    with transaction.atomic():
+        disk = _floating_disk(disk_id)
+        try:
+            vm = VirtualMachine.objects.select_related("host", "cluster").get(pk=vm_id)
+        except VirtualMachine.DoesNotExist:
+            raise ActionRefused("That virtual machine does not exist any more.") from None
+        if vm.status != VMStatus.DOWN:
+            raise ActionRefused(
+                f"Disks can be attached only while the VM is Down; {vm.name} is {vm.get_status_display()}."
+            )
+        if vm.cluster.data_center_id != disk.storage_domain.data_center_id:
+            raise ActionRefused(f"Disk {disk.alias} is in another data center than {vm.name}.")
+        if disk.host_id and vm.host_id and disk.host_id != vm.host_id:
+            raise ActionRefused(
+                f"Disk {disk.alias} is stored on host {disk.host.name} but {vm.name} runs on host {vm.host.name}."
+            )
+        used = set(vm.disks.values_list("target", flat=True))
+        target = next(f"vd{c}" for c in string.ascii_lowercase if f"vd{c}" not in used)
+        _lock(disk)
+        job = job_create(
+            kind="disk_attach",
+            description=f"Attach disk {disk.alias} to {vm.name}",
+            vm=vm,
+            user=user,
+            params={"disk_id": disk.pk, "target": target},
+            on_enqueue_failure=_unlock(disk.pk),
+        )
+        event_record(
+            action="attach_disk",
+            phase=Phase.REQUESTED,
+            user=user,
+            vm=vm,
+            job=job,
+            message=f"{actor(user)} asked to attach disk {disk.alias} to VM {vm.name}.",
+        )
+        return job
+
+
+def disk_remove(*, disk_id: int, user) -> Job:
+    """Remove a floating disk and its volume."""
+    queue_ensure_available()
+    with transaction.atomic():
+        disk = _floating_disk(disk_id)
+        _lock(disk)
+        job = job_create(
+            kind="disk_remove",
+            description=f"Remove disk {disk.alias}",
+            user=user,
+            params={"disk_id": disk.pk},
+            on_enqueue_failure=_unlock(disk.pk),
+        )
+        event_record(
+            action="remove_disk",
+            phase=Phase.REQUESTED,
+            user=user,
+            job=job,
+            object_type="disk",
+            object_name=disk.alias,
+            message=f"{actor(user)} asked to remove disk {disk.alias}.",
+        )
+        return job

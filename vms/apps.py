@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class VmsConfig(AppConfig):
+    name = "vms"
+    verbose_name = "Virtual machines"
+
+    def ready(self) -> None:
+        from . import jobs  # noqa: F401  registers the job handlers

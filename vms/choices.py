@@ -1,0 +1,125 @@
+"""The one status table for virtual machines.
+
+Services consult it before moving a VM, and views consult it to enable buttons: nothing else
+decides whether an action is allowed in a status. Words are the chapter's own.
+"""
+
+from django.db import models
+
+
+class VMStatus(models.TextChoices):
+    DOWN = "down", "Down"
+    UP = "up", "Up"
+    POWERING_UP = "powering_up", "Powering Up"
+    POWERING_DOWN = "powering_down", "Powering Down"
+    RESTORING_STATE = "restoring_state", "Restoring State"
+    SAVING_STATE = "saving_state", "Saving State"
+    SUSPENDED = "suspended", "Suspended"
+    PAUSED = "paused", "Paused"
+    REBOOT_IN_PROGRESS = "reboot_in_progress", "Reboot In Progress"
+    IMAGE_LOCKED = "image_locked", "Image Locked"
+    NOT_RESPONDING = "not_responding", "Not Responding"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class VMAction(models.TextChoices):
+    RUN = "run", "Run"
+    SHUTDOWN = "shutdown", "Shutdown"
+    POWER_OFF = "poweroff", "Power Off"
+    SUSPEND = "suspend", "Suspend"
+    REBOOT = "reboot", "Reboot"
+    REMOVE = "remove", "Remove"
+    CLONE = "clone", "Clone VM"
+
+
+S = VMStatus
+
+# Statuses a job holds a VM in while it works on it. Only the job that set one (or the
+# monitor's reconcile when that job is gone) moves the VM out of it.
+BUSY_STATUSES = frozenset(
+    {
+        S.POWERING_UP,
+        S.POWERING_DOWN,
+        S.RESTORING_STATE,
+        S.SAVING_STATE,
+        S.REBOOT_IN_PROGRESS,
+        S.IMAGE_LOCKED,
+    }
+)
+
+# Statuses in which the guest is running on a host (Remove and Clone VM are disabled).
+RUNNING_STATUSES = frozenset(
+    {S.UP, S.POWERING_UP, S.POWERING_DOWN, S.REBOOT_IN_PROGRESS, S.PAUSED, S.NOT_RESPONDING}
+)
+
+# action -> (statuses it may start from, busy status it moves the VM to while the job works).
+# Run's busy status depends on where it starts: a Suspended VM is restored, not booted.
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    VMAction.RUN: (frozenset({S.DOWN, S.SUSPENDED, S.PAUSED}), S.POWERING_UP),
+    VMAction.SHUTDOWN: (frozenset({S.UP, S.PAUSED, S.REBOOT_IN_PROGRESS}), S.POWERING_DOWN),
+    VMAction.POWER_OFF: (
+        frozenset(
+            {S.UP, S.PAUSED, S.POWERING_UP, S.POWERING_DOWN, S.REBOOT_IN_PROGRESS, S.NOT_RESPONDING}
+        ),
+        S.POWERING_DOWN,
+    ),
+    VMAction.SUSPEND: (frozenset({S.UP}), S.SAVING_STATE),
+    VMAction.REBOOT: (frozenset({S.UP}), S.REBOOT_IN_PROGRESS),
+    VMAction.REMOVE: (frozenset({S.DOWN}), S.IMAGE_LOCKED),
+    VMAction.CLONE: (frozenset({S.DOWN}), S.IMAGE_LOCKED),
+}
+
+# Busy status override by starting status.
+BUSY_FROM = {(VMAction.RUN, S.SUSPENDED): S.RESTORING_STATE}
+
+# Actions that can be applied to several selected VMs at once.
+MULTI_VM_ACTIONS = (
+    VMAction.RUN,
+    VMAction.SHUTDOWN,
+    VMAction.POWER_OFF,
+    VMAction.SUSPEND,
+    VMAction.REBOOT,
+    VMAction.REMOVE,
+)
+
+
+def allowed_actions(status: str) -> frozenset[str]:
+    """The actions the status table allows from `status`."""
+    return frozenset(a for a, (sources, _busy) in TRANSITIONS.items() if status in sources)
+
+
+def busy_status_for(action: str, status: str) -> str:
+    """The busy status a VM shows while `action` started from `status` is being carried out."""
+    return BUSY_FROM.get((action, status), TRANSITIONS[action][1])
+
+
+def is_busy(status: str) -> bool:
+    return status in BUSY_STATUSES
+
+
+class HostStatus(models.TextChoices):
+    UP = "up", "Up"
+    CONNECTING = "connecting", "Connecting"
+    NON_RESPONSIVE = "non_responsive", "Non Responsive"
+    MAINTENANCE = "maintenance", "Maintenance"
+
+
+# Where the hypervisor's own domain state leads (hypervisor.DomainState -> VMStatus).
+DOMAIN_STATE_TO_STATUS = {
+    "running": S.UP,
+    "blocked": S.UP,
+    "paused": S.PAUSED,
+    "shutdown": S.POWERING_DOWN,
+    "shutoff": S.DOWN,
+    "crashed": S.DOWN,
+    "pmsuspended": S.SUSPENDED,
+    "nostate": S.UNKNOWN,
+}
+
+
+def status_from_domain(state: str, has_managed_save: bool) -> str:
+    """The VM status that a domain in `state` shows; a stopped domain with a saved memory
+    image is Suspended (hibernated)."""
+    if state in {"shutoff", "crashed"} and has_managed_save:
+        return S.SUSPENDED
+    return DOMAIN_STATE_TO_STATUS.get(state, S.UNKNOWN)

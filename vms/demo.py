@@ -1,0 +1,95 @@
+"""The demo inventory that `make run` serves: a Default data center and cluster, two
+test-driver hosts, a data storage domain and a dozen VMs in mixed states."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from storage.choices import DomainFunction, StorageDomainStatus
+from storage.models import Disk, StorageDomain
+
+from .choices import HostStatus, VMStatus
+from .models import Cluster, DataCenter, Host, VirtualMachine
+
+GiB = 1024**3
+DEMO_VMS = [
+    ("web01", VMStatus.UP, 2048, 2),
+    ("web02", VMStatus.UP, 2048, 2),
+    ("web03", VMStatus.DOWN, 2048, 2),
+    ("db01", VMStatus.UP, 8192, 4),
+    ("db02", VMStatus.SUSPENDED, 8192, 4),
+    ("cache01", VMStatus.UP, 4096, 2),
+    ("build01", VMStatus.DOWN, 4096, 8),
+    ("build02", VMStatus.PAUSED, 4096, 8),
+    ("mail01", VMStatus.UP, 2048, 1),
+    ("ldap01", VMStatus.UP, 1024, 1),
+    ("test-win10", VMStatus.SUSPENDED, 4096, 2),
+    ("scratch", VMStatus.DOWN, 512, 1),
+]
+
+
+def test_host_uri(name: str) -> str:
+    return f"test://{settings.VAR_DIR / 'demo' / f'{name}.xml'}"
+
+
+@transaction.atomic
+def demo_seed(*, hosts: int = 2) -> bool:
+    """Create the demo inventory unless a data center exists already; True if it was made."""
+    User = get_user_model()
+    if not User.objects.filter(username="admin").exists():
+        User.objects.create_superuser("admin", "admin@example.com", "admin")
+    if DataCenter.objects.exists():
+        return False
+    dc = DataCenter.objects.create(name="Default", description="The default data center")
+    cluster = Cluster.objects.create(
+        name="Default",
+        data_center=dc,
+        description="The default cluster",
+        shutdown_reason_enabled=True,
+        shutdown_timeout=60,
+    )
+    host_rows = [
+        Host.objects.create(
+            name=f"host{n}",
+            cluster=cluster,
+            uri=test_host_uri(f"host{n}"),
+            status=HostStatus.CONNECTING,
+        )
+        for n in range(1, hosts + 1)
+    ]
+    data = StorageDomain.objects.create(
+        name="data1",
+        data_center=dc,
+        domain_function=DomainFunction.DATA,
+        pool_name="data1",
+        status=StorageDomainStatus.ACTIVE,
+        total_bytes=2 * 1024 * GiB,
+        free_bytes=2 * 1024 * GiB,
+    )
+    now = timezone.now()
+    for n, (name, status, memory, cpus) in enumerate(DEMO_VMS):
+        host = host_rows[n % len(host_rows)]
+        vm = VirtualMachine.objects.create(
+            name=name,
+            cluster=cluster,
+            host=host,
+            status=status,
+            memory_mb=memory,
+            vcpus=cpus,
+            started_at=now - timedelta(hours=n * 7 + 1) if status == VMStatus.UP else None,
+            description=f"Demo {name}",
+        )
+        Disk.objects.create(
+            alias=f"{name}_Disk1",
+            vm=vm,
+            storage_domain=data,
+            host=host,
+            volume_name=f"{vm.uuid}-vda.qcow2",
+            size_bytes=(10 + n * 5) * GiB,
+            actual_bytes=(1 + n) * GiB,
+            sparse=True,
+        )
+    return True

@@ -1,0 +1,408 @@
+"""What RQ workers do for VM actions. Each handler loads its Job's VM by id, talks to the
+host through `hypervisor`, reports progress and ends in a real status. Each kind's on_fail
+hook returns the VM to what its host says it is, so no VM stays busy after a failure."""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+import hypervisor
+from portal.audit import event_record
+from portal.live import broadcast
+from portal.models import Job, Phase, Severity
+from portal.tasks import job_handler, job_progress
+from storage.choices import DiskStatus
+from storage.models import Disk
+
+from .choices import BUSY_STATUSES, RUNNING_STATUSES, VMAction, VMStatus, status_from_domain
+from .models import VirtualMachine
+from .services import ACTION_VERBS, vm_status_move
+
+log = logging.getLogger(__name__)
+
+RUNNING_STATES = frozenset({hypervisor.DomainState.RUNNING, hypervisor.DomainState.BLOCKED})
+START_TIMEOUT = 60.0
+
+
+class JobError(Exception):
+    """A job cannot go on; the message is for the user."""
+
+
+def vm_domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
+    """The libvirt domain a VM is, built from the inventory."""
+    disks = tuple(
+        hypervisor.DiskSpec(pool=d.storage_domain.pool_name, volume=d.volume_name, target=d.target)
+        for d in sorted(vm.disks.all(), key=lambda d: d.target)
+    )
+    return hypervisor.DomainSpec(
+        uuid=str(vm.uuid),
+        name=vm.name,
+        memory_mb=vm.memory_mb,
+        vcpus=vm.vcpus,
+        disks=disks,
+        description=vm.description,
+    )
+
+
+def vm_hypervisor_status(vm: VirtualMachine) -> str:
+    """The status the VM's host reports for it: Down when the host does not know it,
+    Unknown when the host cannot be asked."""
+    if vm.host is None:
+        return VMStatus.DOWN
+    try:
+        info = hypervisor.connect(vm.host.uri).get_domain(str(vm.uuid))
+    except hypervisor.DomainNotFound:
+        return VMStatus.DOWN
+    except hypervisor.HypervisorError:
+        return VMStatus.UNKNOWN
+    return status_from_domain(info.state, info.has_managed_save)
+
+
+def vm_settle(vm_id: int) -> None:
+    """Put a busy VM in the status its host reports (after a failed or abandoned job)."""
+    vm = VirtualMachine.objects.select_related("host").filter(pk=vm_id).first()
+    if vm is None or vm.status not in BUSY_STATUSES:
+        return
+    real = vm_hypervisor_status(vm)
+    fields = {}
+    if real not in RUNNING_STATUSES:
+        fields["started_at"] = None
+    elif vm.started_at is None:
+        fields["started_at"] = timezone.now()
+    vm_status_move(vm_id=vm.pk, from_status=vm.status, to_status=real, **fields)
+
+
+def _load(job: Job) -> tuple[VirtualMachine, hypervisor.Connection]:
+    vm = VirtualMachine.objects.select_related("host", "cluster").get(pk=job.vm_id)
+    if vm.host is None:
+        raise JobError(f"{vm.name} is not placed on any host.")
+    return vm, hypervisor.connect(vm.host.uri)
+
+
+def _started(job: Job, vm: VirtualMachine, action: str) -> None:
+    event_record(
+        action=action,
+        phase=Phase.STARTED,
+        user=job.user,
+        vm=vm,
+        job=job,
+        message=f"Started to {ACTION_VERBS[action]} VM {vm.name} on host {vm.host.name}.",
+    )
+
+
+def _succeeded(job: Job, vm: VirtualMachine, action: str, message: str, reason: str = "") -> None:
+    event_record(
+        action=action,
+        phase=Phase.SUCCEEDED,
+        user=job.user,
+        vm=vm,
+        job=job,
+        message=message,
+        reason=reason,
+    )
+
+
+def _finish(job: Job, vm: VirtualMachine, to_status: str, **fields) -> None:
+    """Move the VM out of the busy status the job put it in."""
+    busy = VirtualMachine.objects.filter(pk=vm.pk).values_list("status", flat=True).first()
+    if busy is None:
+        raise JobError(f"{vm.name} was removed while the job ran.")
+    vm_status_move(vm_id=vm.pk, from_status=busy, to_status=to_status, **fields)
+
+
+def _ensure_defined(conn: hypervisor.Connection, vm: VirtualMachine) -> None:
+    try:
+        conn.get_domain(str(vm.uuid))
+    except hypervisor.DomainNotFound:
+        conn.define_domain(vm_domain_spec(vm))
+
+
+def _vm_action_failed(action: str):
+    def on_fail(job: Job, message: str) -> None:
+        vm_settle(job.vm_id)
+        vm = VirtualMachine.objects.filter(pk=job.vm_id).select_related("host").first()
+        event_record(
+            action=action,
+            phase=Phase.FAILED,
+            user=job.user,
+            vm=vm,
+            job=job,
+            object_name=vm.name if vm else "",
+            error=message,
+            message=f"Failed to {ACTION_VERBS[action]} VM {vm.name if vm else ''}.",
+        )
+
+    return on_fail
+
+
+@job_handler("vm_run", on_fail=_vm_action_failed(VMAction.RUN))
+def vm_run_job(job: Job) -> None:
+    vm, conn = _load(job)
+    uuid = str(vm.uuid)
+    _started(job, vm, VMAction.RUN)
+    previous = job.params.get("from_status")
+    if previous == VMStatus.PAUSED:
+        job_progress(job, 30, "Resuming")
+        conn.resume(uuid)
+    else:
+        job_progress(job, 10, "Restoring state" if previous == VMStatus.SUSPENDED else "Starting")
+        _ensure_defined(conn, vm)
+        conn.start(uuid)
+    if conn.wait_for_state(uuid, RUNNING_STATES, timeout=START_TIMEOUT) is None:
+        raise JobError(f"{vm.name} did not reach running within {START_TIMEOUT:.0f} seconds.")
+    fields = {} if previous == VMStatus.PAUSED and vm.started_at else {"started_at": timezone.now()}
+    _finish(job, vm, VMStatus.UP, **fields)
+    message = f"VM {vm.name} was started on host {vm.host.name}."
+    if previous == VMStatus.SUSPENDED:
+        message = f"VM {vm.name} was restored from its saved state on host {vm.host.name}."
+    if vm.shutdown_reason and previous == VMStatus.DOWN:
+        message += f" It had been shut down with the reason: {vm.shutdown_reason}"
+    _succeeded(
+        job,
+        vm,
+        VMAction.RUN,
+        message,
+        reason=vm.shutdown_reason if previous == VMStatus.DOWN else "",
+    )
+
+
+@job_handler("vm_shutdown", on_fail=_vm_action_failed(VMAction.SHUTDOWN))
+def vm_shutdown_job(job: Job) -> None:
+    vm, conn = _load(job)
+    uuid = str(vm.uuid)
+    reason = job.params.get("reason", "")
+    _started(job, vm, VMAction.SHUTDOWN)
+    job_progress(job, 10, "Asking the guest to shut down (ACPI)")
+    conn.shutdown(uuid)
+    timeout = vm.cluster.shutdown_timeout
+    if conn.wait_for_state(uuid, {hypervisor.DomainState.SHUTOFF}, timeout=timeout) is None:
+        raise JobError(
+            f"{vm.name} did not shut down within {timeout} seconds and is still running. "
+            "Use Power Off to force it."
+        )
+    _finish(job, vm, VMStatus.DOWN, started_at=None, shutdown_reason=reason)
+    _succeeded(
+        job,
+        vm,
+        VMAction.SHUTDOWN,
+        f"VM {vm.name} was shut down." + (f" Reason: {reason}" if reason else ""),
+        reason=reason,
+    )
+
+
+@job_handler("vm_poweroff", on_fail=_vm_action_failed(VMAction.POWER_OFF))
+def vm_poweroff_job(job: Job) -> None:
+    vm, conn = _load(job)
+    _started(job, vm, VMAction.POWER_OFF)
+    try:
+        conn.destroy(str(vm.uuid))
+    except hypervisor.HypervisorError:
+        # Already off (for instance a graceful shutdown finished meanwhile) is fine.
+        if conn.get_domain(str(vm.uuid)).state != hypervisor.DomainState.SHUTOFF:
+            raise
+    _finish(job, vm, VMStatus.DOWN, started_at=None)
+    _succeeded(job, vm, VMAction.POWER_OFF, f"VM {vm.name} was powered off.")
+
+
+@job_handler("vm_suspend", on_fail=_vm_action_failed(VMAction.SUSPEND))
+def vm_suspend_job(job: Job) -> None:
+    vm, conn = _load(job)
+    _started(job, vm, VMAction.SUSPEND)
+    job_progress(job, 10, "Saving memory to disk")
+    conn.managed_save(str(vm.uuid))
+    _finish(job, vm, VMStatus.SUSPENDED, started_at=None)
+    _succeeded(job, vm, VMAction.SUSPEND, f"VM {vm.name} was suspended (hibernated).")
+
+
+@job_handler("vm_reboot", on_fail=_vm_action_failed(VMAction.REBOOT))
+def vm_reboot_job(job: Job) -> None:
+    vm, conn = _load(job)
+    uuid = str(vm.uuid)
+    _started(job, vm, VMAction.REBOOT)
+    conn.reboot(uuid)
+    if conn.wait_for_state(uuid, RUNNING_STATES, timeout=START_TIMEOUT) is None:
+        raise JobError(f"{vm.name} did not come back after the reboot.")
+    _finish(job, vm, VMStatus.UP, started_at=timezone.now())
+    _succeeded(job, vm, VMAction.REBOOT, f"VM {vm.name} was rebooted.")
+
+
+def _volume_delete(disk: Disk) -> None:
+    if disk.host is None:
+        return
+    try:
+        hypervisor.connect(disk.host.uri).delete_volume(
+            disk.storage_domain.pool_name, disk.volume_name
+        )
+    except hypervisor.VolumeNotFound:
+        pass
+
+
+def _remove_failed(job: Job, message: str) -> None:
+    Disk.objects.filter(vm_id=job.vm_id, status=DiskStatus.LOCKED).update(status=DiskStatus.OK)
+    _vm_action_failed(VMAction.REMOVE)(job, message)
+
+
+@job_handler("vm_remove", on_fail=_remove_failed)
+def vm_remove_job(job: Job) -> None:
+    vm = VirtualMachine.objects.select_related("host", "cluster").get(pk=job.vm_id)
+    remove_disks = job.params.get("remove_disks", True)
+    if vm.host is not None:
+        _started(job, vm, VMAction.REMOVE)
+        try:
+            hypervisor.connect(vm.host.uri).undefine_domain(str(vm.uuid), remove_managed_save=True)
+        except hypervisor.DomainNotFound:
+            pass
+    disks = list(vm.disks.select_related("storage_domain", "host"))
+    if remove_disks:
+        for n, disk in enumerate(disks, 1):
+            job_progress(job, 10 + 80 * n // len(disks), f"Removing disk {disk.alias}")
+            _volume_delete(disk)
+            disk.delete()
+    with transaction.atomic():
+        if not remove_disks:
+            Disk.objects.filter(vm=vm).update(vm=None, status=DiskStatus.OK)
+        _succeeded(
+            job,
+            vm,
+            VMAction.REMOVE,
+            f"VM {vm.name} was removed"
+            + (" with its disks." if remove_disks else "; its disks are now floating disks."),
+        )
+        vm.delete()
+        broadcast(f"vm.{job.vm_id}", "vms", "disks")
+
+
+def _create_failed(job: Job, message: str) -> None:
+    """A VM whose creation failed is taken away again, volumes and all."""
+    vm = VirtualMachine.objects.filter(pk=job.vm_id).select_related("host").first()
+    if vm is None:
+        return
+    for disk in vm.disks.select_related("storage_domain", "host"):
+        try:
+            _volume_delete(disk)
+        except hypervisor.HypervisorError as exc:
+            log.warning("could not delete volume %s: %s", disk.volume_name, exc)
+    event_record(
+        action="create",
+        phase=Phase.FAILED,
+        user=job.user,
+        vm=None,
+        job=job,
+        object_name=vm.name,
+        cluster=vm.cluster,
+        host=vm.host,
+        error=message,
+        message=f"Failed to create VM {vm.name}.",
+    )
+    with transaction.atomic():
+        vm.disks.all().delete()
+        vm.delete()
+        broadcast(f"vm.{job.vm_id}", "vms", "disks")
+
+
+@job_handler("vm_create", on_fail=_create_failed)
+def vm_create_job(job: Job) -> None:
+    vm, conn = _load(job)
+    event_record(
+        action="create",
+        phase=Phase.STARTED,
+        user=job.user,
+        vm=vm,
+        job=job,
+        message=f"Started to create VM {vm.name} on host {vm.host.name}.",
+    )
+    disks = list(vm.disks.select_related("storage_domain"))
+    for n, disk in enumerate(disks, 1):
+        job_progress(job, 10 + 70 * (n - 1) // len(disks), f"Creating disk {disk.alias}")
+        info = conn.create_volume(
+            disk.storage_domain.pool_name,
+            disk.volume_name,
+            disk.size_bytes,
+            preallocate=not disk.sparse,
+        )
+        Disk.objects.filter(pk=disk.pk).update(status=DiskStatus.OK, actual_bytes=info.allocation)
+    job_progress(job, 90, "Defining the VM on its host")
+    conn.define_domain(vm_domain_spec(vm))
+    _finish(job, vm, VMStatus.DOWN)
+    broadcast("disks")
+    _succeeded(job, vm, "create", f"VM {vm.name} was created on host {vm.host.name}.")
+
+
+def _clone_failed(job: Job, message: str) -> None:
+    """The half-made clone is taken away; the source goes back to its status."""
+    clone = VirtualMachine.objects.filter(pk=job.result_vm_id).select_related("host").first()
+    if clone is not None:
+        for disk in clone.disks.select_related("storage_domain", "host"):
+            try:
+                _volume_delete(disk)
+            except hypervisor.HypervisorError as exc:
+                log.warning("could not delete volume %s: %s", disk.volume_name, exc)
+        if clone.host is not None:
+            try:
+                hypervisor.connect(clone.host.uri).undefine_domain(str(clone.uuid))
+            except hypervisor.HypervisorError:
+                pass
+        with transaction.atomic():
+            clone.disks.all().delete()
+            clone.delete()
+            broadcast(f"vm.{job.result_vm_id}", "vms", "disks")
+    source = VirtualMachine.objects.filter(pk=job.vm_id).first()
+    if source is not None and source.status == VMStatus.IMAGE_LOCKED:
+        vm_status_move(
+            vm_id=source.pk,
+            from_status=VMStatus.IMAGE_LOCKED,
+            to_status=job.params.get("from_status", VMStatus.DOWN),
+        )
+    event_record(
+        action=VMAction.CLONE,
+        phase=Phase.FAILED,
+        user=job.user,
+        vm=source,
+        job=job,
+        object_name=source.name if source else "",
+        error=message,
+        message=f"Failed to clone VM {source.name if source else ''}.",
+        severity=Severity.ERROR,
+    )
+
+
+@job_handler("vm_clone", on_fail=_clone_failed)
+def vm_clone_job(job: Job) -> None:
+    vm, conn = _load(job)
+    clone = VirtualMachine.objects.select_related("host").get(pk=job.result_vm_id)
+    _started(job, vm, VMAction.CLONE)
+    sources = list(vm.disks.select_related("storage_domain").order_by("target"))
+    total = sum(d.size_bytes for d in sources) or 1
+    copied = 0
+    for disk in sources:
+        ext = disk.volume_name.rsplit(".", 1)[-1] if "." in disk.volume_name else "img"
+        new = Disk.objects.create(
+            alias=f"{clone.name}_{disk.alias.split('_')[-1]}",
+            description=disk.description,
+            vm=clone,
+            storage_domain=disk.storage_domain,
+            host=disk.host,
+            volume_name=f"{clone.uuid}-{disk.target}.{ext}",
+            size_bytes=disk.size_bytes,
+            sparse=disk.sparse,
+            status=DiskStatus.LOCKED,
+            target=disk.target,
+        )
+        broadcast("disks")
+        done_before = copied
+
+        def progress(done: int, size: int, base=done_before, alias=new.alias) -> None:
+            job_progress(job, 5 + 85 * (base + done) // total, f"Copying disk {alias}")
+
+        info = conn.clone_volume(
+            disk.storage_domain.pool_name, disk.volume_name, new.volume_name, progress
+        )
+        Disk.objects.filter(pk=new.pk).update(status=DiskStatus.OK, actual_bytes=info.allocation)
+        copied += disk.size_bytes
+    job_progress(job, 95, f"Defining {clone.name} on host {vm.host.name}")
+    conn.define_domain(vm_domain_spec(clone))
+    _finish(job, clone, VMStatus.DOWN)
+    _finish(job, vm, job.params.get("from_status", VMStatus.DOWN))
+    broadcast("disks")
+    _succeeded(job, clone, VMAction.CLONE, f"VM {vm.name} was cloned to {clone.name}.")

@@ -1,0 +1,31 @@
+import signal
+
+from django.core.management.base import BaseCommand
+
+from portal.worker import start_thread_workers
+from vms.monitor import Monitor
+
+
+class Command(BaseCommand):
+    help = (
+        "Watch every host: libvirt lifecycle events, a periodic poll, and jobs whose worker died."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--poll", type=float, default=None, help="seconds between polls")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            help="also run N RQ workers as threads of this process (needed for test:/// hosts, "
+            "whose state lives in this process: the demo)",
+        )
+
+    def handle(self, *args, poll=None, workers=0, **options):
+        monitor = Monitor(poll_seconds=poll)
+        signal.signal(signal.SIGTERM, lambda *a: monitor.stop.set())
+        signal.signal(signal.SIGINT, lambda *a: monitor.stop.set())
+        if workers:
+            start_thread_workers(workers)
+            self.stdout.write(f"monitor: {workers} worker thread(s) started")
+        monitor.run()

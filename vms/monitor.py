@@ -1,0 +1,295 @@
+"""The monitor: keeps the inventory true to what the hosts say.
+
+It holds one libvirt connection per host, listens to libvirt lifecycle events (a change made
+outside the portal shows within a second), and polls every host as a fallback. A host that
+cannot be reached goes Non Responsive and its VMs Unknown; they come back by themselves when
+it answers. It also ends jobs whose worker died, so no VM stays busy.
+"""
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
+
+import hypervisor
+from portal.audit import event_record
+from portal.live import broadcast
+from portal.models import Job, JobStatus, Phase, Severity
+from portal.tasks import get_queue, job_fail
+from storage.choices import StorageDomainStatus
+from storage.models import StorageDomain
+
+from . import testhosts
+from .choices import BUSY_STATUSES, RUNNING_STATUSES, HostStatus, VMStatus, status_from_domain
+from .jobs import vm_settle
+from .models import Host, VirtualMachine
+
+log = logging.getLogger(__name__)
+
+RQ_ALIVE = {"queued", "started", "deferred", "scheduled"}
+
+
+def vms_with_active_jobs() -> set[int]:
+    rows = Job.objects.filter(status__in=Job.ACTIVE).values_list("vm_id", "result_vm_id")
+    return {pk for pair in rows for pk in pair if pk}
+
+
+def vm_apply(vm: VirtualMachine, status: str, host: Host, busy_ids: set[int] | None = None) -> bool:
+    """Bring one VM to the status its host reports, unless a job is working on it."""
+    if vm.status == status:
+        return False
+    if vm.status in BUSY_STATUSES:
+        active = busy_ids if busy_ids is not None else vms_with_active_jobs()
+        if vm.pk in active:
+            return False
+    fields = {}
+    if status in RUNNING_STATUSES and vm.status not in RUNNING_STATUSES:
+        fields["started_at"] = timezone.now()
+    elif status not in RUNNING_STATUSES and status != VMStatus.UNKNOWN:
+        fields["started_at"] = None
+    moved = VirtualMachine.objects.filter(pk=vm.pk, status=vm.status).update(
+        status=status, status_changed_at=timezone.now(), **fields
+    )
+    if not moved:
+        return False
+    previous = VMStatus(vm.status).label
+    vm.status = status
+    broadcast(f"vm.{vm.pk}")
+    severity = (
+        Severity.WARNING
+        if status in (VMStatus.UNKNOWN, VMStatus.NOT_RESPONDING)
+        else Severity.NORMAL
+    )
+    event_record(
+        action="status",
+        phase=Phase.DETECTED,
+        vm=vm,
+        host=host,
+        severity=severity,
+        message=f"VM {vm.name} is now {VMStatus(status).label} (was {previous}), as reported by host {host.name}.",
+    )
+    return True
+
+
+def host_vms_sync(host: Host, domains: list[hypervisor.DomainInfo], busy_ids: set[int]) -> int:
+    """Reconcile every VM placed on `host` with the host's domain list; returns changes."""
+    by_uuid = {d.uuid: d for d in domains}
+    changed = 0
+    for vm in VirtualMachine.objects.filter(host=host).select_related("cluster"):
+        info = by_uuid.get(str(vm.uuid))
+        status = status_from_domain(info.state, info.has_managed_save) if info else VMStatus.DOWN
+        changed += vm_apply(vm, status, host, busy_ids)
+    return changed
+
+
+def host_unreachable(host: Host, error: str, busy_ids: set[int]) -> None:
+    """Mark a host Non Responsive and the VMs that were running on it Unknown."""
+    if (
+        Host.objects.filter(pk=host.pk)
+        .exclude(status=HostStatus.NON_RESPONSIVE)
+        .update(status=HostStatus.NON_RESPONSIVE, last_error=error[:2000])
+    ):
+        broadcast("hosts", f"host.{host.pk}")
+        event_record(
+            action="host_status",
+            phase=Phase.DETECTED,
+            host=host,
+            cluster=host.cluster,
+            object_type="host",
+            object_name=host.name,
+            severity=Severity.ERROR,
+            error=error,
+            message=f"Host {host.name} is Non Responsive.",
+        )
+    for vm in VirtualMachine.objects.filter(host=host).exclude(
+        status__in=(VMStatus.DOWN, VMStatus.UNKNOWN)
+    ):
+        vm_apply(vm, VMStatus.UNKNOWN, host, busy_ids)
+
+
+def host_reachable(host: Host, info: hypervisor.HostInfo | None) -> None:
+    fields = {"status": HostStatus.UP, "last_seen": timezone.now(), "last_error": ""}
+    if info is not None:
+        fields.update(
+            hostname=info.hostname,
+            cpu_model=info.cpu_model,
+            cpus=info.cpus,
+            memory_mb=info.memory_mb,
+        )
+    was = host.status
+    Host.objects.filter(pk=host.pk).update(**fields)
+    if was != HostStatus.UP:
+        broadcast("hosts", f"host.{host.pk}")
+        event_record(
+            action="host_status",
+            phase=Phase.DETECTED,
+            host=host,
+            cluster=host.cluster,
+            object_type="host",
+            object_name=host.name,
+            message=f"Host {host.name} is Up.",
+        )
+
+
+def storage_sync(host: Host, conn: hypervisor.Connection) -> None:
+    """Refresh the sizes of the host's data center's storage domains from its pools."""
+    pools = {p.name: p for p in conn.list_pools()}
+    for domain in StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id):
+        pool = pools.get(domain.pool_name)
+        if pool is None:
+            continue
+        fields = {
+            "status": StorageDomainStatus.ACTIVE if pool.active else StorageDomainStatus.INACTIVE,
+            "total_bytes": pool.capacity,
+            "used_bytes": pool.allocation,
+            "free_bytes": pool.available,
+        }
+        if any(getattr(domain, k) != v for k, v in fields.items()):
+            StorageDomain.objects.filter(pk=domain.pk).update(**fields)
+            broadcast("storage")
+
+
+def rq_job_alive(rq_id: str) -> bool:
+    if not rq_id:
+        return False
+    try:
+        return RQJob.fetch(rq_id, connection=get_queue().connection).get_status() in RQ_ALIVE
+    except NoSuchJobError:
+        return False
+
+
+def jobs_reconcile(stale_seconds: float) -> int:
+    """Fail jobs whose worker died or that the queue lost, and settle VMs left busy."""
+    cutoff = timezone.now() - timedelta(seconds=stale_seconds)
+    ended = 0
+    for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).select_related(
+        "vm", "user"
+    ):
+        job_fail(job, "The worker carrying out this job stopped before it ended.")
+        ended += 1
+    for job in Job.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff).select_related(
+        "vm", "user"
+    ):
+        if not rq_job_alive(job.rq_id):
+            job_fail(job, "The task queue lost this job before a worker took it.")
+            ended += 1
+    busy = VirtualMachine.objects.filter(status__in=BUSY_STATUSES, status_changed_at__lt=cutoff)
+    for vm_id in busy.exclude(pk__in=vms_with_active_jobs()).values_list("pk", flat=True):
+        vm_settle(vm_id)
+    return ended
+
+
+class Monitor:
+    """Watches every host; `run()` until `stop` is set."""
+
+    def __init__(self, *, poll_seconds: float | None = None, stale_seconds: float | None = None):
+        self.poll_seconds = poll_seconds or settings.VIREO_MONITOR_POLL_SECONDS
+        self.stale_seconds = stale_seconds or settings.VIREO_JOB_STALE_SECONDS
+        self.events: queue.Queue = queue.Queue()
+        self.watched: dict[int, hypervisor.Connection] = {}
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="monitor-host")
+
+    def _on_lifecycle(self, host_id: int):
+        def callback(event: hypervisor.LifecycleEvent) -> None:
+            self.events.put((host_id, event.uuid))
+
+        return callback
+
+    def host_poll(self, host: Host, busy_ids: set[int]) -> None:
+        """Connect (registering for events on a new connection), then reconcile the host."""
+        try:
+            if host.pk not in self.watched:
+                testhosts.node_file_write(host)
+            conn = hypervisor.connect(host.uri)
+            fresh = self.watched.get(host.pk) is not conn
+            if fresh:
+                conn.on_lifecycle(self._on_lifecycle(host.pk))
+                self.watched[host.pk] = conn
+            info = conn.host_info() if fresh or host.status != HostStatus.UP else None
+            domains = conn.list_domains()
+        except hypervisor.HypervisorError as exc:
+            self.watched.pop(host.pk, None)
+            host_unreachable(host, str(exc), busy_ids)
+            return
+        finally:
+            close_old_connections()
+        host_reachable(host, info)
+        host_vms_sync(host, domains, busy_ids)
+        try:
+            storage_sync(host, conn)
+        except hypervisor.HypervisorError as exc:
+            log.warning("storage of host %s not refreshed: %s", host.name, exc)
+
+    def _host_poll_thread(self, host: Host, busy_ids: set[int]) -> None:
+        try:
+            self.host_poll(host, busy_ids)
+        except Exception:
+            log.exception("polling host %s failed", host.name)
+        finally:
+            close_old_connections()
+
+    def cycle(self) -> None:
+        """One reconcile cycle: every host, then the jobs."""
+        busy_ids = vms_with_active_jobs()
+        hosts = list(Host.objects.exclude(status=HostStatus.MAINTENANCE).select_related("cluster"))
+        list(self.pool.map(lambda h: self._host_poll_thread(h, busy_ids), hosts))
+        jobs_reconcile(self.stale_seconds)
+
+    def handle_event(self, host_id: int, uuid: str) -> None:
+        """A lifecycle event: read the domain's state now and apply it."""
+        vm = (
+            VirtualMachine.objects.filter(uuid=uuid, host_id=host_id)
+            .select_related("host", "cluster")
+            .first()
+        )
+        conn = self.watched.get(host_id)
+        if vm is None or conn is None:
+            return
+        try:
+            info = conn.get_domain(uuid)
+            status = status_from_domain(info.state, info.has_managed_save)
+        except hypervisor.DomainNotFound:
+            status = VMStatus.DOWN
+        except hypervisor.HypervisorError as exc:
+            log.warning("event for %s on host %s not read: %s", uuid, host_id, exc)
+            return
+        vm_apply(vm, status, vm.host)
+
+    def drain_events(self, until: float) -> None:
+        while not self.stop.is_set():
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                host_id, uuid = self.events.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            try:
+                self.handle_event(host_id, uuid)
+            except Exception:
+                log.exception("lifecycle event for %s not handled", uuid)
+            finally:
+                close_old_connections()
+
+    def run(self) -> None:
+        hypervisor.start_event_loop()
+        log.info("monitor started: poll every %.1fs", self.poll_seconds)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self.cycle()
+            except Exception:
+                log.exception("monitor cycle failed")
+            finally:
+                close_old_connections()
+            self.drain_events(started + self.poll_seconds)
+        self.pool.shutdown(wait=False)

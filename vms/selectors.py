@@ -1,0 +1,84 @@
+"""Selectors: the reads behind the VM pages, restricted to what the user may see."""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.paginator import Page, Paginator
+from django.db.models import Q, QuerySet
+
+from accounts.permissions import permitted_actions, restrict
+from portal.models import Job
+
+from .choices import TRANSITIONS, VMStatus, allowed_actions
+from .models import VirtualMachine
+
+SORTS = {
+    "name": "name",
+    "status": "status",
+    "host": "host__name",
+    "cluster": "cluster__name",
+    "memory": "memory_mb",
+    "cpus": "vcpus",
+    "uptime": "started_at",
+}
+
+
+def vms_visible(user, action: str = "view") -> QuerySet:
+    return restrict(user, VirtualMachine.objects.select_related("host", "cluster"), action)
+
+
+def active_jobs_by_vm(vm_ids) -> dict[int, Job]:
+    """The newest active job acting on or making each of the given VMs (one query)."""
+    jobs = {}
+    for job in Job.objects.filter(
+        Q(vm_id__in=vm_ids) | Q(result_vm_id__in=vm_ids), status__in=Job.ACTIVE
+    ).order_by("created_at"):
+        for pk in (job.vm_id, job.result_vm_id):
+            if pk in vm_ids:
+                jobs[pk] = job
+    return jobs
+
+
+@dataclass
+class VMRow:
+    """A VM as one row of the results list: the VM, its running job, the enabled actions."""
+
+    vm: VirtualMachine
+    job: Job | None
+    actions: frozenset[str]
+
+    @property
+    def status_class(self) -> str:
+        return self.vm.status.replace("_", "-")
+
+
+def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
+    """Rows for a page of VMs: the status table's actions cut down to the user's permissions."""
+    ids = [vm.pk for vm in vms]
+    jobs = active_jobs_by_vm(set(ids))
+    permitted = permitted_actions(user, vms, TRANSITIONS.keys())
+    return [
+        VMRow(vm=vm, job=jobs.get(vm.pk), actions=allowed_actions(vm.status) & permitted[vm.pk])
+        for vm in vms
+    ]
+
+
+def vm_page(
+    user, *, q: str = "", sort: str = "name", page: int | str = 1
+) -> tuple[Page, list[VMRow], str]:
+    """One page of the results list, searched by name and sorted by a column."""
+    qs = vms_visible(user)
+    if q:
+        qs = qs.filter(name__icontains=q)
+    key = sort.lstrip("-")
+    if key not in SORTS:
+        sort, key = "name", "name"
+    order = SORTS[key]
+    qs = qs.order_by(("-" if sort.startswith("-") else "") + order, "pk")
+    paginator = Paginator(qs, settings.VIREO_VMS_PER_PAGE)
+    page_obj = paginator.get_page(page)
+    return page_obj, vm_rows(user, list(page_obj.object_list)), sort
+
+
+def status_label(status: str) -> str:
+    return VMStatus(status).label

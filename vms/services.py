@@ -1,0 +1,402 @@
+"""Services: every change to VMs, clusters and hosts goes through these functions.
+
+Each one checks the request against the status table (`vms.choices`), moves the status with a
+conditional update so that of two admins racing only one wins, records the Event, and creates
+the Job that a worker carries out after commit. They raise ActionRefused with a message for
+the user and change nothing when they refuse.
+"""
+
+import re
+
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from portal.audit import actor, event_record
+from portal.errors import ActionRefused
+from portal.live import broadcast
+from portal.models import Job, Phase
+from portal.tasks import job_create, queue_ensure_available
+from storage.choices import DiskStatus, DomainFunction
+from storage.models import Disk, StorageDomain
+
+from .choices import TRANSITIONS, HostStatus, VMAction, VMStatus, busy_status_for
+from .models import Cluster, Host, VirtualMachine
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+NAME_MAX = 255
+MEMORY_MB_RANGE = (64, 4 * 1024 * 1024)
+VCPUS_RANGE = (1, 256)
+DISK_BYTES_RANGE = (1024 * 1024, 64 * 1024**4)
+
+ACTION_VERBS = {
+    VMAction.RUN: "run",
+    VMAction.SHUTDOWN: "shut down",
+    VMAction.POWER_OFF: "power off",
+    VMAction.SUSPEND: "suspend",
+    VMAction.REBOOT: "reboot",
+    VMAction.REMOVE: "remove",
+    VMAction.CLONE: "clone",
+}
+
+
+def vm_topics(vm) -> tuple[str, ...]:
+    """Topics for a VM that appears in or leaves the list (its own and the list's)."""
+    return (f"vm.{vm.pk}", "vms")
+
+
+def name_validate(name: str, *, data_center_id: int, what: str = "Name") -> str:
+    """A VM name is 1-255 letters, digits, '-', '_' or '.', unique in its data center."""
+    name = (name or "").strip()
+    if not name:
+        raise ActionRefused(f"{what} is required.")
+    if len(name) > NAME_MAX:
+        raise ActionRefused(f"{what} is too long: {len(name)} characters, at most {NAME_MAX}.")
+    if not NAME_RE.match(name):
+        raise ActionRefused(f"{what} may contain only letters, digits, '-', '_' and '.'.")
+    if VirtualMachine.objects.filter(name=name, cluster__data_center_id=data_center_id).exists():
+        raise ActionRefused(
+            f"{what} '{name}' is already used by another virtual machine in this data center."
+        )
+    return name
+
+
+def _in_range(value, bounds, label: str, unit: str = "") -> int:
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise ActionRefused(f"{label} must be a whole number.") from None
+    low, high = bounds
+    if not low <= value <= high:
+        raise ActionRefused(f"{label} must be between {low:,} and {high:,}{unit}.")
+    return value
+
+
+def _lost_race(vm_id: int, name: str, verb: str) -> ActionRefused:
+    current = VirtualMachine.objects.filter(pk=vm_id).values_list("status", flat=True).first()
+    now = VMStatus(current).label if current else "removed"
+    return ActionRefused(
+        f"Cannot {verb} {name}: it was changed by another request and is now {now}. Nothing was done."
+    )
+
+
+def vm_status_move(*, vm_id: int, from_status: str, to_status: str, **fields) -> bool:
+    """Conditionally move a VM from one status to another; False if it was not in from_status."""
+    moved = VirtualMachine.objects.filter(pk=vm_id, status=from_status).update(
+        status=to_status, status_changed_at=timezone.now(), **fields
+    )
+    if moved:
+        broadcast(f"vm.{vm_id}")
+    return bool(moved)
+
+
+def _restore_status(vm_id: int, busy: str, previous: str):
+    def undo(job: Job) -> None:
+        vm_status_move(vm_id=vm_id, from_status=busy, to_status=previous)
+
+    return undo
+
+
+def _vm_begin(
+    *,
+    vm: VirtualMachine,
+    action: str,
+    user,
+    kind: str | None = None,
+    reason: str = "",
+    params: dict | None = None,
+    result_vm=None,
+) -> Job:
+    """Common start of a VM action: check, move to the busy status, record, create the job."""
+    verb = ACTION_VERBS[action]
+    sources, _busy = TRANSITIONS[action]
+    if vm.status not in sources:
+        raise ActionRefused(f"Cannot {verb} {vm.name}: the VM is {vm.get_status_display()}.")
+    if action not in (VMAction.REMOVE, VMAction.CLONE) and vm.host_id is None:
+        raise ActionRefused(f"Cannot {verb} {vm.name}: it is not placed on any host.")
+    if vm.host_id and vm.host.status != HostStatus.UP and action != VMAction.REMOVE:
+        raise ActionRefused(
+            f"Cannot {verb} {vm.name}: its host {vm.host.name} is {vm.host.get_status_display()}."
+        )
+    busy = busy_status_for(action, vm.status)
+    previous = vm.status
+    if not vm_status_move(vm_id=vm.pk, from_status=previous, to_status=busy):
+        raise _lost_race(vm.pk, vm.name, verb)
+    vm.status = busy
+    job = job_create(
+        kind=kind or f"vm_{action}",
+        description=f"{VMAction(action).label} {vm.name}",
+        vm=vm,
+        result_vm=result_vm,
+        user=user,
+        params={"from_status": previous, "reason": reason, **(params or {})},
+        on_enqueue_failure=_restore_status(vm.pk, busy, previous),
+    )
+    message = f"{actor(user)} asked to {verb} VM {vm.name}."
+    event_record(
+        action=action,
+        phase=Phase.REQUESTED,
+        message=message,
+        user=user,
+        vm=vm,
+        job=job,
+        reason=reason,
+    )
+    return job
+
+
+def _load_vm(vm_id: int) -> VirtualMachine:
+    try:
+        return VirtualMachine.objects.select_related("cluster", "host").get(pk=vm_id)
+    except VirtualMachine.DoesNotExist:
+        raise ActionRefused("That virtual machine does not exist any more.") from None
+
+
+def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
+    """Run, Shutdown, Power Off, Suspend or Reboot one VM."""
+    if action not in (
+        VMAction.RUN,
+        VMAction.SHUTDOWN,
+        VMAction.POWER_OFF,
+        VMAction.SUSPEND,
+        VMAction.REBOOT,
+    ):
+        raise ActionRefused(f"Unknown action {action!r}.")
+    queue_ensure_available()
+    with transaction.atomic():
+        vm = _load_vm(vm_id)
+        if action == VMAction.SHUTDOWN:
+            reason = (reason or "").strip()[:1000] if vm.cluster.shutdown_reason_enabled else ""
+        else:
+            reason = ""
+        return _vm_begin(vm=vm, action=action, user=user, reason=reason)
+
+
+def vm_run(*, vm_id: int, user) -> Job:
+    """Run a Down, Suspended or Paused VM."""
+    return vm_action(vm_id=vm_id, action=VMAction.RUN, user=user)
+
+
+def vm_shutdown(*, vm_id: int, user, reason: str = "") -> Job:
+    """Gracefully shut a VM down (ACPI); the reason is kept when the cluster asks for one."""
+    return vm_action(vm_id=vm_id, action=VMAction.SHUTDOWN, user=user, reason=reason)
+
+
+def vm_poweroff(*, vm_id: int, user) -> Job:
+    """Force a VM off."""
+    return vm_action(vm_id=vm_id, action=VMAction.POWER_OFF, user=user)
+
+
+def vm_suspend(*, vm_id: int, user) -> Job:
+    """Hibernate a running VM (its memory is saved to disk on the host)."""
+    return vm_action(vm_id=vm_id, action=VMAction.SUSPEND, user=user)
+
+
+def vm_reboot(*, vm_id: int, user) -> Job:
+    """Reboot a running VM."""
+    return vm_action(vm_id=vm_id, action=VMAction.REBOOT, user=user)
+
+
+def vm_remove(*, vm_id: int, user, remove_disks: bool = True) -> Job:
+    """Remove a Down VM; its disks are removed too, or left as floating disks."""
+    queue_ensure_available()
+    with transaction.atomic():
+        vm = _load_vm(vm_id)
+        job = _vm_begin(
+            vm=vm, action=VMAction.REMOVE, user=user, params={"remove_disks": bool(remove_disks)}
+        )
+        Disk.objects.filter(vm=vm).update(status=DiskStatus.LOCKED)
+        broadcast("disks")
+        return job
+
+
+def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
+    """Clone a Down VM: the clone appears at once as Image Locked while its disks are copied."""
+    queue_ensure_available()
+    with transaction.atomic():
+        vm = _load_vm(vm_id)
+        data_center_id = vm.cluster.data_center_id
+        # Serialise name checks per data center so two clones cannot take one name.
+        Cluster.objects.select_for_update().filter(data_center_id=data_center_id).exists()
+        clone_name = name_validate(clone_name, data_center_id=data_center_id, what="Clone Name")
+        clone = VirtualMachine.objects.create(
+            name=clone_name,
+            description=vm.description,
+            cluster=vm.cluster,
+            host=vm.host,
+            status=VMStatus.IMAGE_LOCKED,
+            memory_mb=vm.memory_mb,
+            vcpus=vm.vcpus,
+            created_by=user if user.is_authenticated else None,
+        )
+        # The job acts on the source and makes the clone; both rows show its progress.
+        job = _vm_begin(vm=vm, action=VMAction.CLONE, user=user, result_vm=clone)
+        broadcast(*vm_topics(clone))
+        event_record(
+            action=VMAction.CLONE,
+            phase=Phase.REQUESTED,
+            user=user,
+            vm=clone,
+            job=job,
+            message=f"{actor(user)} asked to clone VM {vm.name} to {clone.name}.",
+        )
+        return clone
+
+
+def _pick_host(cluster: Cluster) -> Host:
+    host = (
+        Host.objects.filter(cluster=cluster, status=HostStatus.UP)
+        .annotate(n=Count("vms", filter=~Q(vms__status=VMStatus.DOWN)))
+        .order_by("n", "name")
+        .first()
+    )
+    if host is None:
+        raise ActionRefused(
+            f"No host in cluster {cluster.name} is Up; a VM cannot be created there now."
+        )
+    return host
+
+
+def vm_create(
+    *,
+    user,
+    name: str,
+    cluster_id: int,
+    memory_mb,
+    vcpus,
+    disk_bytes,
+    storage_domain_id: int,
+    sparse: bool = True,
+    description: str = "",
+) -> VirtualMachine:
+    """New (blank) VM with one disk: it is Image Locked while its disk is created, then Down."""
+    queue_ensure_available()
+    memory_mb = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
+    vcpus = _in_range(vcpus, VCPUS_RANGE, "vCPUs")
+    disk_bytes = _in_range(disk_bytes, DISK_BYTES_RANGE, "Disk size", " bytes")
+    with transaction.atomic():
+        try:
+            cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
+        except Cluster.DoesNotExist:
+            raise ActionRefused("That cluster does not exist.") from None
+        name = name_validate(name, data_center_id=cluster.data_center_id)
+        try:
+            domain = StorageDomain.objects.get(
+                pk=storage_domain_id,
+                data_center_id=cluster.data_center_id,
+                domain_function=DomainFunction.DATA,
+            )
+        except StorageDomain.DoesNotExist:
+            raise ActionRefused(
+                "Choose a data storage domain of the cluster's data center."
+            ) from None
+        if domain.free_bytes and not sparse and disk_bytes > domain.free_bytes:
+            raise ActionRefused(
+                f"Not enough free space on {domain.name}: {disk_bytes:,} bytes needed, {domain.free_bytes:,} free."
+            )
+        host = _pick_host(cluster)
+        vm = VirtualMachine.objects.create(
+            name=name,
+            description=(description or "")[:1000],
+            cluster=cluster,
+            host=host,
+            status=VMStatus.IMAGE_LOCKED,
+            memory_mb=memory_mb,
+            vcpus=vcpus,
+            created_by=user if user.is_authenticated else None,
+        )
+        Disk.objects.create(
+            alias=f"{name}_Disk1",
+            vm=vm,
+            storage_domain=domain,
+            host=host,
+            volume_name=f"{vm.uuid}-disk1.{'qcow2' if sparse else 'img'}",
+            size_bytes=disk_bytes,
+            sparse=sparse,
+            status=DiskStatus.LOCKED,
+        )
+        job = job_create(
+            kind="vm_create",
+            description=f"Create VM {name}",
+            vm=vm,
+            user=user,
+            on_enqueue_failure=lambda job: vm_status_move(
+                vm_id=vm.pk, from_status=VMStatus.IMAGE_LOCKED, to_status=VMStatus.UNKNOWN
+            ),
+        )
+        event_record(
+            action="create",
+            phase=Phase.REQUESTED,
+            user=user,
+            vm=vm,
+            job=job,
+            message=f"{actor(user)} asked to create VM {name} on host {host.name}.",
+        )
+        broadcast(*vm_topics(vm), "disks")
+        return vm
+
+
+def cluster_update(
+    *,
+    cluster_id: int,
+    user,
+    shutdown_reason_enabled: bool,
+    shutdown_timeout: int,
+    description: str | None = None,
+) -> Cluster:
+    """Edit a cluster's VM settings."""
+    timeout = _in_range(shutdown_timeout, (5, 3600), "Graceful shutdown timeout", " seconds")
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
+        cluster.shutdown_reason_enabled = bool(shutdown_reason_enabled)
+        cluster.shutdown_timeout = timeout
+        if description is not None:
+            cluster.description = description[:1000]
+        cluster.save()
+        event_record(
+            action="edit",
+            phase=Phase.SUCCEEDED,
+            user=user,
+            cluster=cluster,
+            object_type="cluster",
+            object_name=cluster.name,
+            message=f"{actor(user)} edited cluster {cluster.name}.",
+        )
+        broadcast("clusters")
+    return cluster
+
+
+def host_add(*, user, name: str, uri: str, cluster_id: int) -> Host:
+    """Add a host by its libvirt URI; the monitor connects to it within one poll."""
+    name = (name or "").strip()
+    uri = (uri or "").strip()
+    if not name or len(name) > NAME_MAX or not NAME_RE.match(name):
+        raise ActionRefused(
+            "Host name is required: letters, digits, '-', '_' and '.', at most 255 characters."
+        )
+    if not re.match(r"^[a-z0-9+]+://", uri):
+        raise ActionRefused(
+            "Give a libvirt URI such as qemu:///system or qemu+ssh://root@host/system."
+        )
+    with transaction.atomic():
+        if Host.objects.filter(Q(name=name) | Q(uri=uri)).exists():
+            raise ActionRefused("A host with that name or URI already exists.")
+        try:
+            cluster = Cluster.objects.get(pk=cluster_id)
+        except Cluster.DoesNotExist:
+            raise ActionRefused("That cluster does not exist.") from None
+        host = Host.objects.create(
+            name=name, uri=uri, cluster=cluster, status=HostStatus.CONNECTING
+        )
+        event_record(
+            action="add_host",
+            phase=Phase.SUCCEEDED,
+            user=user,
+            host=host,
+            cluster=cluster,
+            object_type="host",
+            object_name=name,
+            message=f"{actor(user)} added host {name} ({uri}).",
+        )
+        broadcast("hosts")
+    return host

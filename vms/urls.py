@@ -1,0 +1,18 @@
+from django.urls import path
+
+from . import views
+
+app_name = "vms"
+urlpatterns = [
+    path("", views.vm_list, name="list"),
+    path("table/", views.vm_table, name="table"),
+    path("new/", views.vm_new, name="new"),
+    path("action/<str:action>/", views.vm_action, name="action"),
+    path("<int:pk>/", views.vm_detail, name="detail"),
+    path("<int:pk>/row/", views.vm_row, name="row"),
+    path("<int:pk>/details/<str:tab>/", views.vm_details_pane, name="details"),
+    path("hosts/", views.host_list, name="hosts"),
+    path("hosts/new/", views.host_new, name="host_new"),
+    path("clusters/", views.cluster_list, name="clusters"),
+    path("clusters/<int:pk>/edit/", views.cluster_edit, name="cluster_edit"),
+]

@@ -1,0 +1,293 @@
+"""Virtual Machines, Hosts and Clusters tabs. Views are thin: resolve the object through the
+permission-restricted queryset (404 when it is out of reach), call one service, render."""
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_http_methods
+
+from accounts.permissions import can, restrict
+from portal.errors import ActionRefused
+from portal.models import Event
+from portal.views import modal_done
+from storage.models import StorageDomain
+
+from . import services
+from .choices import MULTI_VM_ACTIONS, VMAction
+from .forms import CloneForm, ClusterForm, HostForm, NewVMForm, RemoveForm, ShutdownForm
+from .models import Cluster, Host
+from .selectors import vm_page, vm_rows, vms_visible
+
+DIALOG_TITLES = {
+    VMAction.SHUTDOWN: "Shut down Virtual Machine(s)",
+    VMAction.POWER_OFF: "Power Off Virtual Machine(s)",
+    VMAction.REBOOT: "Reboot Virtual Machine(s)",
+    VMAction.REMOVE: "Remove Virtual Machine(s)",
+    VMAction.CLONE: "Clone Virtual Machine",
+    VMAction.RUN: "Run Virtual Machine(s)",
+    VMAction.SUSPEND: "Suspend Virtual Machine(s)",
+}
+DETAIL_TABS = ("general", "disks", "events")
+
+
+def _list_context(request, selected=None):
+    q = request.GET.get("q", "").strip()
+    page, rows, sort = vm_page(
+        request.user, q=q, sort=request.GET.get("sort", "name"), page=request.GET.get("page", 1)
+    )
+    return {
+        "page": page,
+        "rows": rows,
+        "q": q,
+        "sort": sort,
+        "tab": "vms",
+        "selected": selected,
+        "actions": VMAction,
+        "multi_actions": MULTI_VM_ACTIONS,
+        "can_create": can(request.user, "create_vm"),
+    }
+
+
+@login_required
+def vm_list(request):
+    """The Virtual Machines tab: results list, toolbar, and the details pane of the selection."""
+    selected = None
+    if request.GET.get("selected"):
+        selected = vms_visible(request.user).filter(pk=request.GET["selected"]).first()
+    template = "vms/_vm_table.html" if request.htmx else "vms/vm_list.html"
+    context = _list_context(request, selected)
+    if selected is not None:
+        context.update(_details_context(request, selected, "general"))
+    return render(request, template, context)
+
+
+@login_required
+def vm_table(request):
+    """The results list alone (search, sort, paging and live refresh swap it)."""
+    return render(request, "vms/_vm_table.html", _list_context(request))
+
+
+@login_required
+def vm_detail(request, pk: int):
+    """A VM's own URL: the list with this VM selected and its details pane open."""
+    vm = get_object_or_404(vms_visible(request.user), pk=pk)
+    if request.htmx:
+        return vm_details_pane(request, pk, "general")
+    context = _list_context(request, vm)
+    context.update(_details_context(request, vm, "general"))
+    return render(request, "vms/vm_list.html", context)
+
+
+@login_required
+def vm_row(request, pk: int):
+    """One row of the results list, re-fetched when the VM changes."""
+    vm = get_object_or_404(vms_visible(request.user), pk=pk)
+    return render(request, "vms/_vm_row.html", {"row": vm_rows(request.user, [vm])[0]})
+
+
+def _details_context(request, vm, tab: str) -> dict:
+    row = vm_rows(request.user, [vm])[0]
+    context = {"vm": vm, "row": row, "detail_tab": tab}
+    if tab == "disks":
+        context["disks"] = vm.disks.select_related("storage_domain").order_by("target")
+    elif tab == "events":
+        context["events"] = Event.objects.filter(vm=vm).select_related("user")[:100]
+    return context
+
+
+@login_required
+def vm_details_pane(request, pk: int, tab: str):
+    """The details pane with its sub-tabs General, Disks and Events."""
+    if tab not in DETAIL_TABS:
+        raise Http404
+    vm = get_object_or_404(vms_visible(request.user), pk=pk)
+    return render(request, "vms/_vm_details.html", _details_context(request, vm, tab))
+
+
+def _selected_vms(request, action: str):
+    ids = request.POST.getlist("vm") or request.GET.getlist("vm")
+    try:
+        ids = {int(i) for i in ids}
+    except ValueError:
+        raise Http404 from None
+    if not ids:
+        raise Http404
+    vms = list(vms_visible(request.user, action).filter(pk__in=ids).select_related("cluster"))
+    if len(vms) != len(ids):
+        raise Http404
+    return vms
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def vm_action(request, action: str):
+    """The toolbar's and right-click menu's actions: the confirmation window (GET) and OK (POST)."""
+    if action not in VMAction.values:
+        raise Http404
+    vms = _selected_vms(request, action)
+    if action == VMAction.CLONE:
+        return _vm_clone(request, vms)
+    if len(vms) > 1 and action not in MULTI_VM_ACTIONS:
+        return HttpResponseBadRequest("This action takes one virtual machine.")
+    reason_field = action == VMAction.SHUTDOWN and any(
+        vm.cluster.shutdown_reason_enabled for vm in vms
+    )
+    if request.method == "GET":
+        context = {
+            "vms": vms,
+            "action": action,
+            "title": DIALOG_TITLES[action],
+            "reason_field": reason_field,
+            "shutdown_form": ShutdownForm(),
+            "remove_form": RemoveForm(),
+        }
+        return render(request, "vms/_action_dialog.html", context)
+    results = []
+    for vm in vms:
+        try:
+            if action == VMAction.REMOVE:
+                form = RemoveForm(request.POST)
+                form.is_valid()
+                services.vm_remove(
+                    vm_id=vm.pk,
+                    user=request.user,
+                    remove_disks=form.cleaned_data.get("remove_disks", False),
+                )
+            else:
+                services.vm_action(
+                    vm_id=vm.pk,
+                    action=action,
+                    user=request.user,
+                    reason=request.POST.get("reason", ""),
+                )
+        except ActionRefused as exc:
+            results.append(("error", str(exc)))
+        else:
+            results.append(("success", f"{VMAction(action).label}: {vm.name} requested."))
+    return modal_done(request, results)
+
+
+def _vm_clone(request, vms):
+    if len(vms) != 1:
+        return HttpResponseBadRequest("Clone VM takes one virtual machine.")
+    vm = vms[0]
+    form = CloneForm(request.POST or None, initial={"clone_name": f"{vm.name}-clone"[:255]})
+    error = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            clone = services.vm_clone(
+                vm_id=vm.pk, user=request.user, clone_name=form.cleaned_data["clone_name"]
+            )
+        except ActionRefused as exc:
+            error = str(exc)
+        else:
+            return modal_done(request, [("success", f"Cloning {vm.name} to {clone.name}.")])
+    return render(request, "vms/_clone_dialog.html", {"vm": vm, "form": form, "error": error})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def vm_new(request):
+    """The New Virtual Machine window (blank VM with one disk)."""
+    if not can(request.user, "create_vm"):
+        raise Http404
+    clusters = restrict(request.user, Cluster.objects.all(), "create_vm")
+    domains = restrict(request.user, StorageDomain.objects.all(), "create_disk")
+    form = NewVMForm(request.POST or None, clusters=clusters, storage_domains=domains)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            vm = services.vm_create(
+                user=request.user,
+                name=data["name"],
+                description=data["description"],
+                cluster_id=data["cluster"].pk,
+                memory_mb=data["memory_mb"],
+                vcpus=data["vcpus"],
+                disk_bytes=data["disk_size_gb"] * 1024**3,
+                storage_domain_id=data["storage_domain"].pk,
+                sparse=data["allocation"] == "thin",
+            )
+        except ActionRefused as exc:
+            error = str(exc)
+        else:
+            return modal_done(request, [("success", f"Creating VM {vm.name}.")])
+    return render(request, "vms/_new_vm_dialog.html", {"form": form, "error": error})
+
+
+@login_required
+def host_list(request):
+    """The Hosts tab."""
+    hosts = restrict(request.user, Host.objects.select_related("cluster"), "view")
+    template = "vms/_host_table.html" if request.htmx else "vms/host_list.html"
+    return render(
+        request,
+        template,
+        {"hosts": hosts, "tab": "hosts", "can_add": can(request.user, "add_host")},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def host_new(request):
+    """The New Host window: a host is added by its libvirt URI."""
+    if not can(request.user, "add_host"):
+        raise Http404
+    form = HostForm(
+        request.POST or None, clusters=restrict(request.user, Cluster.objects.all(), "add_host")
+    )
+    error = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            host = services.host_add(
+                user=request.user, name=data["name"], uri=data["uri"], cluster_id=data["cluster"].pk
+            )
+        except ActionRefused as exc:
+            error = str(exc)
+        else:
+            return modal_done(
+                request,
+                [("success", f"Host {host.name} added; connecting.")],
+                redirect_to="vms:hosts",
+            )
+    return render(request, "vms/_host_dialog.html", {"form": form, "error": error})
+
+
+@login_required
+def cluster_list(request):
+    """The Clusters tab."""
+    clusters = restrict(request.user, Cluster.objects.select_related("data_center"), "view")
+    template = "vms/_cluster_table.html" if request.htmx else "vms/cluster_list.html"
+    return render(request, template, {"clusters": clusters, "tab": "clusters"})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def cluster_edit(request, pk: int):
+    """The Edit Cluster window (the VM settings this slice uses)."""
+    cluster = get_object_or_404(
+        restrict(request.user, Cluster.objects.all(), "edit_cluster"), pk=pk
+    )
+    form = ClusterForm(request.POST or None, instance=cluster)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.cluster_update(
+                cluster_id=cluster.pk,
+                user=request.user,
+                shutdown_reason_enabled=data["shutdown_reason_enabled"],
+                shutdown_timeout=data["shutdown_timeout"],
+                description=data["description"],
+            )
+        except ActionRefused as exc:
+            error = str(exc)
+        else:
+            return modal_done(
+                request, [("success", f"Cluster {cluster.name} saved.")], redirect_to="vms:clusters"
+            )
+    return render(
+        request, "vms/_cluster_dialog.html", {"form": form, "cluster": cluster, "error": error}
+    )
