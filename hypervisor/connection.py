@@ -49,10 +49,12 @@ LIFECYCLE_EVENTS = (
 _CLOSE_REASONS = ("error", "eof", "keepalive", "client")
 
 _loop_lock = threading.Lock()
-_loop_started = False
+_loop_registered = False
+_loop_thread: threading.Thread | None = None
 _cache_lock = threading.Lock()
 _connections: dict[str, Connection] = {}
 _uri_locks: dict[str, threading.Lock] = {}
+_inherited: list[Connection] = []  # a parent's connections, kept (never closed) after a fork
 
 
 def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
@@ -64,13 +66,16 @@ libvirt.registerErrorHandler(_ignore_libvirt_error, None)
 
 def start_event_loop() -> None:
     """Register libvirt's default event loop once and run it in a daemon thread."""
-    global _loop_started
+    global _loop_registered, _loop_thread
     with _loop_lock:
-        if _loop_started:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
-        _loop_started = True
+        if not _loop_registered:
+            libvirt.virEventRegisterDefaultImpl()
+            _loop_registered = True
+        if _loop_thread is None:
+            _loop_thread = threading.Thread(
+                target=_run_event_loop, name="libvirt-events", daemon=True
+            )
+            _loop_thread.start()
 
 
 def _run_event_loop() -> None:
@@ -80,6 +85,25 @@ def _run_event_loop() -> None:
         except Exception:  # the loop must outlive any error
             log.exception("libvirt event loop iteration failed")
             time.sleep(0.1)
+
+
+def _after_fork_in_child() -> None:
+    """Give a forked child its own connections: its parent's sockets are not its to use.
+
+    The inherited connections are set aside untouched (closing them would talk on the parent's
+    sockets). Calls work in the child, but libvirt's event loop does not survive a fork once it
+    ran: a child of a process that called connect() gets no events (and no keepalive).
+    """
+    global _loop_lock, _cache_lock, _loop_thread
+    if _loop_thread is not None:
+        log.warning("forked after the libvirt event loop started: no events in this process")
+    _loop_lock, _cache_lock, _loop_thread = threading.Lock(), threading.Lock(), None
+    _inherited.extend(_connections.values())
+    _connections.clear()
+    _uri_locks.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def connect(uri: str) -> Connection:

@@ -1,5 +1,6 @@
 """Connection against libvirt's test driver: every method, errors, sharing and events."""
 
+import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,22 @@ def test_disconnect_forgets_the_connection(node_uri):
     assert hypervisor.connect(node_uri) is not old
     hypervisor.disconnect_all()
     hypervisor.disconnect("test:///never-opened")  # harmless
+
+
+def test_forked_child_opens_its_own_connection(conn, node_uri):
+    conn.pause(RUNNING_UUID)  # a change only the parent's test-driver state has
+    pid = os.fork()
+    if pid == 0:  # the child must not use the parent's connection: it opens (and loads) its own
+        code = 1
+        try:
+            child = hypervisor.connect(node_uri)
+            fresh = child is not conn and child.get_domain(RUNNING_UUID).state == "running"
+            code = 0 if fresh else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert conn.get_domain(RUNNING_UUID).state == DomainState.PAUSED
 
 
 @pytest.mark.parametrize(
