@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import django_rq
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from .db import db_tidy
 from .errors import ActionRefused
 from .live import broadcast, send_now
 from .models import Job, JobStatus
@@ -145,12 +146,12 @@ def _heartbeat(job_id: int, stop: threading.Event) -> None:
         except Exception as exc:
             log.warning("heartbeat for job %s failed: %s", job_id, exc)
         finally:
-            close_old_connections()
+            db_tidy()
 
 
 def execute(job_id: int) -> None:
     """RQ entry point: carry out the Job with this id and always end it."""
-    close_old_connections()
+    db_tidy()
     claimed = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
     )
@@ -177,4 +178,4 @@ def execute(job_id: int) -> None:
         job_finish(job_id)
     finally:
         stop.set()
-        close_old_connections()
+        db_tidy()

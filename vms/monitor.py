@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 
 import hypervisor
 from portal.audit import event_record
+from portal.db import db_tidy
 from portal.live import broadcast
 from portal.models import Job, JobStatus, Phase, Severity
 from portal.tasks import get_queue, job_fail
@@ -221,7 +221,7 @@ class Monitor:
             host_unreachable(host, str(exc), busy_ids)
             return
         finally:
-            close_old_connections()
+            db_tidy()
         host_reachable(host, info)
         host_vms_sync(host, domains, busy_ids)
         try:
@@ -235,7 +235,7 @@ class Monitor:
         except Exception:
             log.exception("polling host %s failed", host.name)
         finally:
-            close_old_connections()
+            db_tidy()
 
     def cycle(self) -> None:
         """One reconcile cycle: every host, then the jobs."""
@@ -278,7 +278,7 @@ class Monitor:
             except Exception:
                 log.exception("lifecycle event for %s not handled", uuid)
             finally:
-                close_old_connections()
+                db_tidy()
 
     def run(self) -> None:
         hypervisor.start_event_loop()
@@ -290,6 +290,6 @@ class Monitor:
             except Exception:
                 log.exception("monitor cycle failed")
             finally:
-                close_old_connections()
+                db_tidy()
             self.drain_events(started + self.poll_seconds)
         self.pool.shutdown(wait=False)

@@ -21,7 +21,7 @@ from storage.choices import DiskStatus, DomainFunction
 from storage.models import Disk, StorageDomain
 
 from .choices import TRANSITIONS, HostStatus, VMAction, VMStatus, busy_status_for
-from .models import Cluster, Host, VirtualMachine
+from .models import Cluster, DataCenter, Host, VirtualMachine
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 NAME_MAX = 255
@@ -59,6 +59,12 @@ def name_validate(name: str, *, data_center_id: int, what: str = "Name") -> str:
             f"{what} '{name}' is already used by another virtual machine in this data center."
         )
     return name
+
+
+def _lock_names(data_center_id: int) -> None:
+    """Serialise name checks in one data center (row lock on it) so two requests cannot both
+    take the same name."""
+    DataCenter.objects.select_for_update().filter(pk=data_center_id).first()
 
 
 def _in_range(value, bounds, label: str, unit: str = "") -> int:
@@ -106,6 +112,7 @@ def _vm_begin(
     reason: str = "",
     params: dict | None = None,
     result_vm=None,
+    message: str = "",
 ) -> Job:
     """Common start of a VM action: check, move to the busy status, record, create the job."""
     verb = ACTION_VERBS[action]
@@ -132,7 +139,7 @@ def _vm_begin(
         params={"from_status": previous, "reason": reason, **(params or {})},
         on_enqueue_failure=_restore_status(vm.pk, busy, previous),
     )
-    message = f"{actor(user)} asked to {verb} VM {vm.name}."
+    message = message or f"{actor(user)} asked to {verb} VM {vm.name}."
     event_record(
         action=action,
         phase=Phase.REQUESTED,
@@ -216,8 +223,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
     with transaction.atomic():
         vm = _load_vm(vm_id)
         data_center_id = vm.cluster.data_center_id
-        # Serialise name checks per data center so two clones cannot take one name.
-        Cluster.objects.select_for_update().filter(data_center_id=data_center_id).exists()
+        _lock_names(data_center_id)
         clone_name = name_validate(clone_name, data_center_id=data_center_id, what="Clone Name")
         clone = VirtualMachine.objects.create(
             name=clone_name,
@@ -230,16 +236,14 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
             created_by=user if user.is_authenticated else None,
         )
         # The job acts on the source and makes the clone; both rows show its progress.
-        job = _vm_begin(vm=vm, action=VMAction.CLONE, user=user, result_vm=clone)
-        broadcast(*vm_topics(clone))
-        event_record(
+        _vm_begin(
+            vm=vm,
             action=VMAction.CLONE,
-            phase=Phase.REQUESTED,
             user=user,
-            vm=clone,
-            job=job,
+            result_vm=clone,
             message=f"{actor(user)} asked to clone VM {vm.name} to {clone.name}.",
         )
+        broadcast(*vm_topics(clone))
         return clone
 
 
@@ -279,6 +283,7 @@ def vm_create(
             cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
         except Cluster.DoesNotExist:
             raise ActionRefused("That cluster does not exist.") from None
+        _lock_names(cluster.data_center_id)
         name = name_validate(name, data_center_id=cluster.data_center_id)
         try:
             domain = StorageDomain.objects.get(

@@ -1,0 +1,71 @@
+"""Shared fixtures: PostgreSQL and Redis are real; hosts are libvirt test-driver nodes private
+to each test; jobs run on a real RQ worker (in this process, so it shares the test host)."""
+
+import pytest
+from rq import SimpleWorker
+
+import hypervisor
+from portal.tasks import get_queue
+from vms import testhosts
+
+
+@pytest.fixture(autouse=True)
+def _isolated(settings, tmp_path):
+    """Each test: its own VAR_DIR (test host files), an empty Redis db, no open connections."""
+    settings.VAR_DIR = tmp_path
+    get_queue().connection.flushdb()
+    yield
+    hypervisor.disconnect_all()
+
+
+@pytest.fixture
+def admin(db):
+    from factories import SuperUserFactory
+
+    return SuperUserFactory()
+
+
+@pytest.fixture
+def admin_client(client, admin):
+    client.force_login(admin)
+    return client
+
+
+def testhost_sync(*hosts) -> None:
+    """(Re)load test hosts from the inventory: write their node files and drop any open
+    connection, so the next connect sees exactly the VMs, states and volumes in the DB."""
+    for host in hosts:
+        hypervisor.disconnect(host.uri)
+        testhosts.node_file_write(host)
+
+
+@pytest.fixture
+def sync_hosts():
+    return testhost_sync
+
+
+def _work_off() -> int:
+    queue = get_queue()
+    worker = SimpleWorker([queue], connection=queue.connection)
+    worker.work(burst=True, logging_level="WARNING")
+    return worker.successful_job_count + worker.failed_job_count
+
+
+@pytest.fixture
+def work(django_capture_on_commit_callbacks):
+    """Run a service call, fire its on-commit callbacks (the enqueue), then run the queued
+    jobs on a real RQ worker: `work(lambda: vm_shutdown(...))` returns the call's result."""
+
+    def run(call=None):
+        with django_capture_on_commit_callbacks(execute=True):
+            result = call() if call is not None else None
+        _work_off()
+        return result
+
+    return run
+
+
+@pytest.fixture
+def work_off():
+    """Run whatever is queued on a real RQ worker in this process."""
+    return _work_off

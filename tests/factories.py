@@ -1,0 +1,108 @@
+"""factory-boy factories for the inventory. Hosts get their own libvirt test-driver node file
+(see `testhost_sync` in conftest) so every test has a private, consistent hypervisor."""
+
+import itertools
+
+import factory
+from django.contrib.auth import get_user_model
+
+from storage.choices import DiskStatus, DomainFunction, StorageDomainStatus
+from storage.models import Disk, StorageDomain
+from vms.choices import HostStatus, VMStatus
+from vms.models import Cluster, DataCenter, Host, VirtualMachine
+
+GiB = 1024**3
+_host_numbers = itertools.count(1)
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("secret")
+
+
+class SuperUserFactory(UserFactory):
+    username = factory.Sequence(lambda n: f"admin{n}")
+    is_superuser = True
+    is_staff = True
+
+
+class DataCenterFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DataCenter
+
+    name = factory.Sequence(lambda n: f"dc{n}")
+
+
+class ClusterFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Cluster
+
+    name = factory.Sequence(lambda n: f"cluster{n}")
+    data_center = factory.SubFactory(DataCenterFactory)
+    shutdown_timeout = 5
+
+
+class HostFactory(factory.django.DjangoModelFactory):
+    """A host on libvirt's test driver; its node file lives under settings.VAR_DIR."""
+
+    class Meta:
+        model = Host
+
+    name = factory.Sequence(lambda n: f"host{n}")
+    cluster = factory.SubFactory(ClusterFactory)
+    status = HostStatus.UP
+
+    @factory.lazy_attribute
+    def uri(self):
+        from django.conf import settings
+
+        return f"test://{settings.VAR_DIR / 'testhosts' / f'{self.name}-{next(_host_numbers)}.xml'}"
+
+
+class StorageDomainFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StorageDomain
+
+    name = factory.Sequence(lambda n: f"data{n}")
+    data_center = factory.SubFactory(DataCenterFactory)
+    domain_function = DomainFunction.DATA
+    pool_name = factory.LazyAttribute(lambda o: o.name)
+    status = StorageDomainStatus.ACTIVE
+    total_bytes = 100 * GiB
+    free_bytes = 100 * GiB
+
+
+class VMFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = VirtualMachine
+
+    name = factory.Sequence(lambda n: f"vm{n}")
+    host = factory.SubFactory(HostFactory)
+    cluster = factory.LazyAttribute(lambda o: o.host.cluster)
+    status = VMStatus.DOWN
+    memory_mb = 1024
+    vcpus = 1
+
+
+class DiskFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Disk
+
+    alias = factory.LazyAttribute(lambda o: f"{o.vm.name}_Disk1" if o.vm else "floating_Disk1")
+    vm = factory.SubFactory(VMFactory)
+    host = factory.LazyAttribute(lambda o: o.vm.host if o.vm else None)
+    storage_domain = factory.LazyAttribute(
+        lambda o: (
+            StorageDomain.objects.filter(data_center=o.vm.cluster.data_center).first()
+            or StorageDomainFactory(data_center=o.vm.cluster.data_center)
+        )
+    )
+    volume_name = factory.Sequence(lambda n: f"vol{n}.qcow2")
+    size_bytes = 1 * GiB
+    actual_bytes = 0
+    sparse = True
+    status = DiskStatus.OK
