@@ -1,5 +1,16 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _builtin_roles(sender, **kwargs):
+    from .services import roles_ensure_builtin
+
+    roles_ensure_builtin()
 
 
 class AccountsConfig(AppConfig):
     name = "accounts"
+    verbose_name = "Users, roles and permissions"
+
+    def ready(self) -> None:
+        post_migrate.connect(_builtin_roles, sender=self)

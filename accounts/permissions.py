@@ -1,33 +1,245 @@
 """The one permission resolver. Views, forms' dropdowns, websocket subscriptions and the User
 Portal ask it; templates read the sets it computes.
 
-Until roles land (issue 3) only superusers may see or do anything: any other logged-in user
-gets empty querysets and no actions.
+A user may do action A on object O when they (or one of their groups) hold a role containing
+A on O or on an object above O (see accounts.scopes). Superusers may do everything. Every
+question is answered by the database in one query, never by walking objects in Python.
 """
 
-from django.db.models import QuerySet
+from dataclasses import dataclass
+
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import CharField, Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Cast
+from guardian.models import GroupObjectPermission, UserObjectPermission
+
+from .models import Role, RolePermission, System
+from .scopes import resolve_path, scope_paths
+
+
+def _active(user) -> bool:
+    return user is not None and user.is_authenticated and user.is_active
+
+
+def _role_permissions(action: str | None):
+    """Subquery: the guardian Permission ids of roles that grant `action` (any role if None)."""
+    qs = RolePermission.objects.all()
+    if action is not None:
+        qs = qs.filter(role__actions__action=action)
+    return qs.values("permission_id")
+
+
+def _scope_q(model, outer: bool = True) -> Q:
+    """Q over guardian rows: the row's object is one of the ancestors of the outer object."""
+    q = Q()
+    for ancestor, path in scope_paths(model):
+        ct = ContentType.objects.get_for_model(ancestor)
+        if path is None:
+            q |= Q(content_type_id=ct.pk)
+        else:
+            q |= Q(content_type_id=ct.pk, object_pk=Cast(OuterRef(path), CharField()))
+    return q
+
+
+def _grant_exists(user, model, action: str | None) -> Exists:
+    perms = _role_permissions(action)
+    scope = _scope_q(model)
+    own = UserObjectPermission.objects.filter(scope, user_id=user.pk, permission_id__in=perms)
+    via_groups = GroupObjectPermission.objects.filter(
+        scope, group__user=user.pk, permission_id__in=perms
+    )
+    return Exists(own) | Exists(via_groups)
 
 
 def restrict(user, queryset: QuerySet, action: str = "view") -> QuerySet:
-    """`queryset` narrowed to the objects `user` may perform `action` on."""
-    if user is not None and user.is_active and user.is_superuser:
+    """`queryset` narrowed to the objects `user` may perform `action` on (one SQL query)."""
+    if not _active(user):
+        return queryset.none()
+    if user.is_superuser:
         return queryset
-    return queryset.none()
+    return queryset.filter(_grant_exists(user, queryset.model, action))
+
+
+def _ancestor_keys(obj) -> list[tuple[int, str]]:
+    keys = []
+    for ancestor, path in scope_paths(type(obj)):
+        pk = resolve_path(obj, path)
+        if pk is not None:
+            keys.append((ContentType.objects.get_for_model(ancestor).pk, str(pk)))
+    return keys
+
+
+def _grants(user, keys) -> list[tuple[int, str, str]]:
+    """(content type id, object pk, action) for every action the user holds on those objects."""
+    if not keys:
+        return []
+    where = Q()
+    for ct_id, pk in keys:
+        where |= Q(content_type_id=ct_id, object_pk=pk)
+    fields = ("content_type_id", "object_pk", "permission__role_binding__role__actions__action")
+    own = UserObjectPermission.objects.filter(where, user_id=user.pk).values_list(*fields)
+    groups = GroupObjectPermission.objects.filter(where, group__user=user.pk).values_list(*fields)
+    return list(own.union(groups, all=True))
 
 
 def permitted_actions(user, objects, actions) -> dict[int, frozenset[str]]:
-    """For a page of objects: object pk -> the subset of `actions` the user holds on it."""
-    if user is not None and user.is_active and user.is_superuser:
-        allowed = frozenset(actions)
-        return {obj.pk: allowed for obj in objects}
-    return {obj.pk: frozenset() for obj in objects}
+    """For a page of objects: object pk -> the subset of `actions` the user holds on it
+    (one query for the whole page)."""
+    objects = list(objects)
+    wanted = frozenset(actions)
+    if not _active(user):
+        return {obj.pk: frozenset() for obj in objects}
+    if user.is_superuser:
+        return {obj.pk: wanted for obj in objects}
+    per_object = {obj.pk: _ancestor_keys(obj) for obj in objects}
+    held: dict[tuple[int, str], set[str]] = {}
+    for ct_id, pk, action in _grants(user, {k for keys in per_object.values() for k in keys}):
+        if action:
+            held.setdefault((ct_id, pk), set()).add(action)
+    return {
+        pk: frozenset(a for key in keys for a in held.get(key, ())) & wanted
+        for pk, keys in per_object.items()
+    }
+
+
+def actions_on(user, obj) -> frozenset[str]:
+    """Every action the user holds on one object."""
+    from .catalogue import ACTIONS
+
+    return permitted_actions(user, [obj], ACTIONS)[obj.pk]
 
 
 def can(user, action: str, obj=None) -> bool:
-    """Whether `user` may perform `action` on `obj` (or system-wide when obj is None)."""
-    return bool(user is not None and user.is_active and user.is_superuser)
+    """Whether `user` may perform `action` on `obj`, or (obj None) anywhere at all."""
+    if not _active(user):
+        return False
+    if user.is_superuser:
+        return True
+    if obj is not None:
+        return action in permitted_actions(user, [obj], [action])[obj.pk]
+    perms = _role_permissions(action)
+    return (
+        UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms).exists()
+        or GroupObjectPermission.objects.filter(
+            group__user=user.pk, permission_id__in=perms
+        ).exists()
+    )
+
+
+def is_admin(user) -> bool:
+    """Whether the user may use the Administration Portal: an administrative role anywhere."""
+    if not _active(user):
+        return False
+    if user.is_superuser:
+        return True
+    perms = RolePermission.objects.filter(role__is_admin=True).values("permission_id")
+    return (
+        UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms).exists()
+        or GroupObjectPermission.objects.filter(
+            group__user=user.pk, permission_id__in=perms
+        ).exists()
+    )
+
+
+TOPIC_MODELS = {
+    "vm": "vms.VirtualMachine",
+    "host": "vms.Host",
+    "job": "portal.Job",
+    "cluster": "vms.Cluster",
+}
+LIST_TOPICS = {
+    "perms",
+    "vms",
+    "events",
+    "jobs",
+    "disks",
+    "storage",
+    "hosts",
+    "clusters",
+    "roles",
+    "templates",
+    "networks",
+}
 
 
 def can_subscribe(user, topic: str) -> bool:
-    """Whether `user` may follow live updates for `topic`."""
-    return can(user, "view")
+    """Whether `user` may follow live updates for `topic` ("vm.12", "vm.12.events", "vms", ...).
+
+    Object topics need the right to see the object; list topics carry no data (pages re-fetch
+    through their views, which filter), so any user with a grant may follow them."""
+    if not _active(user):
+        return False
+    kind, _, rest = topic.partition(".")
+    if not rest:
+        return topic in LIST_TOPICS and (
+            user.is_superuser or can(user, "view") or can(user, "login")
+        )
+    from django.apps import apps
+
+    label = TOPIC_MODELS.get(kind)
+    if label is None:
+        return False
+    pk = rest.split(".", 1)[0]
+    if not pk.isdigit():
+        return False
+    model = apps.get_model(label)
+    return restrict(user, model.objects.filter(pk=int(pk)), "view").exists()
+
+
+@dataclass(frozen=True)
+class PermissionRow:
+    """One line of a Permissions sub-tab: who, which role, and where it comes from."""
+
+    id: int
+    kind: str  # "user" or "group"
+    principal: object
+    role: Role
+    source: object  # the object the permission is on
+    inherited: bool
+
+
+def object_permissions(obj) -> list[PermissionRow]:
+    """Every permission that reaches `obj`, its own and inherited (two queries)."""
+    keys = _ancestor_keys(obj)
+    if not keys:
+        return []
+    where = Q()
+    for ct_id, pk in keys:
+        where |= Q(content_type_id=ct_id, object_pk=pk)
+    own_key = keys[-1]
+    bound = RolePermission.objects.values("permission_id")
+    rows = []
+    related = ("permission__role_binding__role", "content_type")
+    for kind, qs in (
+        (
+            "user",
+            UserObjectPermission.objects.filter(where, permission_id__in=bound).select_related(
+                "user", *related
+            ),
+        ),
+        (
+            "group",
+            GroupObjectPermission.objects.filter(where, permission_id__in=bound).select_related(
+                "group", *related
+            ),
+        ),
+    ):
+        for row in qs:
+            key = (row.content_type_id, row.object_pk)
+            source = (
+                obj
+                if key == own_key
+                else (System.get() if row.content_type.model == "system" else row.content_object)
+            )
+            rows.append(
+                PermissionRow(
+                    id=row.pk,
+                    kind=kind,
+                    principal=row.user if kind == "user" else row.group,
+                    role=row.permission.role_binding.role,
+                    source=source,
+                    inherited=key != own_key,
+                )
+            )
+    rows.sort(key=lambda r: (r.inherited, str(r.principal), r.role.name))
+    return rows

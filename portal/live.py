@@ -37,3 +37,29 @@ def send_now(*topics: str) -> None:
 def broadcast(*topics: str) -> None:
     """Send "changed" for the topics once the current transaction commits."""
     transaction.on_commit(lambda: send_now(*topics))
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def recheck_users(user_ids) -> None:
+    """After commit, tell these users' open websockets to re-check every topic they follow
+    (a permission was taken away or changed)."""
+    user_ids = list(dict.fromkeys(user_ids))
+
+    def send():
+        layer = get_channel_layer()
+        if layer is None or not user_ids:
+            return
+
+        async def _send():
+            for pk in user_ids:
+                await layer.group_send(user_group(pk), {"type": "live.recheck"})
+
+        try:
+            async_to_sync(_send)()
+        except Exception as exc:
+            log.warning("permission recheck for users %s not sent: %s", user_ids, exc)
+
+    transaction.on_commit(send)

@@ -46,6 +46,8 @@
     socket.onmessage = (e) => {
       const msg = JSON.parse(e.data);
       if (msg.topic) changed(msg.topic);
+      // A permission was taken away: show the page as the user may now see it.
+      if (msg.revoked && msg.revoked.length) location.reload();
     };
     socket.onclose = () => {
       dot() && dot().classList.remove("on");

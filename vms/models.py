@@ -96,6 +96,14 @@ class VirtualMachine(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     status_changed_at = models.DateTimeField(default=timezone.now)
+    template = models.ForeignKey(
+        "Template", on_delete=models.SET_NULL, null=True, blank=True, related_name="vms"
+    )
+    sso_enabled = models.BooleanField(
+        "Single Sign-On",
+        default=True,
+        help_text="Log the user in to the guest automatically when they open its console from the User Portal.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -113,3 +121,60 @@ class VirtualMachine(models.Model):
         }:
             return timezone.now() - self.started_at
         return None
+
+
+class Template(models.Model):
+    """A template: the configuration a new virtual machine can be created from."""
+
+    name = models.CharField(max_length=255)
+    description = models.CharField(max_length=1000, blank=True)
+    data_center = models.ForeignKey(DataCenter, on_delete=models.PROTECT, related_name="templates")
+    memory_mb = models.PositiveIntegerField("Memory (MB)", default=1024)
+    vcpus = models.PositiveSmallIntegerField("vCPUs", default=1)
+    disk_bytes = models.PositiveBigIntegerField("Disk size", default=10 * 1024**3)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["data_center", "name"], name="template_name_unique_in_dc"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Network(models.Model):
+    """A logical network of a data center; VM network interfaces refer to one."""
+
+    name = models.CharField(max_length=255)
+    description = models.CharField(max_length=1000, blank=True)
+    data_center = models.ForeignKey(DataCenter, on_delete=models.PROTECT, related_name="networks")
+    vm_network = models.BooleanField("VM network", default=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["data_center", "name"], name="network_name_unique_in_dc"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class NetworkInterface(models.Model):
+    """A VM's network interface, plugged into a logical network."""
+
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="nics")
+    name = models.CharField(max_length=64, default="nic1")
+    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="interfaces")
+
+    class Meta:
+        ordering = ["vm", "name"]
+        constraints = [models.UniqueConstraint(fields=["vm", "name"], name="nic_name_unique_in_vm")]
+
+    def __str__(self) -> str:
+        return f"{self.vm.name}/{self.name}"

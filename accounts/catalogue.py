@@ -1,0 +1,126 @@
+"""The one list of action permissions and of the built-in roles (the chapter's role tables).
+
+A role is a named set of these actions. Scope comes from where the role is assigned (the
+whole system, a data center, a cluster, a host, a storage domain, a logical network, a
+template or a VM) and reaches everything under that object.
+"""
+
+# action -> label shown in the role editor
+ACTIONS: dict[str, str] = {
+    "login": "Log in to the User Portal",
+    "view": "See the object and what is under it",
+    "run": "Run virtual machines",
+    "shutdown": "Shut down virtual machines",
+    "poweroff": "Power off virtual machines",
+    "suspend": "Suspend virtual machines",
+    "reboot": "Reboot virtual machines",
+    "console": "Connect to the console",
+    "edit_vm": "Edit virtual machines (and their single sign-on setting)",
+    "remove": "Remove virtual machines",
+    "clone": "Clone virtual machines",
+    "snapshots": "Create and use snapshots",
+    "manage_permissions": "Assign and remove permissions",
+    "create_vm": "Create virtual machines",
+    "create_vm_from_template": "Create virtual machines from templates",
+    "create_disk": "Create disks",
+    "edit_disk": "Attach and remove floating disks",
+    "create_template": "Create templates",
+    "edit_template": "Edit templates",
+    "remove_template": "Remove templates",
+    "export_template": "Export templates",
+    "import_template": "Import templates",
+    "configure_network": "Configure logical networks",
+    "attach_vnic": "Attach VM network interfaces to a network",
+    "edit_cluster": "Edit clusters",
+    "add_host": "Add hosts",
+    "view_storage": "See storage domains",
+    "edit_storage": "Manage storage domains",
+    "manage_roles": "Create, edit and remove roles; configure system permissions",
+}
+
+VM_USE = ("login", "view", "run", "shutdown", "poweroff", "suspend", "reboot", "console")
+TEMPLATE_ADMIN = (
+    "view",
+    "create_template",
+    "edit_template",
+    "remove_template",
+    "export_template",
+    "import_template",
+)
+ALL = tuple(ACTIONS)
+
+# name -> (administrative role?, description, actions)
+BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {
+    "SuperUser": (True, "System administrator: every action on every object.", ALL),
+    "DataCenterAdmin": (
+        True,
+        "Administrator of all objects under a data center, except its storage.",
+        tuple(a for a in ALL if a not in ("view_storage", "edit_storage", "manage_roles")),
+    ),
+    "ClusterAdmin": (
+        True,
+        "Administrator of all objects under a cluster.",
+        VM_USE
+        + (
+            "edit_vm",
+            "remove",
+            "clone",
+            "snapshots",
+            "manage_permissions",
+            "create_vm",
+            "create_vm_from_template",
+            "edit_disk",
+            "edit_cluster",
+            "add_host",
+        ),
+    ),
+    "NetworkAdmin": (
+        True,
+        "Administrator of a logical network.",
+        ("view", "configure_network", "attach_vnic"),
+    ),
+    "TemplateAdmin": (
+        True,
+        "Create, edit, export, import and remove templates in its scope.",
+        TEMPLATE_ADMIN,
+    ),
+    "UserRole": (
+        False,
+        "Can log in to the User Portal and use virtual machines and pools.",
+        VM_USE,
+    ),
+    "PowerUserRole": (
+        False,
+        "Can create and manage virtual machines and templates (VmCreator + DiskCreator + TemplateCreator).",
+        ("login", "view", "create_vm", "create_disk", "create_template"),
+    ),
+    "UserVmEngine": (
+        False,
+        "System administrator of a virtual machine: edit and remove it, assign user permissions on it, "
+        "use snapshots and templates.",
+        VM_USE
+        + (
+            "edit_vm",
+            "remove",
+            "clone",
+            "snapshots",
+            "manage_permissions",
+            "create_vm_from_template",
+        ),
+    ),
+    "UserTemplateBasedVm": (
+        False,
+        "Can create virtual machines only from templates.",
+        ("login", "view", "create_vm_from_template"),
+    ),
+    "VmCreator": (False, "Can create virtual machines in the User Portal.", ("login", "create_vm")),
+    "DiskCreator": (False, "Can create disks.", ("login", "create_disk")),
+    "TemplateCreator": (False, "Can create templates.", ("login", "create_template")),
+    "VnicProfileUser": (
+        False,
+        "Can attach VM network interfaces to the logical network.",
+        ("login", "attach_vnic"),
+    ),
+}
+
+CREATOR_ROLE = "UserVmEngine"
