@@ -19,7 +19,7 @@ from .models import Disk
 def _floating_disk(disk_id: int) -> Disk:
     try:
         disk = (
-            Disk.objects.select_for_update()
+            Disk.objects.select_for_update(of=("self",))  # host is nullable: an outer join
             .select_related("storage_domain", "host")
             .get(pk=disk_id)
         )
