@@ -48,6 +48,7 @@ def _work_off() -> int:
     queue = get_queue()
     worker = SimpleWorker([queue], connection=queue.connection)
     worker.work(burst=True, logging_level="WARNING")
+    worker.refresh()  # rq keeps the counts in Redis (for 60 s after the worker's death)
     return worker.successful_job_count + worker.failed_job_count
 
 
