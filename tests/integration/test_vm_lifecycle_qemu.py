@@ -1,0 +1,258 @@
+"""Vireo end to end on a real libvirtd with qemu: services, an RQ worker, jobs and the monitor.
+
+VMs have no OS (SeaBIOS idles), so the guest ignores ACPI: a graceful Shutdown must fail and
+leave the VM Up. Every domain and volume a test makes is removed afterwards, pass or fail.
+"""
+
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+from django.db import connection
+from factories import ClusterFactory, HostFactory, StorageDomainFactory
+
+from hypervisor import Connection, DomainNotFound, DomainState, HypervisorError, VolumeNotFound
+from portal.models import Event, Job, JobStatus, Phase
+from storage.choices import DiskStatus
+from storage.models import Disk
+from storage.services import disk_remove
+from vms.choices import HostStatus, VMStatus
+from vms.models import Host, VirtualMachine
+from vms.monitor import Monitor
+from vms.services import (
+    vm_clone,
+    vm_create,
+    vm_poweroff,
+    vm_remove,
+    vm_run,
+    vm_shutdown,
+    vm_suspend,
+)
+
+# Transactional: the monitor's thread must see what the test and the worker commit.
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+MiB = 1024**2
+SHUTDOWN_TIMEOUT = 2  # below cluster_update's minimum: set on the row, to keep the test short
+
+
+def virsh(uri: str, *args: str) -> str:
+    done = subprocess.run(
+        ["virsh", "-c", uri, *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    return done.stdout
+
+
+def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
+@pytest.fixture
+def conn(libvirt_uri):
+    """Our own connection to the host, to see what libvirt says (not Vireo's shared one)."""
+    own = Connection(libvirt_uri)
+    yield own
+    own.close()
+
+
+@pytest.fixture
+def prefix(conn, qemu_pool):
+    """A unique prefix for this test's VM names. Afterwards, whatever happened, every domain
+    so named is destroyed and undefined and every volume in the pool deleted."""
+    prefix = f"vireo-it-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    for dom in conn.list_domains():
+        if dom.name.startswith(prefix):
+            for step in (conn.destroy, conn.undefine_domain):
+                try:
+                    step(dom.uuid)
+                except HypervisorError:
+                    pass  # not running, or already gone
+    for vol in conn.list_volumes(qemu_pool):
+        try:
+            conn.delete_volume(qemu_pool, vol.name)
+        except HypervisorError:
+            pass
+
+
+@pytest.fixture
+def site(libvirt_uri, qemu_pool):
+    """The inventory: a cluster, the real libvirtd as an Up host, the test's pool as a data
+    storage domain."""
+    cluster = ClusterFactory(shutdown_timeout=SHUTDOWN_TIMEOUT)
+    host = HostFactory(cluster=cluster, uri=libvirt_uri, status=HostStatus.UP)
+    domain = StorageDomainFactory(data_center=cluster.data_center, pool_name=qemu_pool)
+    return cluster, host, domain
+
+
+def status(vm) -> str:
+    return VirtualMachine.objects.get(pk=vm.pk).status
+
+
+def last_job(vm) -> Job:
+    return Job.objects.filter(vm=vm).order_by("-pk").first()
+
+
+def state(conn, vm) -> str:
+    return conn.get_domain(str(vm.uuid)).state
+
+
+def volume_names(conn, pool: str) -> set[str]:
+    return {v.name for v in conn.list_volumes(pool)}
+
+
+def create_vm(name, site, admin, work_off, conn) -> VirtualMachine:
+    """A tiny VM (64 MB, 1 vCPU, 16 MiB thin disk) created through Vireo; checked Down."""
+    cluster, _host, domain = site
+    vm = vm_create(
+        user=admin,
+        name=name,
+        cluster_id=cluster.pk,
+        memory_mb=64,
+        vcpus=1,
+        disk_bytes=16 * MiB,
+        storage_domain_id=domain.pk,
+    )
+    assert status(vm) == VMStatus.IMAGE_LOCKED  # committed; the job waits for the worker
+    assert Disk.objects.get(vm=vm).status == DiskStatus.LOCKED
+    assert work_off() == 1
+    assert status(vm) == VMStatus.DOWN, last_job(vm).error
+    disk = Disk.objects.get(vm=vm)
+    assert disk.status == DiskStatus.OK
+    volume = conn.get_volume(domain.pool_name, disk.volume_name)
+    assert (volume.format, volume.capacity) == ("qcow2", 16 * MiB)
+    assert 0 < disk.actual_bytes < 1 * MiB  # thin
+    info = conn.get_domain(str(vm.uuid))
+    assert (info.name, info.state, info.persistent) == (name, DomainState.SHUTOFF, True)
+    assert (info.memory_mb, info.vcpus) == (64, 1)
+    return vm
+
+
+def test_power_states(site, admin, work, work_off, conn, prefix, libvirt_uri):
+    vm = create_vm(f"{prefix}-vm", site, admin, work_off, conn)
+
+    work(lambda: vm_run(vm_id=vm.pk, user=admin))
+    assert status(vm) == VMStatus.UP, last_job(vm).error
+    assert state(conn, vm) == DomainState.RUNNING
+    assert VirtualMachine.objects.get(pk=vm.pk).started_at is not None
+
+    work(lambda: vm_suspend(vm_id=vm.pk, user=admin))
+    assert status(vm) == VMStatus.SUSPENDED, last_job(vm).error
+    saved = conn.get_domain(str(vm.uuid))
+    assert (saved.state, saved.has_managed_save) == (DomainState.SHUTOFF, True)
+
+    work(lambda: vm_run(vm_id=vm.pk, user=admin))  # restores the saved memory
+    assert status(vm) == VMStatus.UP, last_job(vm).error
+    restored = conn.get_domain(str(vm.uuid))
+    assert (restored.state, restored.has_managed_save) == (DomainState.RUNNING, False)
+    assert Event.objects.filter(
+        vm=vm, action="run", phase=Phase.SUCCEEDED, message__contains="restored"
+    ).exists()
+
+    started = time.monotonic()
+    job = work(lambda: vm_shutdown(vm_id=vm.pk, user=admin))
+    assert time.monotonic() - started < SHUTDOWN_TIMEOUT + 10  # the cluster's timeout, not 120 s
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert status(vm) == VMStatus.UP  # the guest ignored ACPI: still running
+    assert state(conn, vm) == DomainState.RUNNING
+    failed = Event.objects.get(vm=vm, action="shutdown", phase=Phase.FAILED)
+    assert failed.error == job.error
+    assert "still running" in failed.error and "Power Off" in failed.error
+    assert f"within {SHUTDOWN_TIMEOUT} seconds" in failed.error
+
+    work(lambda: vm_poweroff(vm_id=vm.pk, user=admin))
+    assert status(vm) == VMStatus.DOWN, last_job(vm).error
+    assert state(conn, vm) == DomainState.SHUTOFF
+    assert VirtualMachine.objects.get(pk=vm.pk).started_at is None
+
+
+def test_clone_and_remove(site, admin, work, work_off, conn, prefix, libvirt_uri, qemu_pool):
+    vm = create_vm(f"{prefix}-vm", site, admin, work_off, conn)
+    original = Disk.objects.get(vm=vm)
+
+    clone = work(lambda: vm_clone(vm_id=vm.pk, user=admin, clone_name=f"{prefix}-clone"))
+    assert status(clone) == VMStatus.DOWN, last_job(vm).error
+    assert status(vm) == VMStatus.DOWN
+    copy = Disk.objects.get(vm=clone)
+    assert copy.status == DiskStatus.OK and copy.volume_name != original.volume_name
+    assert volume_names(conn, qemu_pool) == {original.volume_name, copy.volume_name}
+    copied = conn.get_volume(qemu_pool, copy.volume_name)
+    assert (copied.format, copied.capacity) == ("qcow2", 16 * MiB)
+    assert conn.get_domain(str(clone.uuid)).name == clone.name
+    assert copied.path in virsh(libvirt_uri, "domblklist", str(clone.uuid))
+    assert copied.path not in virsh(libvirt_uri, "domblklist", str(vm.uuid))
+
+    work(lambda: vm_remove(vm_id=clone.pk, user=admin, remove_disks=True))
+    assert not VirtualMachine.objects.filter(pk=clone.pk).exists(), last_job(clone).error
+    assert not Disk.objects.filter(pk=copy.pk).exists()
+    with pytest.raises(DomainNotFound):
+        conn.get_domain(str(clone.uuid))
+    assert volume_names(conn, qemu_pool) == {original.volume_name}
+    assert state(conn, vm) == DomainState.SHUTOFF  # the source is untouched
+
+    work(lambda: vm_remove(vm_id=vm.pk, user=admin, remove_disks=False))
+    assert not VirtualMachine.objects.filter(pk=vm.pk).exists(), last_job(vm).error
+    with pytest.raises(DomainNotFound):
+        conn.get_domain(str(vm.uuid))
+    floating = Disk.objects.get(pk=original.pk)
+    assert (floating.vm, floating.status) == (None, DiskStatus.OK)
+    assert volume_names(conn, qemu_pool) == {original.volume_name}
+
+    job = work(lambda: disk_remove(disk_id=floating.pk, user=admin))
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert not Disk.objects.filter(pk=floating.pk).exists()
+    with pytest.raises(VolumeNotFound):
+        conn.get_volume(qemu_pool, original.volume_name)
+    assert volume_names(conn, qemu_pool) == set()
+
+
+@pytest.fixture
+def monitor(site, prefix):
+    """A Monitor in a thread. Its first cycle connects and registers for lifecycle events;
+    the next poll is 30 s away, so within a test only events move a VM. Stopped afterwards."""
+    _cluster, host, _domain = site
+    watcher = Monitor(poll_seconds=30, stale_seconds=300)
+
+    def run():
+        try:
+            watcher.run()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, name="test-monitor", daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: host.pk in watcher.watched, 15), "first monitor cycle"
+        assert wait_for(lambda: Host.objects.get(pk=host.pk).last_seen, 15)
+        yield watcher
+    finally:
+        watcher.stop.set()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def test_monitor_follows_a_virsh_pause(
+    site, admin, work, work_off, conn, prefix, libvirt_uri, monitor
+):
+    vm = create_vm(f"{prefix}-vm", site, admin, work_off, conn)
+    work(lambda: vm_run(vm_id=vm.pk, user=admin))
+    assert status(vm) == VMStatus.UP, last_job(vm).error
+
+    virsh(libvirt_uri, "suspend", vm.name)  # a pause made outside Vireo
+    assert state(conn, vm) == DomainState.PAUSED
+    assert wait_for(lambda: status(vm) == VMStatus.PAUSED, 2), status(vm)
+    assert Event.objects.filter(
+        vm=vm, action="status", phase=Phase.DETECTED, message__contains="Paused"
+    ).exists()
+
+    virsh(libvirt_uri, "resume", vm.name)
+    assert wait_for(lambda: status(vm) == VMStatus.UP, 2), status(vm)
