@@ -197,6 +197,13 @@ class PermissionRow:
     source: object  # the object the permission is on
     inherited: bool
 
+    @property
+    def source_label(self) -> str:
+        """Where an inherited permission comes from, e.g. "Data Center Default"."""
+        if isinstance(self.source, System):
+            return "System"
+        return f"{self.source._meta.verbose_name.title()} {self.source}"
+
 
 def object_permissions(obj) -> list[PermissionRow]:
     """Every permission that reaches `obj`, its own and inherited (two queries)."""

@@ -1,15 +1,15 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from . import views
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="vms:list", permanent=False), name="home"),
+    path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("events/", views.event_list, name="events"),
     path("jobs/", views.job_list, name="jobs"),
     path("vms/", include("vms.urls")),
     path("storage/", include("storage.urls")),
+    path("", include("accounts.urls")),
 ]

@@ -8,7 +8,7 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django_htmx.http import trigger_client_event
 
-from accounts.permissions import restrict
+from accounts.permissions import is_admin, restrict
 
 from .models import Event, Job
 
@@ -29,6 +29,12 @@ def modal_done(
     response["HX-Retarget"] = "#messages"
     response["HX-Reswap"] = "innerHTML"
     return trigger_client_event(response, "vireo:close-modal", after="swap")
+
+
+@login_required
+def home(request):
+    """Administrators land in the Administration Portal, everyone else in the User Portal."""
+    return redirect("vms:list" if is_admin(request.user) else "user_portal")
 
 
 @login_required

@@ -1,0 +1,259 @@
+"""The Permissions sub-tabs, the Configure window (roles and system permissions), and the
+User Portal."""
+
+from django import forms
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import Group
+from django.http import Http404
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_http_methods
+
+from portal.access import admin_portal_required
+from portal.errors import ActionRefused
+from portal.views import modal_done
+from vms.choices import VMAction
+from vms.selectors import vm_rows
+
+from . import services
+from .catalogue import ACTIONS
+from .models import Role, System
+from .permissions import can, is_admin, object_permissions, restrict
+
+PERMISSION_KINDS = {
+    "system": "accounts.System",
+    "datacenter": "vms.DataCenter",
+    "cluster": "vms.Cluster",
+    "host": "vms.Host",
+    "vm": "vms.VirtualMachine",
+    "storagedomain": "storage.StorageDomain",
+    "network": "vms.Network",
+    "template": "vms.Template",
+}
+
+
+def _target(request, kind: str, pk: int, action: str = "view"):
+    label = PERMISSION_KINDS.get(kind)
+    if label is None:
+        raise Http404
+    model = apps.get_model(label)
+    if model is System:
+        System.get()
+    return get_object_or_404(restrict(request.user, model.objects.all(), action), pk=pk)
+
+
+@login_required
+def permission_list(request, kind: str, pk: int):
+    """The Permissions sub-tab: user or group, role, and where it is inherited from."""
+    obj = _target(request, kind, pk)
+    context = {
+        "obj": obj,
+        "kind": kind,
+        "rows": object_permissions(obj),
+        "can_manage": can(request.user, "manage_permissions", obj),
+    }
+    return render(request, "accounts/_permissions.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def permission_add(request, kind: str, pk: int):
+    """The Add Permission window: Search, Go, tick users or groups, Role to Assign, OK."""
+    obj = _target(request, kind, pk, "manage_permissions")
+    roles = services.assignable_roles(request.user, obj)
+    q = request.GET.get("q", request.POST.get("q", ""))
+    users, groups = (
+        services.principals_search(q)
+        if "q" in request.GET or request.method == "POST"
+        else ([], [])
+    )
+    error = None
+    if request.method == "POST":
+        chosen = request.POST.getlist("principal")
+        role = next((r for r in roles if str(r.pk) == request.POST.get("role")), None)
+        if not chosen:
+            error = "Tick at least one user or group."
+        elif role is None:
+            error = "Choose a role you may assign."
+        else:
+            results = []
+            User = get_user_model()
+            for token in chosen:
+                kind_, _, ident = token.partition(":")
+                model = Group if kind_ == "group" else User
+                principal = model.objects.filter(pk=ident).first() if ident.isdigit() else None
+                if principal is None:
+                    results.append(("error", "That user or group does not exist any more."))
+                    continue
+                try:
+                    services.permission_add(
+                        user=request.user, principal=principal, role=role, obj=obj
+                    )
+                except ActionRefused as exc:
+                    results.append(("error", str(exc)))
+                else:
+                    results.append(("success", f"{principal} now holds {role.name} on {obj}."))
+            return modal_done(request, results, redirect_to="home")
+    context = {
+        "obj": obj,
+        "kind": kind,
+        "roles": roles,
+        "users": users,
+        "groups": groups,
+        "q": q,
+        "searched": "q" in request.GET,
+        "error": error,
+    }
+    return render(request, "accounts/_permission_add.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def permission_remove(request, kind: str, pk: int, row_kind: str, row_id: int):
+    """Remove a permission: "Are you sure ...?" with OK / Cancel."""
+    obj = _target(request, kind, pk, "manage_permissions")
+    row = next(
+        (
+            r
+            for r in object_permissions(obj)
+            if r.id == row_id and r.kind == row_kind and not r.inherited
+        ),
+        None,
+    )
+    if row is None:
+        raise Http404
+    if request.method == "POST":
+        try:
+            services.permission_remove(user=request.user, kind=row_kind, row_id=row_id, obj=obj)
+        except ActionRefused as exc:
+            return modal_done(request, [("error", str(exc))], redirect_to="home")
+        return modal_done(
+            request,
+            [("success", f"Removed {row.role.name} from {row.principal}.")],
+            redirect_to="home",
+        )
+    return render(
+        request, "accounts/_permission_remove.html", {"obj": obj, "kind": kind, "row": row}
+    )
+
+
+@admin_portal_required
+def configure(request):
+    """The Configure window: Roles, and System Permissions."""
+    tab = request.GET.get("tab", "roles")
+    context = {
+        "tab": "configure",
+        "subtab": tab,
+        "system": System.get(),
+        "roles": Role.objects.prefetch_related("actions"),
+        "can_manage_roles": can(request.user, "manage_roles", System.get()),
+    }
+    return render(request, "accounts/configure.html", context)
+
+
+class RoleForm(forms.Form):
+    name = forms.CharField(max_length=126)
+    description = forms.CharField(max_length=1000, required=False)
+    account_type = forms.ChoiceField(
+        label="Account Type",
+        choices=[("user", "User"), ("admin", "Admin")],
+        widget=forms.RadioSelect,
+    )
+    actions = forms.MultipleChoiceField(
+        label="Check Boxes to Allow Action",
+        choices=list(ACTIONS.items()),
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+    )
+
+
+@admin_portal_required
+@require_http_methods(["GET", "POST"])
+def role_edit(request, pk: int | None = None):
+    """New Role / Edit Role window. Built-in roles are shown read-only."""
+    role = get_object_or_404(Role, pk=pk) if pk else None
+    if not can(request.user, "manage_roles", System.get()):
+        raise Http404
+    initial = {"account_type": "user"}
+    if role is not None:
+        initial = {
+            "name": role.name,
+            "description": role.description,
+            "account_type": "admin" if role.is_admin else "user",
+            "actions": sorted(role.action_set),
+        }
+    form = RoleForm(request.POST or None, initial=initial)
+    error = None
+    if request.method == "POST" and form.is_valid() and not (role and role.builtin):
+        data = form.cleaned_data
+        fields = {
+            "name": data["name"],
+            "description": data["description"],
+            "is_admin": data["account_type"] == "admin",
+            "actions": data["actions"],
+        }
+        try:
+            if role is None:
+                saved = services.role_create(user=request.user, **fields)
+            else:
+                saved = services.role_update(user=request.user, role_id=role.pk, **fields)
+        except ActionRefused as exc:
+            error = str(exc)
+        else:
+            return modal_done(
+                request, [("success", f"Role {saved.name} saved.")], redirect_to="configure"
+            )
+    return render(
+        request, "accounts/_role_dialog.html", {"form": form, "role": role, "error": error}
+    )
+
+
+@admin_portal_required
+@require_http_methods(["GET", "POST"])
+def role_remove(request, pk: int):
+    """Remove a custom role."""
+    role = get_object_or_404(Role, pk=pk)
+    if not can(request.user, "manage_roles", System.get()):
+        raise Http404
+    if request.method == "POST":
+        try:
+            services.role_remove(user=request.user, role_id=role.pk)
+        except ActionRefused as exc:
+            return modal_done(request, [("error", str(exc))], redirect_to="configure")
+        return modal_done(
+            request, [("success", f"Role {role.name} removed.")], redirect_to="configure"
+        )
+    return render(request, "accounts/_role_remove.html", {"role": role})
+
+
+USER_PORTAL_ACTIONS = (VMAction.RUN, VMAction.SHUTDOWN, VMAction.SUSPEND, VMAction.REBOOT)
+
+
+def _user_vms(user):
+    from vms.models import VirtualMachine
+
+    return restrict(user, VirtualMachine.objects.select_related("host", "cluster"), "view")
+
+
+@login_required
+def user_portal(request):
+    """The User Portal: the VMs this user may use, with Run, Shutdown, Suspend, Reboot."""
+    rows = vm_rows(request.user, list(_user_vms(request.user).order_by("name")))
+    context = {
+        "rows": rows,
+        "portal": "user",
+        "actions": USER_PORTAL_ACTIONS,
+        "is_admin": is_admin(request.user),
+        "can_create": can(request.user, "create_vm")
+        or can(request.user, "create_vm_from_template"),
+    }
+    return render(request, "accounts/user_portal.html", context)
+
+
+@login_required
+def user_vm_card(request, pk: int):
+    """One VM card of the User Portal, re-fetched when the VM changes."""
+    vm = get_object_or_404(_user_vms(request.user), pk=pk)
+    row = vm_rows(request.user, [vm])[0]
+    return render(request, "accounts/_vm_card.html", {"row": row, "actions": USER_PORTAL_ACTIONS})
