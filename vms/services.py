@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from accounts.services import permission_grant_creator
 from portal.audit import actor, event_record
 from portal.errors import ActionRefused
 from portal.live import broadcast
@@ -21,7 +22,7 @@ from storage.choices import DiskStatus, DomainFunction
 from storage.models import Disk, StorageDomain
 
 from .choices import TRANSITIONS, HostStatus, VMAction, VMStatus, busy_status_for
-from .models import Cluster, DataCenter, Host, VirtualMachine
+from .models import Cluster, DataCenter, Host, Template, VirtualMachine
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 NAME_MAX = 255
@@ -235,6 +236,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
             vcpus=vm.vcpus,
             created_by=user if user.is_authenticated else None,
         )
+        permission_grant_creator(user=user, vm=clone)
         # The job acts on the source and makes the clone; both rows show its progress.
         _vm_begin(
             vm=vm,
@@ -245,6 +247,14 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
         )
         broadcast(*vm_topics(clone))
         return clone
+
+
+def _vm_take_back(vm_id: int) -> None:
+    """Undo a VM whose creation job never reached a worker (nothing exists on the host)."""
+    with transaction.atomic():
+        Disk.objects.filter(vm_id=vm_id).delete()
+        VirtualMachine.objects.filter(pk=vm_id).delete()
+    broadcast(f"vm.{vm_id}", "vms", "disks")
 
 
 def _pick_host(cluster: Cluster) -> Host:
@@ -272,8 +282,10 @@ def vm_create(
     storage_domain_id: int,
     sparse: bool = True,
     description: str = "",
+    template_id: int | None = None,
 ) -> VirtualMachine:
-    """New (blank) VM with one disk: it is Image Locked while its disk is created, then Down."""
+    """New VM with one disk, blank or from a template: it is Image Locked while its disk is
+    created, then Down. Its creator holds UserVmEngine on it."""
     queue_ensure_available()
     memory_mb = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
     vcpus = _in_range(vcpus, VCPUS_RANGE, "vCPUs")
@@ -299,6 +311,13 @@ def vm_create(
             raise ActionRefused(
                 f"Not enough free space on {domain.name}: {disk_bytes:,} bytes needed, {domain.free_bytes:,} free."
             )
+        template = None
+        if template_id is not None:
+            template = Template.objects.filter(
+                pk=template_id, data_center_id=cluster.data_center_id
+            ).first()
+            if template is None:
+                raise ActionRefused("That template does not exist in the cluster's data center.")
         host = _pick_host(cluster)
         vm = VirtualMachine.objects.create(
             name=name,
@@ -308,8 +327,10 @@ def vm_create(
             status=VMStatus.IMAGE_LOCKED,
             memory_mb=memory_mb,
             vcpus=vcpus,
+            template=template,
             created_by=user if user.is_authenticated else None,
         )
+        permission_grant_creator(user=user, vm=vm)
         Disk.objects.create(
             alias=f"{name}_Disk1",
             vm=vm,
@@ -325,9 +346,8 @@ def vm_create(
             description=f"Create VM {name}",
             vm=vm,
             user=user,
-            on_enqueue_failure=lambda job: vm_status_move(
-                vm_id=vm.pk, from_status=VMStatus.IMAGE_LOCKED, to_status=VMStatus.UNKNOWN
-            ),
+            # Nothing exists on the host yet: a VM whose job never started is taken back.
+            on_enqueue_failure=lambda job: _vm_take_back(vm.pk),
         )
         event_record(
             action="create",
