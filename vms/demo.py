@@ -12,7 +12,7 @@ from storage.choices import DomainFunction, StorageDomainStatus
 from storage.models import Disk, StorageDomain
 
 from .choices import HostStatus, VMStatus
-from .models import Cluster, DataCenter, Host, VirtualMachine
+from .models import Cluster, DataCenter, Host, Network, NetworkInterface, Template, VirtualMachine
 
 GiB = 1024**3
 DEMO_VMS = [
@@ -29,6 +29,33 @@ DEMO_VMS = [
     ("test-win10", VMStatus.SUSPENDED, 4096, 2),
     ("scratch", VMStatus.DOWN, 512, 1),
 ]
+
+
+LAB_VMS = [
+    ("lab-ci01", VMStatus.UP, 2048, 2),
+    ("lab-ci02", VMStatus.DOWN, 2048, 2),
+    ("lab-sandbox", VMStatus.UP, 1024, 1),
+]
+
+# user name (= password) -> (role, object it is given on, what logging in as them shows)
+DEMO_USERS = {
+    "dcadmin": (
+        "DataCenterAdmin",
+        "dc",
+        "DataCenterAdmin on data center Default: all its VMs, hosts, clusters",
+    ),
+    "labadmin": ("ClusterAdmin", "lab", "ClusterAdmin on cluster Lab: only the three lab VMs"),
+    "alice": (
+        "UserRole",
+        "web01",
+        "UserRole on web01 and web02, UserVmEngine on scratch: the User Portal",
+    ),
+    "bob": (
+        "PowerUserRole",
+        "dc",
+        "PowerUserRole on data center Default: creates VMs in the User Portal",
+    ),
+}
 
 
 def test_host_uri(name: str) -> str:
@@ -92,4 +119,73 @@ def demo_seed(*, hosts: int = 2) -> bool:
             actual_bytes=(1 + n) * GiB,
             sparse=True,
         )
+    lab = Cluster.objects.create(
+        name="Lab",
+        data_center=dc,
+        description="Build and test machines",
+        shutdown_reason_enabled=False,
+        shutdown_timeout=30,
+    )
+    lab_host = Host.objects.create(
+        name="labhost1", cluster=lab, uri=test_host_uri("labhost1"), status=HostStatus.CONNECTING
+    )
+    for n, (name, status, memory, cpus) in enumerate(LAB_VMS):
+        vm = VirtualMachine.objects.create(
+            name=name,
+            cluster=lab,
+            host=lab_host,
+            status=status,
+            memory_mb=memory,
+            vcpus=cpus,
+            started_at=now - timedelta(minutes=40 * (n + 1)) if status == VMStatus.UP else None,
+        )
+        Disk.objects.create(
+            alias=f"{name}_Disk1",
+            vm=vm,
+            storage_domain=data,
+            host=lab_host,
+            volume_name=f"{vm.uuid}-vda.qcow2",
+            size_bytes=20 * GiB,
+            actual_bytes=2 * GiB,
+        )
+    network = Network.objects.create(
+        name="ovirtmgmt", data_center=dc, description="Management and VM network"
+    )
+    NetworkInterface.objects.bulk_create(
+        NetworkInterface(vm=vm, network=network) for vm in VirtualMachine.objects.all()
+    )
+    Template.objects.create(
+        name="small-linux",
+        data_center=dc,
+        description="1 vCPU, 1 GiB, 10 GiB disk",
+        memory_mb=1024,
+        vcpus=1,
+        disk_bytes=10 * GiB,
+    )
+    _demo_users(dc, lab)
     return True
+
+
+def _demo_users(dc: DataCenter, lab: Cluster) -> None:
+    from guardian.shortcuts import assign_perm
+
+    from accounts.models import Role
+    from accounts.services import role_permission
+
+    User = get_user_model()
+    targets = {"dc": dc, "lab": lab}
+    for username, (role_name, key, _what) in DEMO_USERS.items():
+        user = User.objects.create_user(username, f"{username}@example.com", username)
+        obj = targets.get(key) or VirtualMachine.objects.get(name=key)
+        assign_perm(role_permission(Role.objects.get(name=role_name), type(obj)), user, obj)
+    alice = User.objects.get(username="alice")
+    assign_perm(
+        role_permission(Role.objects.get(name="UserRole"), VirtualMachine),
+        alice,
+        VirtualMachine.objects.get(name="web02"),
+    )
+    assign_perm(
+        role_permission(Role.objects.get(name="UserVmEngine"), VirtualMachine),
+        alice,
+        VirtualMachine.objects.get(name="scratch"),
+    )

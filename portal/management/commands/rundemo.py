@@ -34,10 +34,16 @@ class Command(BaseCommand):
             ),
         ]
         url = f"http://{bind}:{port}/"
+        from vms.demo import DEMO_USERS
+
+        users = "".join(
+            f"    {name} / {name}: {what}\n" for name, (_r, _k, what) in DEMO_USERS.items()
+        )
         self.stdout.write(
             "\n  Vireo is running at " + url + "\n"
-            "  Log in as admin / admin (demo superuser).\n"
-            "  Processes: daphne (web + websockets), monitor with "
+            "  Log in as admin / admin (demo superuser), or as a delegated user:\n"
+            + users
+            + "  Processes: daphne (web + websockets), monitor with "
             + str(workers)
             + " worker thread(s).\n"
             "  Ctrl-C stops everything.\n"
