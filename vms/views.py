@@ -52,7 +52,7 @@ def _list_context(request, selected=None):
 def vm_list(request):
     """The Virtual Machines tab: results list, toolbar, and the details pane of the selection."""
     selected = None
-    if request.GET.get("selected"):
+    if request.GET.get("selected", "").isdigit():
         selected = vms_visible(request.user).filter(pk=request.GET["selected"]).first()
     template = "vms/_vm_table.html" if request.htmx else "vms/vm_list.html"
     context = _list_context(request, selected)
