@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.paginator import Page, Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from accounts.permissions import permitted_actions, restrict
 from portal.models import Job
@@ -19,7 +19,8 @@ SORTS = {
     "cluster": "cluster__name",
     "memory": "memory_mb",
     "cpus": "vcpus",
-    "uptime": "started_at",
+    # A longer uptime is an earlier start: Uptime ascending is started_at descending.
+    "uptime": "-started_at",
 }
 
 
@@ -73,8 +74,13 @@ def vm_page(
     key = sort.lstrip("-")
     if key not in SORTS:
         sort, key = "name", "name"
-    order = SORTS[key]
-    qs = qs.order_by(("-" if sort.startswith("-") else "") + order, "pk")
+    field = SORTS[key]
+    descending = sort.startswith("-")
+    # Empty values (no host, no uptime) come first ascending and last descending.
+    nulls = {"nulls_last": True} if descending else {"nulls_first": True}
+    column = F(field.lstrip("-"))
+    order = column.desc(**nulls) if descending != field.startswith("-") else column.asc(**nulls)
+    qs = qs.order_by(order, "pk")
     paginator = Paginator(qs, settings.VIREO_VMS_PER_PAGE)
     page_obj = paginator.get_page(page)
     return page_obj, vm_rows(user, list(page_obj.object_list)), sort
