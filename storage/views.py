@@ -12,6 +12,7 @@ from vms.choices import VMStatus
 from vms.models import VirtualMachine
 
 from . import services
+from .choices import DiskStatus
 from .models import Disk, StorageDomain
 
 
@@ -44,6 +45,15 @@ def disk_list(request):
     )
 
 
+def _refusal(disk: Disk) -> str:
+    """Why a window cannot act on this disk (the service refuses the same on OK), or ""."""
+    if disk.vm_id is not None:
+        return f"Disk {disk.alias} is attached to a VM; only floating disks can be changed here."
+    if disk.status != DiskStatus.OK:
+        return f"Disk {disk.alias} is {disk.get_status_display()}."
+    return ""
+
+
 class AttachForm(forms.Form):
     vm = forms.ModelChoiceField(
         label="Virtual Machine", queryset=VirtualMachine.objects.none(), empty_label=None
@@ -65,7 +75,8 @@ def disk_attach(request, pk: int):
         ),
         "edit",
     )
-    error = None
+    refused = _refusal(disk) if request.method == "GET" else ""
+    error = refused or None
     if request.method == "POST" and form.is_valid():
         try:
             services.disk_attach(
@@ -78,7 +89,9 @@ def disk_attach(request, pk: int):
                 request, [("success", f"Attaching {disk.alias}.")], redirect_to="storage:disks"
             )
     return render(
-        request, "storage/_attach_dialog.html", {"disk": disk, "form": form, "error": error}
+        request,
+        "storage/_attach_dialog.html",
+        {"disk": disk, "form": form, "error": error, "refused": refused},
     )
 
 
@@ -95,4 +108,9 @@ def disk_remove(request, pk: int):
         return modal_done(
             request, [("success", f"Removing disk {disk.alias}.")], redirect_to="storage:disks"
         )
-    return render(request, "storage/_remove_dialog.html", {"disk": disk})
+    refused = _refusal(disk)
+    return render(
+        request,
+        "storage/_remove_dialog.html",
+        {"disk": disk, "error": refused or None, "refused": refused},
+    )
