@@ -1,0 +1,1 @@
+"""Vireo benchmarks (see README.md)."""

@@ -1,0 +1,192 @@
+"""Vireo benchmarks: the VM list at 10,000 VMs, websocket latency, one worker's throughput.
+
+Run with `make bench` (or DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/run.py).
+Uses its own database (vireo_bench, dropped at the end), Redis db 6 and a temporary VAR_DIR.
+"""
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if sys.path and Path(sys.path[0]).resolve() == REPO / "bench":
+    sys.path.pop(0)
+sys.path.insert(0, str(REPO))
+
+from bench.env import BenchEnv  # noqa: E402
+from bench.stats import fmt_ms  # noqa: E402
+
+PARTS = ("list", "live", "shutdown")
+LIST_QUERIES_GOAL = 10
+LIST_MEDIAN_GOAL_MS = 50.0
+LIVE_P95_GOAL_MS = 300.0
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def heading(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+def part_list(user) -> dict:
+    from bench import vm_list
+
+    heading("1. VM list, first page, 10,000 VMs")
+    results = vm_list.measure(user, requests=50, expect="bench-vm00049")
+    for label, r in results.items():
+        print(f"{label}: {len(r['queries'])} queries; server time {fmt_ms(r['timing'])}")
+        print(f"    of which SQL: {fmt_ms(r['sql'])}")
+        for sql, seconds in r["queries"]:
+            print(f"    [{seconds * 1000:5.2f} ms] {sql[:150]}")
+        if r.get("profile"):
+            print(r["profile"])
+            print("--- EXPLAIN ANALYZE of the slowest query ---")
+            print(r["explain"])
+    return results
+
+
+def part_live(user, env: BenchEnv) -> dict:
+    from bench import live
+
+    heading("2. Websocket latency: hypervisor change -> message in the browser")
+    r = live.measure(user, env.environ(), env.var_dir, REPO, rounds=100)
+    print(f"daphne listening after {r['daphne_start_s']:.1f} s")
+    print(f"monitor's first poll (100 hosts, node files, connections): {r['first_poll_s']:.1f} s")
+    print(
+        f"monitor poll cycles during the run: {r['cycle_count']}, {fmt_ms(r['cycles'])} "
+        f"(poll interval {r['poll_seconds']:.0f} s)"
+    )
+    print(f"latency over {r['rounds']} pause/resume rounds: {fmt_ms(r['latency'])}")
+    print(
+        f"rounds over 300 ms: {r['over_300ms']}; rounds with no message within 10 s: {r['misses']}"
+    )
+    return r
+
+
+def _split_line(split: dict) -> str:
+    return (
+        f"    per job: {split['total_ms_per_job']:.1f} ms = "
+        f"live updates (send_now x {split['live_calls_per_job']:.1f}) "
+        f"{split['live_ms_per_job']:.1f} ms + SQL (x {split['sql_calls_per_job']:.1f}) "
+        f"{split['sql_ms_per_job']:.1f} ms + the rest (RQ, libvirt, Python) "
+        f"{split['other_ms_per_job']:.1f} ms"
+    )
+
+
+def part_shutdown(user) -> dict:
+    from bench import shutdown
+
+    heading("3. One worker shuts down 500 VMs (5 test-driver hosts)")
+    r = shutdown.measure(user, vms=500, hosts=5)
+    print(
+        f"vm_shutdown x {r['vms']} (the service calls, enqueue on commit): {r['enqueue_s']:.1f} s "
+        f"({r['vms'] / r['enqueue_s']:.0f}/s), {r['queued']} jobs queued"
+    )
+    print(_split_line(r["enqueue_split"]))
+    print(
+        f"one ThreadWorker burst: {r['work_s']:.1f} s for {r['jobs_ended']} jobs "
+        f"= {r['jobs_per_s']:.1f} jobs/s ({r['succeeded']} succeeded, {r['failed']} failed, "
+        f"{r['left_in_queue']} left in the queue)"
+    )
+    print(_split_line(r["work_split"]))
+    print(f"VM statuses after: {r['vm_statuses']}; Job rows: {r['job_statuses']}")
+    print(f"domain states on the hosts: {r['domain_states']}")
+    print(f"all {r['vms']} VMs Down: {'yes' if r['all_down'] else 'NO'}")
+    return r
+
+
+def summary(seed, results: dict, wall: float) -> None:
+    def mark(ok: bool) -> str:
+        return "ok" if ok else "OVER GOAL"
+
+    heading("Summary")
+    failures = {k: v for k, v in results.items() if isinstance(v, Exception)}
+    results = {k: v for k, v in results.items() if not isinstance(v, Exception)}
+    if seed is not None:
+        print(
+            f"seed: {seed.vm_count} VMs + disks on {len(seed.hosts)} hosts, "
+            f"{len(seed.clusters)} clusters, {len(seed.data_centers)} data centers "
+            f"in {seed.seconds:.1f} s"
+        )
+    for label, r in (results.get("list") or {}).items():
+        q, t = len(r["queries"]), r["timing"]
+        ok = q <= LIST_QUERIES_GOAL and t["median"] <= LIST_MEDIAN_GOAL_MS
+        print(
+            f"{label:22} {q:2d} queries (goal <= {LIST_QUERIES_GOAL}), "
+            f"median {t['median']:.1f} ms (goal <= {LIST_MEDIAN_GOAL_MS:.0f}), "
+            f"p95 {t['p95']:.1f} ms  [{mark(ok)}]"
+        )
+    if live := results.get("live"):
+        lat = live["latency"]
+        ok = lat["p95"] < LIVE_P95_GOAL_MS and not live["misses"]
+        print(
+            f"{'websocket latency':22} median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms "
+            f"(goal p95 < {LIVE_P95_GOAL_MS:.0f}), {live['misses']} missed, "
+            f"first poll {live['first_poll_s']:.1f} s  [{mark(ok)}]"
+        )
+    if sd := results.get("shutdown"):
+        print(
+            f"{'500 shutdowns, 1 worker':22} {sd['work_s']:.1f} s, {sd['jobs_per_s']:.1f} jobs/s, "
+            f"all Down: {'yes' if sd['all_down'] else 'NO'}"
+        )
+    for part, exc in failures.items():
+        print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
+    print(f"whole run: {wall:.0f} s; load average now {load()} on {os.cpu_count()} CPUs")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only these parts")
+    args = parser.parse_args()
+    parts = args.only or list(PARTS)
+
+    started = time.perf_counter()
+    env = BenchEnv()
+    results: dict = {}
+    seed = None
+    failed = False
+    try:
+        heading("Setup")
+        print(f"database {env.db_name}, Redis {env.redis_url}, VAR_DIR {env.var_dir}")
+        print(f"load average {load()} on {os.cpu_count()} CPUs (other load skews the figures)")
+        env.setup()
+        from django.db import connection
+
+        from bench.seed import inventory_seed, superuser
+
+        user = superuser()
+        if "list" in parts or "live" in parts:
+            seed = inventory_seed(
+                prefix="bench", data_centers=2, clusters=10, hosts=100, vms=10_000, user=user
+            )
+            with connection.cursor() as cur:  # planner statistics, as autovacuum would keep
+                cur.execute("ANALYZE")
+            print(
+                f"seeded {seed.vm_count} VMs (+1 disk each) with bulk_create: {seed.seconds:.1f} s"
+            )
+        for part, run in (
+            ("list", lambda: part_list(user)),
+            ("live", lambda: part_live(user, env)),
+            ("shutdown", lambda: part_shutdown(user)),
+        ):
+            if part not in parts:
+                continue
+            try:
+                results[part] = run()
+            except Exception as exc:
+                failed = True
+                traceback.print_exc()
+                results[part] = exc
+        summary(seed, results, time.perf_counter() - started)
+    finally:
+        env.teardown()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

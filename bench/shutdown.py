@@ -1,0 +1,128 @@
+"""Part 3: one in-process RQ worker shuts down 500 VMs on test-driver hosts.
+
+Besides the totals it reports where the time went: inside `send_now` (live updates through the
+channel layer), executing SQL, and the rest (RQ, libvirt, Python). The split comes from thin
+wrappers around `send_now` and an execute_wrapper; they add microseconds per call.
+"""
+
+import time
+from collections import Counter
+from contextlib import ExitStack, contextmanager
+
+from django.db import connection
+
+import hypervisor
+import portal.live
+import portal.tasks
+from portal.models import Job
+from portal.tasks import get_queue
+from portal.worker import ThreadWorker
+from vms import services, testhosts
+from vms.choices import VMStatus
+from vms.models import VirtualMachine
+
+from .seed import inventory_seed
+
+
+class Split:
+    """Seconds and calls inside send_now and inside SQL execution."""
+
+    def __init__(self) -> None:
+        self.live_s = self.sql_s = 0.0
+        self.live_calls = self.sql_calls = 0
+
+    @contextmanager
+    def watching(self):
+        original = portal.live.send_now
+
+        def timed_send_now(*topics):
+            started = time.perf_counter()
+            try:
+                return original(*topics)
+            finally:
+                self.live_s += time.perf_counter() - started
+                self.live_calls += 1
+
+        def sql(execute, sql, params, many, context):
+            started = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                self.sql_s += time.perf_counter() - started
+                self.sql_calls += 1
+
+        with ExitStack() as stack:
+            # portal.live.broadcast looks send_now up at call time; portal.tasks imported it.
+            for module in (portal.live, portal.tasks):
+                stack.callback(setattr, module, "send_now", module.send_now)
+                module.send_now = timed_send_now
+            stack.enter_context(connection.execute_wrapper(sql))
+            yield self
+
+    def as_dict(self, total_s: float, jobs: int) -> dict:
+        per = 1000 / jobs if jobs else 0.0
+        return {
+            "live_ms_per_job": self.live_s * per,
+            "live_calls_per_job": self.live_calls / jobs if jobs else 0.0,
+            "sql_ms_per_job": self.sql_s * per,
+            "sql_calls_per_job": self.sql_calls / jobs if jobs else 0.0,
+            "other_ms_per_job": (total_s - self.live_s - self.sql_s) * per,
+            "total_ms_per_job": total_s * per,
+        }
+
+
+def measure(user, *, vms: int = 500, hosts: int = 5) -> dict:
+    inv = inventory_seed(
+        prefix="sd", data_centers=1, clusters=1, hosts=hosts, vms=vms, statuses=[VMStatus.UP]
+    )
+    for host in inv.hosts:  # each host comes up holding exactly the inventory's VMs, running
+        hypervisor.disconnect(host.uri)
+        testhosts.node_file_write(host)
+    vm_ids = list(
+        VirtualMachine.objects.filter(host__in=inv.hosts)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    queue = get_queue()
+    queue.empty()
+
+    with Split().watching() as enqueue_split:
+        started = time.perf_counter()
+        job_ids = [services.vm_shutdown(vm_id=pk, user=user).pk for pk in vm_ids]
+        enqueue_s = time.perf_counter() - started
+    queued = queue.count
+
+    worker = ThreadWorker([queue], connection=queue.connection, name="bench-worker")
+    with Split().watching() as work_split:
+        started = time.perf_counter()
+        worker.work(burst=True, logging_level="WARNING")
+        work_s = time.perf_counter() - started
+
+    statuses = Counter(
+        VirtualMachine.objects.filter(pk__in=vm_ids).values_list("status", flat=True)
+    )
+    job_statuses = Counter(Job.objects.filter(pk__in=job_ids).values_list("status", flat=True))
+    domain_states = Counter(
+        d.state for host in inv.hosts for d in hypervisor.connect(host.uri).list_domains()
+    )
+    succeeded = queue.finished_job_registry.count
+    failed = queue.failed_job_registry.count
+    ended = succeeded + failed
+    return {
+        "vms": len(vm_ids),
+        "hosts": hosts,
+        "enqueue_s": enqueue_s,
+        "enqueue_split": enqueue_split.as_dict(enqueue_s, len(vm_ids)),
+        "queued": queued,
+        "left_in_queue": queue.count,
+        "work_s": work_s,
+        "work_split": work_split.as_dict(work_s, ended),
+        "jobs_ended": ended,
+        "succeeded": succeeded,
+        "failed": failed,
+        "jobs_per_s": ended / work_s if work_s else 0.0,
+        "vm_statuses": dict(statuses),
+        "job_statuses": dict(job_statuses),
+        "domain_states": dict(domain_states),
+        "all_down": statuses.get(VMStatus.DOWN, 0) == len(vm_ids),
+    }
