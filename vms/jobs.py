@@ -201,7 +201,8 @@ def vm_poweroff_job(job: Job) -> None:
         # Already off (for instance a graceful shutdown finished meanwhile) is fine.
         if conn.get_domain(str(vm.uuid)).state != hypervisor.DomainState.SHUTOFF:
             raise
-    _finish(job, vm, VMStatus.DOWN, started_at=None)
+    # A power off is a stop without a reason: the next power on must not repeat an older one.
+    _finish(job, vm, VMStatus.DOWN, started_at=None, shutdown_reason="")
     _succeeded(job, vm, VMAction.POWER_OFF, f"VM {vm.name} was powered off.")
 
 
@@ -392,8 +393,13 @@ def vm_clone_job(job: Job) -> None:
         broadcast("disks")
         done_before = copied
 
-        def progress(done: int, size: int, base=done_before, alias=new.alias) -> None:
-            job_progress(job, 5 + 85 * (base + done) // total, f"Copying disk {alias}")
+        def progress(
+            done: int, size: int, base=done_before, weight=disk.size_bytes, alias=new.alias
+        ) -> None:
+            # `done` counts bytes out of `size` (the volume's allocation, not its virtual
+            # size): scale it to this disk's share of the total.
+            part = weight * min(done, size) // size if size else 0
+            job_progress(job, 5 + 85 * (base + part) // total, f"Copying disk {alias}")
 
         info = conn.clone_volume(
             disk.storage_domain.pool_name, disk.volume_name, new.volume_name, progress
