@@ -14,7 +14,7 @@ from portal.access import admin_portal_required
 from portal.errors import ActionRefused
 from portal.views import modal_done
 from vms.choices import VMAction
-from vms.selectors import vm_rows
+from vms.selectors import can_create_vm, vm_rows
 
 from . import services
 from .catalogue import ACTIONS
@@ -233,7 +233,8 @@ USER_PORTAL_ACTIONS = (VMAction.RUN, VMAction.SHUTDOWN, VMAction.SUSPEND, VMActi
 def _user_vms(user):
     from vms.models import VirtualMachine
 
-    return restrict(user, VirtualMachine.objects.select_related("host", "cluster"), "view")
+    # The VMs the user may use (run); seeing a whole data center is the Administration Portal's job.
+    return restrict(user, VirtualMachine.objects.select_related("host", "cluster"), "run")
 
 
 @login_required
@@ -245,8 +246,7 @@ def user_portal(request):
         "portal": "user",
         "actions": USER_PORTAL_ACTIONS,
         "is_admin": is_admin(request.user),
-        "can_create": can(request.user, "create_vm")
-        or can(request.user, "create_vm_from_template"),
+        "can_create": can_create_vm(request.user),
     }
     return render(request, "accounts/user_portal.html", context)
 

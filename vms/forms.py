@@ -1,11 +1,12 @@
 """Forms validate what was typed; the services decide whether it may be done."""
 
 from django import forms
+from django.db.models import Q
 
 from storage.choices import DomainFunction
 from storage.models import StorageDomain
 
-from .models import Cluster
+from .models import Cluster, Template
 
 
 class NewVMForm(forms.Form):
@@ -26,12 +27,60 @@ class NewVMForm(forms.Form):
         initial="thin",
     )
 
-    def __init__(self, *args, clusters, storage_domains, **kwargs):
+    template = forms.ModelChoiceField(
+        queryset=Template.objects.none(), required=False, empty_label="Blank"
+    )
+
+    field_order = ["template", "name", "description", "cluster"]
+
+    def __init__(self, *args, choices: dict, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["cluster"].queryset = clusters.select_related("data_center")
-        self.fields["storage_domain"].queryset = storage_domains.filter(
-            domain_function=DomainFunction.DATA
+        self.choices = choices
+        self.fields["cluster"].queryset = choices["clusters"].select_related("data_center")
+        self.fields["template"].queryset = choices["templates"]
+        data_domains = StorageDomain.objects.filter(domain_function=DomainFunction.DATA)
+        if choices["template_clusters"].exists():
+            # A VM from a template brings its disk: any data domain of the template's data center.
+            dcs = choices["template_clusters"].values("data_center_id")
+            data_domains = data_domains.filter(
+                Q(pk__in=choices["disk_domains"].values("pk")) | Q(data_center_id__in=dcs)
+            )
+        else:
+            data_domains = data_domains.filter(pk__in=choices["disk_domains"].values("pk"))
+        self.fields["storage_domain"].queryset = data_domains
+
+    def clean(self):
+        data = super().clean()
+        cluster, template, domain = (
+            data.get("cluster"),
+            data.get("template"),
+            data.get("storage_domain"),
         )
+        if cluster is None:
+            return data
+        if template is None:
+            if not self.choices["blank_clusters"].filter(pk=cluster.pk).exists():
+                raise forms.ValidationError(
+                    f"In cluster {cluster.name} you may create VMs only from a template."
+                )
+            if (
+                domain is not None
+                and not self.choices["disk_domains"].filter(pk=domain.pk).exists()
+            ):
+                raise forms.ValidationError(f"You may not create disks on {domain.name}.")
+        else:
+            if (
+                not self.choices["template_clusters"].filter(pk=cluster.pk).exists()
+                and not self.choices["blank_clusters"].filter(pk=cluster.pk).exists()
+            ):
+                raise forms.ValidationError(f"You may not create VMs in cluster {cluster.name}.")
+            if template.data_center_id != cluster.data_center_id:
+                raise forms.ValidationError(
+                    "The template belongs to another data center than the cluster."
+                )
+            data["memory_mb"], data["vcpus"] = template.memory_mb, template.vcpus
+            data["disk_size_gb"] = max(1, template.disk_bytes // 1024**3)
+        return data
 
 
 class CloneForm(forms.Form):

@@ -47,6 +47,7 @@ class VMRow:
     vm: VirtualMachine
     job: Job | None
     actions: frozenset[str]
+    can_manage_permissions: bool = False
 
     @property
     def status_class(self) -> str:
@@ -57,9 +58,14 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
     """Rows for a page of VMs: the status table's actions cut down to the user's permissions."""
     ids = [vm.pk for vm in vms]
     jobs = active_jobs_by_vm(set(ids))
-    permitted = permitted_actions(user, vms, TRANSITIONS.keys())
+    permitted = permitted_actions(user, vms, [*TRANSITIONS.keys(), "manage_permissions"])
     return [
-        VMRow(vm=vm, job=jobs.get(vm.pk), actions=allowed_actions(vm.status) & permitted[vm.pk])
+        VMRow(
+            vm=vm,
+            job=jobs.get(vm.pk),
+            actions=allowed_actions(vm.status) & permitted[vm.pk],
+            can_manage_permissions="manage_permissions" in permitted[vm.pk],
+        )
         for vm in vms
     ]
 
@@ -88,3 +94,28 @@ def vm_page(
 
 def status_label(status: str) -> str:
     return VMStatus(status).label
+
+
+def vm_create_choices(user) -> dict:
+    """What the New VM window may offer: clusters for blank VMs and for VMs from templates,
+    the templates, and the storage domains the user may create disks on."""
+    from storage.models import StorageDomain
+
+    from .models import Cluster, Template
+
+    blank_clusters = restrict(user, Cluster.objects.all(), "create_vm")
+    template_clusters = restrict(user, Cluster.objects.all(), "create_vm_from_template")
+    return {
+        "blank_clusters": blank_clusters,
+        "template_clusters": template_clusters,
+        "clusters": Cluster.objects.filter(
+            Q(pk__in=blank_clusters.values("pk")) | Q(pk__in=template_clusters.values("pk"))
+        ),
+        "templates": restrict(user, Template.objects.all(), "create_vm_from_template"),
+        "disk_domains": restrict(user, StorageDomain.objects.all(), "create_disk"),
+    }
+
+
+def can_create_vm(user) -> bool:
+    """Whether the user may create a VM in some cluster (blank or from a template)."""
+    return vm_create_choices(user)["clusters"].exists()

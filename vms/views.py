@@ -10,13 +10,12 @@ from accounts.permissions import can, restrict
 from portal.errors import ActionRefused
 from portal.models import Event
 from portal.views import modal_done
-from storage.models import StorageDomain
 
 from . import services
 from .choices import MULTI_VM_ACTIONS, VMAction
 from .forms import CloneForm, ClusterForm, HostForm, NewVMForm, RemoveForm, ShutdownForm
 from .models import Cluster, Host
-from .selectors import vm_page, vm_rows, vms_visible
+from .selectors import can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 
 DIALOG_TITLES = {
     VMAction.SHUTDOWN: "Shut down Virtual Machine(s)",
@@ -27,7 +26,7 @@ DIALOG_TITLES = {
     VMAction.RUN: "Run Virtual Machine(s)",
     VMAction.SUSPEND: "Suspend Virtual Machine(s)",
 }
-DETAIL_TABS = ("general", "disks", "events")
+DETAIL_TABS = ("general", "disks", "events", "permissions")
 
 
 def _list_context(request, selected=None):
@@ -44,7 +43,7 @@ def _list_context(request, selected=None):
         "selected": selected,
         "actions": VMAction,
         "multi_actions": MULTI_VM_ACTIONS,
-        "can_create": can(request.user, "create_vm"),
+        "can_create": can_create_vm(request.user),
     }
 
 
@@ -188,12 +187,11 @@ def _vm_clone(request, vms):
 @login_required
 @require_http_methods(["GET", "POST"])
 def vm_new(request):
-    """The New Virtual Machine window (blank VM with one disk)."""
-    if not can(request.user, "create_vm"):
+    """The New Virtual Machine window: blank, or from a template, with one disk."""
+    choices = vm_create_choices(request.user)
+    if not choices["clusters"].exists():
         raise Http404
-    clusters = restrict(request.user, Cluster.objects.all(), "create_vm")
-    domains = restrict(request.user, StorageDomain.objects.all(), "create_disk")
-    form = NewVMForm(request.POST or None, clusters=clusters, storage_domains=domains)
+    form = NewVMForm(request.POST or None, choices=choices)
     error = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -208,6 +206,7 @@ def vm_new(request):
                 disk_bytes=data["disk_size_gb"] * 1024**3,
                 storage_domain_id=data["storage_domain"].pk,
                 sparse=data["allocation"] == "thin",
+                template_id=data["template"].pk if data["template"] else None,
             )
         except ActionRefused as exc:
             error = str(exc)

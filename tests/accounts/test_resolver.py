@@ -2,7 +2,14 @@
 
 import pytest
 from django.contrib.auth.models import Group
-from factories import ClusterFactory, DataCenterFactory, DiskFactory, HostFactory, UserFactory, VMFactory
+from factories import (
+    ClusterFactory,
+    DataCenterFactory,
+    DiskFactory,
+    HostFactory,
+    UserFactory,
+    VMFactory,
+)
 
 from accounts.models import Role, System
 from accounts.permissions import (
@@ -13,7 +20,12 @@ from accounts.permissions import (
     permitted_actions,
     restrict,
 )
-from accounts.services import assignable_roles, permission_add, permission_grant_creator, permission_remove
+from accounts.services import (
+    assignable_roles,
+    permission_add,
+    permission_grant_creator,
+    permission_remove,
+)
 from portal.errors import ActionRefused
 from vms.models import VirtualMachine
 
@@ -53,8 +65,18 @@ def names(world, *keys):
 
 def test_builtin_roles_exist_after_migrate():
     assert set(Role.objects.filter(builtin=True).values_list("name", flat=True)) >= {
-        "SuperUser", "DataCenterAdmin", "ClusterAdmin", "NetworkAdmin", "TemplateAdmin", "UserRole",
-        "PowerUserRole", "UserVmEngine", "UserTemplateBasedVm", "VmCreator", "DiskCreator", "TemplateCreator",
+        "SuperUser",
+        "DataCenterAdmin",
+        "ClusterAdmin",
+        "NetworkAdmin",
+        "TemplateAdmin",
+        "UserRole",
+        "PowerUserRole",
+        "UserVmEngine",
+        "UserTemplateBasedVm",
+        "VmCreator",
+        "DiskCreator",
+        "TemplateCreator",
         "VnicProfileUser",
     }
 
@@ -95,7 +117,11 @@ def test_group_grants_count(world):
 
     from accounts.services import role_permission
 
-    assign_perm(role_permission(Role.objects.get(name="ClusterAdmin"), type(world["c1b"])), group, world["c1b"])
+    assign_perm(
+        role_permission(Role.objects.get(name="ClusterAdmin"), type(world["c1b"])),
+        group,
+        world["c1b"],
+    )
     assert visible(user) == names(world, "b1")
     assert is_admin(user)
 
@@ -111,9 +137,9 @@ def test_restrict_is_one_query(world, django_assert_num_queries):
     for model in ("accounts.system", "vms.datacenter", "vms.cluster", "vms.virtualmachine"):
         ContentType.objects.get_by_natural_key(*model.split("."))
     with django_assert_num_queries(1):
-        assert set(restrict(user, VirtualMachine.objects.all()).values_list("name", flat=True)) == names(
-            world, "a1", "b1", "x1"
-        )
+        assert set(
+            restrict(user, VirtualMachine.objects.all()).values_list("name", flat=True)
+        ) == names(world, "a1", "b1", "x1")
 
 
 def test_user_roles_are_not_admin(world):
@@ -143,14 +169,22 @@ def test_add_and_remove_permission_checks_the_granter(world):
     grant(engine, "UserVmEngine", world["a1"])
     roles = {r.name for r in assignable_roles(engine, world["a1"])}
     assert "UserRole" in roles and "SuperUser" not in roles and "ClusterAdmin" not in roles
-    permission_add(user=engine, principal=target, role=Role.objects.get(name="UserRole"), obj=world["a1"])
+    permission_add(
+        user=engine, principal=target, role=Role.objects.get(name="UserRole"), obj=world["a1"]
+    )
     assert visible(target) == names(world, "a1")
     with pytest.raises(ActionRefused):
-        permission_add(user=engine, principal=target, role=Role.objects.get(name="UserRole"), obj=world["a1"])
+        permission_add(
+            user=engine, principal=target, role=Role.objects.get(name="UserRole"), obj=world["a1"]
+        )
     with pytest.raises(ActionRefused):
-        permission_add(user=engine, principal=target, role=Role.objects.get(name="UserRole"), obj=world["a2"])
+        permission_add(
+            user=engine, principal=target, role=Role.objects.get(name="UserRole"), obj=world["a2"]
+        )
     with pytest.raises(ActionRefused):
-        permission_add(user=engine, principal=target, role=Role.objects.get(name="SuperUser"), obj=world["a1"])
+        permission_add(
+            user=engine, principal=target, role=Role.objects.get(name="SuperUser"), obj=world["a1"]
+        )
     row = next(r for r in object_permissions(world["a1"]) if r.principal == target)
     permission_remove(user=engine, kind="user", row_id=row.id, obj=world["a1"])
     assert visible(target) == set()
