@@ -206,7 +206,7 @@ class PermissionRow:
 
 
 def object_permissions(obj) -> list[PermissionRow]:
-    """Every permission that reaches `obj`, its own and inherited (two queries)."""
+    """Every permission that reaches `obj`, its own and inherited, and the superuser accounts."""
     keys = _ancestor_keys(obj)
     if not keys:
         return []
@@ -246,6 +246,23 @@ def object_permissions(obj) -> list[PermissionRow]:
                     role=row.permission.role_binding.role,
                     source=source,
                     inherited=key != own_key,
+                )
+            )
+    # Superuser accounts hold SuperUser on the System by definition (not removable here).
+    from django.contrib.auth import get_user_model
+
+    superuser_role = Role.objects.filter(name="SuperUser").first()
+    if superuser_role is not None:
+        system = System.get()
+        for account in get_user_model().objects.filter(is_superuser=True, is_active=True):
+            rows.append(
+                PermissionRow(
+                    id=0,
+                    kind="user",
+                    principal=account,
+                    role=superuser_role,
+                    source=system,
+                    inherited=True,
                 )
             )
     rows.sort(key=lambda r: (r.inherited, str(r.principal), r.role.name))

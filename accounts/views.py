@@ -53,7 +53,12 @@ def permission_list(request, kind: str, pk: int):
         "rows": object_permissions(obj),
         "can_manage": can(request.user, "manage_permissions", obj),
     }
-    return render(request, "accounts/_permissions.html", context)
+    template = (
+        "accounts/_permissions_window.html"
+        if request.GET.get("window")
+        else "accounts/_permissions.html"
+    )
+    return render(request, template, context)
 
 
 @login_required

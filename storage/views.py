@@ -19,7 +19,7 @@ from .models import Disk, StorageDomain
 @login_required
 def domain_list(request):
     """Storage domains with type, status and total / used / free."""
-    domains = restrict(request.user, StorageDomain.objects.select_related("data_center"), "view")
+    domains = restrict(request.user, StorageDomain.objects.select_related("data_center"), "view_storage")
     template = "storage/_domain_table.html" if request.htmx else "storage/domain_list.html"
     return render(request, template, {"domains": domains, "tab": "storage", "subtab": "domains"})
 

@@ -14,5 +14,6 @@ urlpatterns = [
     path("hosts/", views.host_list, name="hosts"),
     path("hosts/new/", views.host_new, name="host_new"),
     path("clusters/", views.cluster_list, name="clusters"),
+    path("datacenters/", views.datacenter_list, name="datacenters"),
     path("clusters/<int:pk>/edit/", views.cluster_edit, name="cluster_edit"),
 ]

@@ -290,3 +290,23 @@ def cluster_edit(request, pk: int):
     return render(
         request, "vms/_cluster_dialog.html", {"form": form, "cluster": cluster, "error": error}
     )
+
+
+@login_required
+def datacenter_list(request):
+    """The Data Centers tab, with each data center's storage domains, logical networks and
+    templates, and a Permissions window for each."""
+    from storage.models import StorageDomain
+
+    from .models import DataCenter, Network, Template
+
+    user = request.user
+    context = {
+        "tab": "datacenters",
+        "datacenters": restrict(user, DataCenter.objects.all(), "view"),
+        "clusters": restrict(user, Cluster.objects.select_related("data_center"), "view"),
+        "networks": restrict(user, Network.objects.select_related("data_center"), "view"),
+        "templates": restrict(user, Template.objects.select_related("data_center"), "view"),
+        "storage_domains": restrict(user, StorageDomain.objects.select_related("data_center"), "view_storage"),
+    }
+    return render(request, "vms/datacenter_list.html", context)
