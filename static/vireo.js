@@ -169,6 +169,23 @@
       [...e.detail.target.children].forEach(m => setTimeout(() => m.remove(), 8000));
     }
   });
+  // A live refresh answered 404: the object is gone (a removed VM). Take its row or details
+  // off the page quietly; an error message would only confuse whoever removed it.
+  document.body.addEventListener("htmx:beforeSwap", (e) => {
+    const elt = e.detail.elt, cause = e.detail.requestConfig && e.detail.requestConfig.triggeringEvent;
+    if (e.detail.xhr.status !== 404 || !cause || cause.type !== "vireo:changed") return;
+    if (!elt.matches("#vm-table tr.vm-row, #vm-details")) return;
+    e.detail.shouldSwap = false;
+    e.detail.isError = false;
+    selected = selected.filter(id => id !== elt.dataset.vm);
+    if (elt.id === "vm-details") {
+      elt.outerHTML = '<p class="hint">Select a virtual machine to see its details.</p>';
+      history.replaceState(null, "", location.pathname);
+    } else {
+      elt.remove();
+    }
+    paint();
+  });
   document.body.addEventListener("htmx:afterSettle", () => { paint(); subscribeNew(); });
   document.body.addEventListener("htmx:responseError", (e) => {
     const box = document.getElementById("messages");
