@@ -51,7 +51,10 @@ def vm_apply(vm: VirtualMachine, status: str, host: Host, busy_ids: set[int] | N
         if vm.pk in active:
             return False
     fields = {}
-    if status in RUNNING_STATUSES and vm.status not in RUNNING_STATUSES:
+    # Unknown keeps started_at (the host could not be asked): a guest found running again
+    # goes on with its uptime instead of starting it over.
+    resumed = vm.status == VMStatus.UNKNOWN and vm.started_at is not None
+    if status in RUNNING_STATUSES and vm.status not in RUNNING_STATUSES and not resumed:
         fields["started_at"] = timezone.now()
     elif status not in RUNNING_STATUSES and status != VMStatus.UNKNOWN:
         fields["started_at"] = None
