@@ -46,6 +46,13 @@
     socket.onmessage = (e) => {
       const msg = JSON.parse(e.data);
       if (msg.topic) changed(msg.topic);
+      // Something busy may have finished between rendering and subscribing: fetch it once more.
+      if (msg.subscribed) {
+        const fresh = new Set(msg.subscribed);
+        document.querySelectorAll("[data-busy][data-live]").forEach(el => {
+          if (el.dataset.live.split(/\s+/).some(t => fresh.has(t))) htmx.trigger(el, "vireo:changed");
+        });
+      }
       // A permission was taken away: show the page as the user may now see it.
       if (msg.revoked && msg.revoked.length) location.reload();
     };

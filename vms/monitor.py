@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
@@ -42,13 +43,19 @@ def vms_with_active_jobs() -> set[int]:
     return {pk for pair in rows for pk in pair if pk}
 
 
+def vm_has_active_job(vm_id: int) -> bool:
+    return Job.objects.filter(
+        Q(vm_id=vm_id) | Q(result_vm_id=vm_id), status__in=Job.ACTIVE
+    ).exists()
+
+
 def vm_apply(vm: VirtualMachine, status: str, host: Host, busy_ids: set[int] | None = None) -> bool:
     """Bring one VM to the status its host reports, unless a job is working on it."""
     if vm.status == status:
         return False
     if vm.status in BUSY_STATUSES:
-        active = busy_ids if busy_ids is not None else vms_with_active_jobs()
-        if vm.pk in active:
+        # busy_ids is a snapshot from the start of the cycle: a job begun since is not in it.
+        if (busy_ids is not None and vm.pk in busy_ids) or vm_has_active_job(vm.pk):
             return False
     fields = {}
     # Unknown keeps started_at (the host could not be asked): a guest found running again

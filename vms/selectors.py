@@ -9,7 +9,7 @@ from django.db.models import F, Q, QuerySet
 from accounts.permissions import permitted_actions, restrict
 from portal.models import Job
 
-from .choices import TRANSITIONS, VMStatus, allowed_actions
+from .choices import BUSY_STATUSES, TRANSITIONS, VMStatus, allowed_actions
 from .models import VirtualMachine
 
 SORTS = {
@@ -48,6 +48,11 @@ class VMRow:
     job: Job | None
     actions: frozenset[str]
     can_manage_permissions: bool = False
+
+    @property
+    def is_busy(self) -> bool:
+        """A job is working on the VM: its row may change before the page has subscribed."""
+        return self.job is not None or self.vm.status in BUSY_STATUSES
 
     @property
     def status_class(self) -> str:
