@@ -1,0 +1,434 @@
+"""The monitor against test-driver hosts: changes made outside the portal (picked up by a poll
+and by a lifecycle event), hosts that stop answering and come back, and jobs left behind."""
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+from factories import DiskFactory, HostFactory, StorageDomainFactory, VMFactory
+
+import hypervisor
+from portal.errors import ActionRefused
+from portal.models import Event, Job, JobStatus, Phase, Severity
+from storage.choices import StorageDomainStatus
+from vms import services, testhosts
+from vms.choices import HostStatus, VMStatus
+from vms.models import Host, VirtualMachine
+from vms.monitor import Monitor, jobs_reconcile, rq_job_alive, vm_apply
+
+GiB = 1024**3
+OLD = timedelta(hours=1)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+class InlineExecutor:
+    """Polls hosts in the calling thread, so they see the test's transaction."""
+
+    def map(self, fn, items):
+        return [fn(item) for item in items]
+
+    def shutdown(self, wait=True):
+        pass
+
+
+@pytest.fixture
+def monitor():
+    """A Monitor whose cycle() polls hosts inline (the threaded test uses a real one)."""
+    m = Monitor(poll_seconds=60, stale_seconds=30)
+    m.pool.shutdown()
+    m.pool = InlineExecutor()
+    yield m
+    m.stop.set()
+
+
+def vm_on_host(sync_hosts, status=VMStatus.UP, host=None, **fields) -> VirtualMachine:
+    vm = VMFactory(status=status, **({"host": host} if host else {}), **fields)
+    DiskFactory(vm=vm)
+    sync_hosts(vm.host)
+    return vm
+
+
+def status_of(vm) -> str:
+    return VirtualMachine.objects.values_list("status", flat=True).get(pk=vm.pk)
+
+
+def host_status(host) -> str:
+    return Host.objects.values_list("status", flat=True).get(pk=host.pk)
+
+
+def detected(vm) -> list[str]:
+    return list(
+        Event.objects.filter(vm=vm, phase=Phase.DETECTED)
+        .order_by("id")
+        .values_list("message", flat=True)
+    )
+
+
+# -- changes made outside the portal ----------------------------------------------------------
+
+
+def test_poll_picks_up_changes_made_on_the_host(monitor, sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    other = vm_on_host(sync_hosts, host=vm.host, status=VMStatus.DOWN)
+    conn = hypervisor.connect(vm.host.uri)
+    uuid = str(vm.uuid)
+    monitor.cycle()
+    assert status_of(vm) == VMStatus.UP
+    assert detected(vm) == []  # nothing changed: nothing recorded
+
+    conn.pause(uuid)
+    monitor.cycle()
+    assert status_of(vm) == VMStatus.PAUSED
+    conn.resume(uuid)
+    conn.managed_save(uuid)
+    monitor.cycle()
+    assert status_of(vm) == VMStatus.SUSPENDED
+    conn.start(uuid)
+    monitor.cycle()
+    vm.refresh_from_db()
+    assert vm.status == VMStatus.UP and vm.started_at is not None
+    conn.destroy(uuid)
+    monitor.cycle()
+    vm.refresh_from_db()
+    assert (vm.status, vm.started_at) == (VMStatus.DOWN, None)
+    assert status_of(other) == VMStatus.DOWN
+    host = vm.host
+    assert detected(vm) == [
+        f"VM {vm.name} is now Paused (was Up), as reported by host {host.name}.",
+        f"VM {vm.name} is now Suspended (was Paused), as reported by host {host.name}.",
+        f"VM {vm.name} is now Up (was Suspended), as reported by host {host.name}.",
+        f"VM {vm.name} is now Down (was Up), as reported by host {host.name}.",
+    ]
+    assert detected(other) == []
+
+
+def test_a_domain_removed_on_the_host_shows_down(monitor, sync_hosts):
+    vm = vm_on_host(sync_hosts, status=VMStatus.PAUSED)
+    conn = hypervisor.connect(vm.host.uri)
+    conn.destroy(str(vm.uuid))
+    conn.undefine_domain(str(vm.uuid))
+    monitor.cycle()
+    assert status_of(vm) == VMStatus.DOWN
+
+
+def test_lifecycle_event_is_applied(monitor, sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    monitor.cycle()  # connects and registers for lifecycle events
+    assert vm.host_id in monitor.watched
+    conn = hypervisor.connect(vm.host.uri)
+    conn.pause(str(vm.uuid))
+    host_id, uuid = monitor.events.get(timeout=5)  # delivered by libvirt's event loop
+    assert (host_id, uuid) == (vm.host_id, str(vm.uuid))
+    monitor.handle_event(host_id, uuid)
+    assert status_of(vm) == VMStatus.PAUSED
+
+    conn.destroy(str(vm.uuid))
+    monitor.handle_event(*monitor.events.get(timeout=5))
+    assert status_of(vm) == VMStatus.DOWN
+
+
+def test_lifecycle_event_for_an_unknown_vm_or_unwatched_host_is_ignored(monitor, sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    hypervisor.connect(vm.host.uri).pause(str(vm.uuid))
+    monitor.handle_event(vm.host_id, str(vm.uuid))  # host not watched yet
+    assert status_of(vm) == VMStatus.UP
+    monitor.cycle()
+    assert status_of(vm) == VMStatus.PAUSED
+    monitor.handle_event(vm.host_id, "00000000-0000-4000-8000-00000000dead")
+    monitor.handle_event(vm.host_id + 1000, str(vm.uuid))
+    assert status_of(vm) == VMStatus.PAUSED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_running_monitor_follows_a_lifecycle_event_within_two_seconds(sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    conn = hypervisor.connect(vm.host.uri)
+    # A long poll: only the lifecycle event can bring the change in time.
+    monitor = Monitor(poll_seconds=60, stale_seconds=30)
+
+    def run():
+        try:
+            monitor.run()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while vm.host_id not in monitor.watched or host_status(vm.host) != HostStatus.UP:
+            assert time.monotonic() < deadline, "the monitor did not finish its first cycle"
+            time.sleep(0.05)
+        time.sleep(0.2)  # let the first cycle finish its job reconcile
+        conn.pause(str(vm.uuid))
+        deadline = time.monotonic() + 2
+        while status_of(vm) != VMStatus.PAUSED:
+            assert time.monotonic() < deadline, "the change was not picked up within 2 s"
+            time.sleep(0.05)
+        conn.resume(str(vm.uuid))
+        deadline = time.monotonic() + 2
+        while status_of(vm) != VMStatus.UP:
+            assert time.monotonic() < deadline, "the second change was not picked up"
+            time.sleep(0.05)
+    finally:
+        monitor.stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+# -- hosts that stop answering ---------------------------------------------------------------
+
+
+def test_unreachable_host_goes_non_responsive_and_comes_back(monitor, tmp_path, sync_hosts):
+    # A URI the monitor will not (re)write for us: the node file is ours to take away.
+    path = tmp_path / "outside" / "node"
+    path.parent.mkdir()
+    host = HostFactory(uri=f"test://{path}")
+    StorageDomainFactory(data_center=host.cluster.data_center)
+    up = vm_on_host(sync_hosts, host=host, started_at=timezone.now() - timedelta(days=2))
+    paused = vm_on_host(sync_hosts, host=host, status=VMStatus.PAUSED)
+    down = vm_on_host(sync_hosts, host=host, status=VMStatus.DOWN)
+    assert testhosts.node_file(host) is None
+    node = testhosts.node_xml(host)
+    path.write_text(node)
+    monitor.cycle()
+    assert host_status(host) == HostStatus.UP
+    assert [status_of(v) for v in (up, paused, down)] == [
+        VMStatus.UP,
+        VMStatus.PAUSED,
+        VMStatus.DOWN,
+    ]
+
+    started = VirtualMachine.objects.get(pk=up.pk).started_at
+    assert started is not None
+
+    path.rename(tmp_path / "outside" / "gone")
+    hypervisor.disconnect(host.uri)  # the link is lost
+    monitor.cycle()
+    host.refresh_from_db()
+    assert host.status == HostStatus.NON_RESPONSIVE
+    assert host.last_error
+    assert [status_of(v) for v in (up, paused, down)] == [
+        VMStatus.UNKNOWN,
+        VMStatus.UNKNOWN,
+        VMStatus.DOWN,
+    ]
+    host_event = Event.objects.get(host=host, action="host_status")
+    assert (host_event.severity, host_event.message) == (
+        Severity.ERROR,
+        f"Host {host.name} is Non Responsive.",
+    )
+    assert host_event.error == host.last_error
+    assert Event.objects.get(vm=up, phase=Phase.DETECTED).severity == Severity.WARNING
+    assert host.pk not in monitor.watched
+
+    monitor.cycle()  # still unreachable: nothing new recorded
+    assert Event.objects.filter(host=host, action="host_status").count() == 1
+    with pytest.raises(ActionRefused, match="Non Responsive"):
+        services.vm_run(vm_id=down.pk, user=None)
+
+    path.write_text(node)  # the host answers again, its VMs as they really are
+    monitor.cycle()
+    host.refresh_from_db()
+    assert (host.status, host.last_error) == (HostStatus.UP, "")
+    assert [status_of(v) for v in (up, paused, down)] == [
+        VMStatus.UP,
+        VMStatus.PAUSED,
+        VMStatus.DOWN,
+    ]
+    # The guest kept running through the outage: its uptime goes on from where it was.
+    assert VirtualMachine.objects.get(pk=up.pk).started_at == started
+    assert Event.objects.filter(host=host, action="host_status").latest("id").message == (
+        f"Host {host.name} is Up."
+    )
+    assert host.pk in monitor.watched
+
+
+def test_poll_records_host_facts_and_storage(monitor, sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    storage = vm.disks.get().storage_domain
+    type(storage).objects.filter(pk=storage.pk).update(
+        total_bytes=0, free_bytes=0, status=StorageDomainStatus.UNKNOWN
+    )
+    Host.objects.filter(pk=vm.host_id).update(status=HostStatus.CONNECTING)
+    monitor.cycle()
+    host = Host.objects.get(pk=vm.host_id)
+    assert (host.status, host.cpus, host.memory_mb, host.cpu_model) == (
+        HostStatus.UP,
+        16,
+        64 * 1024,
+        "Vireo Test CPU",
+    )
+    assert host.last_seen is not None
+    storage.refresh_from_db()
+    pool = hypervisor.connect(host.uri).get_pool(storage.pool_name)
+    assert storage.status == StorageDomainStatus.ACTIVE
+    assert (storage.total_bytes, storage.used_bytes, storage.free_bytes) == (
+        pool.capacity,
+        pool.allocation,
+        pool.available,
+    )
+    assert storage.total_bytes > 0
+
+
+def test_hosts_in_maintenance_are_not_polled(monitor, sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    Host.objects.filter(pk=vm.host_id).update(status=HostStatus.MAINTENANCE)
+    hypervisor.connect(vm.host.uri).pause(str(vm.uuid))
+    monitor.cycle()
+    assert status_of(vm) == VMStatus.UP
+    assert host_status(vm.host) == HostStatus.MAINTENANCE
+
+
+# -- jobs left behind ------------------------------------------------------------------------
+
+
+def age(job: Job, **fields) -> None:
+    """Make a job (and its VM's busy status) look old."""
+    then = timezone.now() - OLD
+    Job.objects.filter(pk=job.pk).update(created_at=then, **fields)
+    VirtualMachine.objects.filter(pk=job.vm_id).update(status_changed_at=then)
+
+
+def test_running_job_whose_worker_died_is_failed(admin, sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    job = services.vm_shutdown(vm_id=vm.pk, user=admin)
+    age(job, status=JobStatus.RUNNING, heartbeat_at=timezone.now() - OLD)
+    assert status_of(vm) == VMStatus.POWERING_DOWN
+    assert jobs_reconcile(30) == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert job.error == "The worker carrying out this job stopped before it ended."
+    assert job.ended_at is not None
+    assert status_of(vm) == VMStatus.UP  # the host still runs it
+    failed = Event.objects.get(job=job, phase=Phase.FAILED)
+    assert failed.error == job.error
+    assert jobs_reconcile(30) == 0
+
+
+def test_running_job_with_a_fresh_heartbeat_is_left_alone(admin, sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    job = services.vm_shutdown(vm_id=vm.pk, user=admin)
+    age(job, status=JobStatus.RUNNING, heartbeat_at=timezone.now())
+    assert jobs_reconcile(30) == 0
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING
+    assert status_of(vm) == VMStatus.POWERING_DOWN
+
+
+def test_queued_job_lost_by_the_queue_is_failed(admin, sync_hosts):
+    vm = vm_on_host(sync_hosts, status=VMStatus.DOWN)
+    job = services.vm_run(vm_id=vm.pk, user=admin)  # never enqueued: no on-commit here
+    age(job)
+    assert not rq_job_alive(job.rq_id)
+    assert jobs_reconcile(30) == 1
+    job.refresh_from_db()
+    assert (job.status, job.error) == (
+        JobStatus.FAILED,
+        "The task queue lost this job before a worker took it.",
+    )
+    assert status_of(vm) == VMStatus.DOWN
+
+
+def test_queued_job_still_in_the_queue_is_kept(
+    admin, sync_hosts, django_capture_on_commit_callbacks
+):
+    vm = vm_on_host(sync_hosts, status=VMStatus.DOWN)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.vm_run(vm_id=vm.pk, user=admin)
+    job.refresh_from_db()
+    assert job.rq_id and rq_job_alive(job.rq_id)
+    age(job)
+    assert jobs_reconcile(30) == 0
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED
+    assert status_of(vm) == VMStatus.POWERING_UP
+
+
+def test_recent_queued_job_is_not_failed_yet(admin, sync_hosts):
+    vm = vm_on_host(sync_hosts, status=VMStatus.DOWN)
+    job = services.vm_run(vm_id=vm.pk, user=admin)
+    assert jobs_reconcile(30) == 0
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED
+
+
+@pytest.mark.parametrize(
+    ("busy", "on_host", "settled"),
+    [
+        (VMStatus.POWERING_UP, VMStatus.UP, VMStatus.UP),
+        (VMStatus.SAVING_STATE, VMStatus.SUSPENDED, VMStatus.SUSPENDED),
+        (VMStatus.IMAGE_LOCKED, VMStatus.DOWN, VMStatus.DOWN),
+        (VMStatus.RESTORING_STATE, VMStatus.PAUSED, VMStatus.PAUSED),
+    ],
+)
+def test_busy_vm_without_a_job_is_settled(sync_hosts, busy, on_host, settled):
+    vm = vm_on_host(sync_hosts, status=on_host)  # the host holds it as on_host
+    VirtualMachine.objects.filter(pk=vm.pk).update(
+        status=busy, status_changed_at=timezone.now() - OLD
+    )
+    jobs_reconcile(30)
+    assert status_of(vm) == settled
+
+
+def test_busy_vm_without_a_job_gets_a_grace_period(sync_hosts):
+    vm = vm_on_host(sync_hosts, status=VMStatus.UP)
+    VirtualMachine.objects.filter(pk=vm.pk).update(status=VMStatus.POWERING_DOWN)
+    jobs_reconcile(30)
+    assert status_of(vm) == VMStatus.POWERING_DOWN
+
+
+def test_monitor_does_not_override_a_busy_vm_with_an_active_job(admin, monitor, sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    job = services.vm_shutdown(vm_id=vm.pk, user=admin)
+    age(job, status=JobStatus.RUNNING, heartbeat_at=timezone.now())
+    monitor.cycle()  # the host says running; the job is still working on it
+    assert status_of(vm) == VMStatus.POWERING_DOWN
+    vm.refresh_from_db()
+    host = vm.host
+    assert vm_apply(vm, VMStatus.UP, host) is False
+    assert status_of(vm) == VMStatus.POWERING_DOWN
+    assert not Event.objects.filter(vm=vm, phase=Phase.DETECTED).exists()
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
+    assert vm_apply(vm, VMStatus.UP, host) is True  # no active job: the host is believed
+    assert status_of(vm) == VMStatus.UP
+
+
+def test_clone_in_progress_keeps_both_vms_image_locked(admin, monitor, sync_hosts):
+    source = vm_on_host(sync_hosts, status=VMStatus.DOWN)
+    clone = services.vm_clone(vm_id=source.pk, user=admin, clone_name="copy")
+    job = Job.objects.get(kind="vm_clone")
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, heartbeat_at=timezone.now())
+    monitor.cycle()
+    assert status_of(source) == VMStatus.IMAGE_LOCKED
+    assert status_of(clone) == VMStatus.IMAGE_LOCKED
+
+
+def test_dead_clone_job_is_cleaned_up(admin, sync_hosts):
+    source = vm_on_host(sync_hosts, status=VMStatus.DOWN)
+    clone = services.vm_clone(vm_id=source.pk, user=admin, clone_name="copy")
+    job = Job.objects.get(kind="vm_clone")
+    age(job, status=JobStatus.RUNNING, heartbeat_at=timezone.now() - OLD)
+    assert jobs_reconcile(30) == 1
+    assert not VirtualMachine.objects.filter(pk=clone.pk).exists()
+    assert status_of(source) == VMStatus.DOWN
+
+
+def test_settle_reads_unknown_when_the_host_cannot_be_asked(sync_hosts, tmp_path):
+    vm = vm_on_host(sync_hosts)
+    Host.objects.filter(pk=vm.host_id).update(uri=f"test://{Path(tmp_path) / 'nowhere.xml'}")
+    VirtualMachine.objects.filter(pk=vm.pk).update(
+        status=VMStatus.REBOOT_IN_PROGRESS, status_changed_at=timezone.now() - OLD
+    )
+    jobs_reconcile(30)
+    assert status_of(vm) == VMStatus.UNKNOWN
