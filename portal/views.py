@@ -10,6 +10,7 @@ from django_htmx.http import trigger_client_event
 
 from accounts.permissions import is_admin, restrict
 
+from .access import admin_portal_required
 from .models import Event, Job
 
 
@@ -37,7 +38,7 @@ def home(request):
     return redirect("vms:list" if is_admin(request.user) else "user_portal")
 
 
-@login_required
+@admin_portal_required
 def event_list(request):
     """The Events page: every action as requested, started, succeeded or failed."""
     events = restrict(request.user, Event.objects.select_related("user", "vm"), "view")
@@ -49,7 +50,7 @@ def event_list(request):
     return render(request, template, {"page": page, "q": q, "tab": "events"})
 
 
-@login_required
+@admin_portal_required
 def job_list(request):
     """Recent jobs with their progress."""
     jobs = restrict(request.user, Job.objects.select_related("user", "vm"), "view")[:200]

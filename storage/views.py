@@ -1,11 +1,11 @@
 """The Storage tab: storage domains and, under Disks, every disk with its VM or floating."""
 
 from django import forms
-from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import restrict
+from portal.access import admin_portal_required
 from portal.errors import ActionRefused
 from portal.views import modal_done
 from vms.choices import VMStatus
@@ -16,15 +16,17 @@ from .choices import DiskStatus
 from .models import Disk, StorageDomain
 
 
-@login_required
+@admin_portal_required
 def domain_list(request):
     """Storage domains with type, status and total / used / free."""
-    domains = restrict(request.user, StorageDomain.objects.select_related("data_center"), "view_storage")
+    domains = restrict(
+        request.user, StorageDomain.objects.select_related("data_center"), "view_storage"
+    )
     template = "storage/_domain_table.html" if request.htmx else "storage/domain_list.html"
     return render(request, template, {"domains": domains, "tab": "storage", "subtab": "domains"})
 
 
-@login_required
+@admin_portal_required
 def disk_list(request):
     """Every disk with its VM, or "floating"."""
     disks = restrict(
@@ -60,7 +62,7 @@ class AttachForm(forms.Form):
     )
 
 
-@login_required
+@admin_portal_required
 @require_http_methods(["GET", "POST"])
 def disk_attach(request, pk: int):
     """Attach a floating disk to a Down virtual machine."""
@@ -95,7 +97,7 @@ def disk_attach(request, pk: int):
     )
 
 
-@login_required
+@admin_portal_required
 @require_http_methods(["GET", "POST"])
 def disk_remove(request, pk: int):
     """Remove a floating disk (confirmation window)."""

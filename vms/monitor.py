@@ -35,6 +35,7 @@ from .models import Host, VirtualMachine
 
 log = logging.getLogger(__name__)
 
+BIGINT_MAX = 2**63 - 1
 RQ_ALIVE = {"queued", "started", "deferred", "scheduled"}
 
 
@@ -156,11 +157,14 @@ def storage_sync(host: Host, conn: hypervisor.Connection) -> None:
         pool = pools.get(domain.pool_name)
         if pool is None:
             continue
+        # A pool can report more allocated than its capacity (sparse volumes, or the test
+        # driver's fixed 100 GiB): free space is then none, not a wrapped-around huge number.
+        used = min(pool.allocation, BIGINT_MAX)
         fields = {
             "status": StorageDomainStatus.ACTIVE if pool.active else StorageDomainStatus.INACTIVE,
-            "total_bytes": pool.capacity,
-            "used_bytes": pool.allocation,
-            "free_bytes": pool.available,
+            "total_bytes": min(pool.capacity, BIGINT_MAX),
+            "used_bytes": used,
+            "free_bytes": max(0, min(pool.available, pool.capacity - pool.allocation, BIGINT_MAX)),
         }
         if any(getattr(domain, k) != v for k, v in fields.items()):
             StorageDomain.objects.filter(pk=domain.pk).update(**fields)
@@ -205,6 +209,7 @@ class Monitor:
         self.stale_seconds = stale_seconds or settings.VIREO_JOB_STALE_SECONDS
         self.events: queue.Queue = queue.Queue()
         self.watched: dict[int, hypervisor.Connection] = {}
+        self.prepared: set[int] = set()  # test hosts whose node file this process wrote
         self.stop = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="monitor-host")
 
@@ -217,8 +222,10 @@ class Monitor:
     def host_poll(self, host: Host, busy_ids: set[int]) -> None:
         """Connect (registering for events on a new connection), then reconcile the host."""
         try:
-            if host.pk not in self.watched:
+            if host.pk not in self.prepared:
+                # Once per process: after an outage the host's own state is the truth again.
                 testhosts.node_file_write(host)
+                self.prepared.add(host.pk)
             conn = hypervisor.connect(host.uri)
             fresh = self.watched.get(host.pk) is not conn
             if fresh:
@@ -226,7 +233,7 @@ class Monitor:
                 self.watched[host.pk] = conn
             info = conn.host_info() if fresh or host.status != HostStatus.UP else None
             domains = conn.list_domains()
-        except hypervisor.HypervisorError as exc:
+        except (hypervisor.HypervisorError, OSError) as exc:
             self.watched.pop(host.pk, None)
             host_unreachable(host, str(exc), busy_ids)
             return
@@ -290,9 +297,18 @@ class Monitor:
             finally:
                 db_tidy()
 
+    def _events_forever(self) -> None:
+        while not self.stop.is_set():
+            self.drain_events(time.monotonic() + 1.0)
+        db_tidy()
+
     def run(self) -> None:
+        """Poll every host each cycle while a second thread applies lifecycle events as they
+        come, so an event never waits for a slow poll."""
         hypervisor.start_event_loop()
         log.info("monitor started: poll every %.1fs", self.poll_seconds)
+        events = threading.Thread(target=self._events_forever, name="monitor-events", daemon=True)
+        events.start()
         while not self.stop.is_set():
             started = time.monotonic()
             try:
@@ -301,5 +317,6 @@ class Monitor:
                 log.exception("monitor cycle failed")
             finally:
                 db_tidy()
-            self.drain_events(started + self.poll_seconds)
-        self.pool.shutdown(wait=False)
+            self.stop.wait(max(0.0, started + self.poll_seconds - time.monotonic()))
+        events.join(timeout=5)
+        self.pool.shutdown(wait=True)

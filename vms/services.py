@@ -122,7 +122,7 @@ def _vm_begin(
         raise ActionRefused(f"Cannot {verb} {vm.name}: the VM is {vm.get_status_display()}.")
     if action not in (VMAction.REMOVE, VMAction.CLONE) and vm.host_id is None:
         raise ActionRefused(f"Cannot {verb} {vm.name}: it is not placed on any host.")
-    if vm.host_id and vm.host.status != HostStatus.UP and action != VMAction.REMOVE:
+    if vm.host_id and vm.host.status != HostStatus.UP:
         raise ActionRefused(
             f"Cannot {verb} {vm.name}: its host {vm.host.name} is {vm.host.get_status_display()}."
         )
@@ -169,7 +169,7 @@ def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
         VMAction.SUSPEND,
         VMAction.REBOOT,
     ):
-        raise ActionRefused(f"Unknown action {action!r}.")
+        raise ActionRefused(f"Unknown action {str(action)!r}.")
     queue_ensure_available()
     with transaction.atomic():
         vm = _load_vm(vm_id)

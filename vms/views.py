@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import can, restrict
+from portal.access import admin_portal_required
 from portal.errors import ActionRefused
 from portal.models import Event
 from portal.views import modal_done
@@ -47,7 +48,7 @@ def _list_context(request, selected=None):
     }
 
 
-@login_required
+@admin_portal_required
 def vm_list(request):
     """The Virtual Machines tab: results list, toolbar, and the details pane of the selection."""
     selected = None
@@ -60,13 +61,13 @@ def vm_list(request):
     return render(request, template, context)
 
 
-@login_required
+@admin_portal_required
 def vm_table(request):
     """The results list alone (search, sort, paging and live refresh swap it)."""
     return render(request, "vms/_vm_table.html", _list_context(request))
 
 
-@login_required
+@admin_portal_required
 def vm_detail(request, pk: int):
     """A VM's own URL: the list with this VM selected and its details pane open."""
     vm = get_object_or_404(vms_visible(request.user), pk=pk)
@@ -77,7 +78,7 @@ def vm_detail(request, pk: int):
     return render(request, "vms/vm_list.html", context)
 
 
-@login_required
+@admin_portal_required
 def vm_row(request, pk: int):
     """One row of the results list, re-fetched when the VM changes."""
     vm = get_object_or_404(vms_visible(request.user), pk=pk)
@@ -94,7 +95,7 @@ def _details_context(request, vm, tab: str) -> dict:
     return context
 
 
-@login_required
+@admin_portal_required
 def vm_details_pane(request, pk: int, tab: str):
     """The details pane with its sub-tabs General, Disks and Events."""
     if tab not in DETAIL_TABS:
@@ -215,7 +216,7 @@ def vm_new(request):
     return render(request, "vms/_new_vm_dialog.html", {"form": form, "error": error})
 
 
-@login_required
+@admin_portal_required
 def host_list(request):
     """The Hosts tab."""
     hosts = restrict(request.user, Host.objects.select_related("cluster"), "view")
@@ -227,7 +228,7 @@ def host_list(request):
     )
 
 
-@login_required
+@admin_portal_required
 @require_http_methods(["GET", "POST"])
 def host_new(request):
     """The New Host window: a host is added by its libvirt URI."""
@@ -254,7 +255,7 @@ def host_new(request):
     return render(request, "vms/_host_dialog.html", {"form": form, "error": error})
 
 
-@login_required
+@admin_portal_required
 def cluster_list(request):
     """The Clusters tab."""
     clusters = restrict(request.user, Cluster.objects.select_related("data_center"), "view")
@@ -262,7 +263,7 @@ def cluster_list(request):
     return render(request, template, {"clusters": clusters, "tab": "clusters"})
 
 
-@login_required
+@admin_portal_required
 @require_http_methods(["GET", "POST"])
 def cluster_edit(request, pk: int):
     """The Edit Cluster window (the VM settings this slice uses)."""
@@ -292,7 +293,7 @@ def cluster_edit(request, pk: int):
     )
 
 
-@login_required
+@admin_portal_required
 def datacenter_list(request):
     """The Data Centers tab, with each data center's storage domains, logical networks and
     templates, and a Permissions window for each."""
@@ -307,6 +308,8 @@ def datacenter_list(request):
         "clusters": restrict(user, Cluster.objects.select_related("data_center"), "view"),
         "networks": restrict(user, Network.objects.select_related("data_center"), "view"),
         "templates": restrict(user, Template.objects.select_related("data_center"), "view"),
-        "storage_domains": restrict(user, StorageDomain.objects.select_related("data_center"), "view_storage"),
+        "storage_domains": restrict(
+            user, StorageDomain.objects.select_related("data_center"), "view_storage"
+        ),
     }
     return render(request, "vms/datacenter_list.html", context)

@@ -25,10 +25,27 @@ def _fast_passwords(settings):
 
 
 @pytest.fixture
-def user_client(db):
-    """A logged-in user who holds no permission."""
+def user(db):
+    """An administrator of something else: NetworkAdmin on a network of another data center,
+    so the Administration Portal opens but none of the test's objects are in reach."""
+    from factories import DataCenterFactory, grant
+
+    from vms.models import Network
+
+    account = UserFactory()
+    grant(
+        account,
+        "NetworkAdmin",
+        Network.objects.create(name="elsewhere", data_center=DataCenterFactory()),
+    )
+    return account
+
+
+@pytest.fixture
+def user_client(user):
+    """A logged-in administrator with no permission on the test's objects."""
     client = Client()
-    client.force_login(UserFactory())
+    client.force_login(user)
     return client
 
 
@@ -70,10 +87,27 @@ def test_anonymous_is_sent_to_login(client, name, headers):
 # ---- Logged in without permission ---------------------------------------------------------
 
 
-def test_no_permission_sees_no_events_or_tasks(user_client):
+def test_no_role_is_refused_the_administration_portal(db):
+    user_client = Client()
+    user_client.force_login(UserFactory())
     vm = VMFactory()
     make_events(3, vm=vm)
     Job.objects.create(kind="vm_run", description="Run secret-vm", vm=vm)
+    for headers in ({}, HX):
+        for name in ("events", "jobs"):
+            response = user_client.get(reverse(name), headers=headers)
+            assert response.status_code == 403
+            assert "secret-vm" not in response.content.decode()
+            assert "The Administration Portal is for administrators" in response.content.decode()
+
+
+def test_admin_of_another_cluster_sees_no_events_or_tasks(user_client, user):
+    from factories import ClusterFactory, grant
+
+    vm = VMFactory()
+    make_events(3, vm=vm)
+    Job.objects.create(kind="vm_run", description="Run secret-vm", vm=vm)
+    grant(user, "ClusterAdmin", ClusterFactory())
     for headers in ({}, HX):
         events = user_client.get(reverse("events"), headers=headers)
         assert events.status_code == 200
@@ -110,7 +144,7 @@ def test_events_page_lists_events(admin_client, admin):
         "Failed to shut down VM web1.",
         "failed",
         admin.username,
-        "vm web1",
+        "VM web1",
         "maintenance",
         "guest ignored ACPI",
     ):
