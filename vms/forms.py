@@ -111,3 +111,12 @@ class HostForm(forms.Form):
     def __init__(self, *args, clusters, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["cluster"].queryset = clusters
+
+
+class EditVMForm(forms.Form):
+    description = forms.CharField(max_length=1000, required=False)
+    memory_mb = forms.IntegerField(label="Memory Size (MB)")
+    vcpus = forms.IntegerField(label="Total Virtual CPUs")
+    sso_enabled = forms.BooleanField(
+        label="Single Sign-On: use the guest agent to log the user in", required=False
+    )

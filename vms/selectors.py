@@ -51,6 +51,7 @@ class VMRow:
     job: Job | None
     actions: frozenset[str]
     can_manage_permissions: bool = False
+    can_edit: bool = False
 
     @property
     def is_busy(self) -> bool:
@@ -66,13 +67,14 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
     """Rows for a page of VMs: the status table's actions cut down to the user's permissions."""
     ids = [vm.pk for vm in vms]
     jobs = active_jobs_by_vm(set(ids))
-    permitted = permitted_actions(user, vms, [*TRANSITIONS.keys(), "manage_permissions"])
+    permitted = permitted_actions(user, vms, [*TRANSITIONS.keys(), "manage_permissions", "edit_vm"])
     return [
         VMRow(
             vm=vm,
             job=jobs.get(vm.pk),
             actions=allowed_actions(vm.status) & permitted[vm.pk],
             can_manage_permissions="manage_permissions" in permitted[vm.pk],
+            can_edit="edit_vm" in permitted[vm.pk],
         )
         for vm in vms
     ]

@@ -425,3 +425,36 @@ def host_add(*, user, name: str, uri: str, cluster_id: int) -> Host:
         )
         broadcast("hosts")
     return host
+
+
+def vm_edit(
+    *, vm_id: int, user, description: str, sso_enabled: bool, memory_mb=None, vcpus=None
+) -> VirtualMachine:
+    """Edit a VM's description and Single Sign-On setting; memory and vCPUs only while Down
+    (they take effect when the VM is next defined on its host)."""
+    with transaction.atomic():
+        vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
+        if vm is None:
+            raise ActionRefused("That virtual machine does not exist any more.")
+        fields = {"description": (description or "")[:1000], "sso_enabled": bool(sso_enabled)}
+        sizing = {}
+        if memory_mb is not None and int(memory_mb) != vm.memory_mb:
+            sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
+        if vcpus is not None and int(vcpus) != vm.vcpus:
+            sizing["vcpus"] = _in_range(vcpus, VCPUS_RANGE, "vCPUs")
+        if sizing and vm.status != VMStatus.DOWN:
+            raise ActionRefused(
+                f"Memory and vCPUs of {vm.name} can be changed only while it is Down."
+            )
+        for name, value in {**fields, **sizing}.items():
+            setattr(vm, name, value)
+        vm.save(update_fields=[*fields, *sizing])
+        event_record(
+            action="edit_vm",
+            phase=Phase.SUCCEEDED,
+            user=user,
+            vm=vm,
+            message=f"{actor(user)} edited VM {vm.name}.",
+        )
+        broadcast(f"vm.{vm.pk}")
+    return vm

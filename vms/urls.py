@@ -10,6 +10,7 @@ urlpatterns = [
     path("action/<str:action>/", views.vm_action, name="action"),
     path("<int:pk>/", views.vm_detail, name="detail"),
     path("<int:pk>/row/", views.vm_row, name="row"),
+    path("<int:pk>/edit/", views.vm_edit, name="edit"),
     path("<int:pk>/details/<str:tab>/", views.vm_details_pane, name="details"),
     path("hosts/", views.host_list, name="hosts"),
     path("hosts/new/", views.host_new, name="host_new"),

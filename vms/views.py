@@ -14,7 +14,7 @@ from portal.views import modal_done
 
 from . import services
 from .choices import MULTI_VM_ACTIONS, VMAction
-from .forms import CloneForm, ClusterForm, HostForm, NewVMForm, RemoveForm, ShutdownForm
+from .forms import CloneForm, ClusterForm, EditVMForm, HostForm, NewVMForm, RemoveForm, ShutdownForm
 from .models import Cluster, Host
 from .selectors import can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 
@@ -87,7 +87,7 @@ def vm_row(request, pk: int):
 
 def _details_context(request, vm, tab: str) -> dict:
     row = vm_rows(request.user, [vm])[0]
-    context = {"vm": vm, "row": row, "detail_tab": tab}
+    context = {"vm": vm, "row": row, "detail_tab": tab, "can_edit": row.can_edit}
     if tab == "disks":
         context["disks"] = vm.disks.select_related("storage_domain").order_by("target")
     elif tab == "events":
@@ -313,3 +313,34 @@ def datacenter_list(request):
         ),
     }
     return render(request, "vms/datacenter_list.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def vm_edit(request, pk: int):
+    """The Edit Virtual Machine window: description, sizing (while Down), Single Sign-On."""
+    vm = get_object_or_404(vms_visible(request.user, "edit_vm"), pk=pk)
+    initial = {
+        "description": vm.description,
+        "memory_mb": vm.memory_mb,
+        "vcpus": vm.vcpus,
+        "sso_enabled": vm.sso_enabled,
+    }
+    form = EditVMForm(request.POST or None, initial=initial)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.vm_edit(
+                vm_id=vm.pk,
+                user=request.user,
+                description=data["description"],
+                sso_enabled=data["sso_enabled"],
+                memory_mb=data["memory_mb"],
+                vcpus=data["vcpus"],
+            )
+        except ActionRefused as exc:
+            error = str(exc)
+        else:
+            return modal_done(request, [("success", f"VM {vm.name} saved.")])
+    return render(request, "vms/_edit_vm_dialog.html", {"vm": vm, "form": form, "error": error})

@@ -204,3 +204,29 @@ def test_disk_visibility_follows_vm(world):
     DiskFactory(vm=world["a2"])
     grant(user, "UserRole", world["a1"])
     assert list(restrict(user, Disk.objects.all())) == [disk]
+
+
+def test_vm_edit_window_needs_edit_vm_and_sizing_only_while_down(world, client):
+    from django.urls import reverse
+
+    from vms.choices import VMStatus
+
+    user_role, engine = UserFactory(), UserFactory()
+    vm = world["a1"]
+    VirtualMachine.objects.filter(pk=vm.pk).update(status=VMStatus.UP)
+    grant(user_role, "UserRole", vm)
+    grant(engine, "UserVmEngine", vm)
+    url = reverse("vms:edit", args=[vm.pk])
+    client.force_login(user_role)
+    assert client.get(url).status_code == 404
+    client.force_login(engine)
+    assert "Single Sign-On" in client.get(url).content.decode()
+    form = {"description": "d", "memory_mb": vm.memory_mb * 2, "vcpus": vm.vcpus, "sso_enabled": ""}
+    response = client.post(url, form, headers={"HX-Request": "true"})
+    assert "can be changed only while it is Down" in response.content.decode()
+    vm.refresh_from_db()
+    assert vm.sso_enabled and vm.description != "d"
+    form["memory_mb"] = vm.memory_mb
+    client.post(url, form, headers={"HX-Request": "true"})
+    vm.refresh_from_db()
+    assert not vm.sso_enabled and vm.description == "d"
