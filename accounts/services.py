@@ -263,7 +263,11 @@ def principals_search(text: str, limit: int = 50):
     """Users and groups whose name or user name contains `text` (the Add window's Search)."""
     text = (text or "").strip()
     User = get_user_model()
-    users = User.objects.filter(is_active=True)
+    from guardian.conf import settings as guardian_settings
+
+    users = User.objects.filter(is_active=True).exclude(
+        username=guardian_settings.ANONYMOUS_USER_NAME
+    )
     groups = Group.objects.all()
     if text:
         from django.db.models import Q

@@ -165,6 +165,13 @@
   }
   document.body.addEventListener("vireo:close-modal", closeModal);
 
+  // Windows, messages and the details pane are containers: whatever hx-swap a button inherits
+  // from the table it sits in (outerHTML for live rows), fill them, never replace them.
+  const CONTAINERS = new Set(["modal-content", "messages", "details-pane"]);
+  document.body.addEventListener("htmx:beforeSwap", (e) => {
+    if (e.detail.target && CONTAINERS.has(e.detail.target.id)) e.detail.swapOverride = "innerHTML";
+  });
+
   document.body.addEventListener("htmx:afterSwap", (e) => {
     if (e.detail.target.id === "modal-content" && e.detail.target.innerHTML.trim()) {
       const modal = document.getElementById("modal");
