@@ -61,3 +61,79 @@ def domain_xml(
     element = domain_element(spec, domain_type=domain_type, disks=disks, arch=arch)
     ET.indent(element)
     return ET.tostring(element, encoding="unicode")
+
+
+# -- reading and rewriting the disks of an existing domain's XML ---------------------------------
+
+
+def _disk_elements(root: ET.Element) -> dict[str, ET.Element]:
+    """The <disk> elements of a domain by target dev."""
+    disks = {}
+    for disk in root.findall("devices/disk"):
+        target = disk.find("target")
+        if target is not None and target.get("dev"):
+            disks[target.get("dev")] = disk
+    return disks
+
+
+def disk_targets(xml: str) -> list[str]:
+    """Every disk target (vda, hdc ...) of the domain, cdroms included, in XML order."""
+    return list(_disk_elements(ET.fromstring(xml)))
+
+
+def disk_files(xml: str) -> dict[str, str]:
+    """Target -> source file of the domain's file-backed disks (device='disk')."""
+    files = {}
+    for target, disk in _disk_elements(ET.fromstring(xml)).items():
+        source = disk.find("source")
+        if disk.get("device", "disk") == "disk" and source is not None and source.get("file"):
+            files[target] = source.get("file")
+    return files
+
+
+def disk_chain(xml: str, target: str) -> list[str]:
+    """The files of disk `target` from its source down its <backingStore> chain (live XML)."""
+    disk = _disk_elements(ET.fromstring(xml)).get(target)
+    files: list[str] = []
+    node = disk
+    while node is not None:
+        source = node.find("source")
+        if source is None or not source.get("file"):
+            break
+        files.append(source.get("file"))
+        node = node.find("backingStore")
+    return files
+
+
+def with_disk_files(xml: str, files: dict[str, tuple[str, str]]) -> str:
+    """`xml` with disks `target` -> (file, format) swapped in and their <backingStore> removed.
+
+    Without <backingStore> libvirt reads the chain from the qcow2 headers at the next start,
+    so a definition never names a layer that a merge took away. KeyError for an unknown target.
+    """
+    root = ET.fromstring(xml)
+    disks = _disk_elements(root)
+    for target, (path, fmt) in files.items():
+        disk = disks[target]
+        disk.set("type", "file")
+        for backing in disk.findall("backingStore"):
+            disk.remove(backing)
+        source = disk.find("source")
+        if source is None:
+            source = ET.SubElement(disk, "source")
+        source.attrib.pop("index", None)
+        source.set("file", path)
+        driver = disk.find("driver")
+        if driver is None:
+            driver = ET.SubElement(disk, "driver", name="qemu")
+        driver.set("type", "qcow2" if fmt == "qcow2" else "raw")
+    return ET.tostring(root, encoding="unicode")
+
+
+def without_backing_stores(xml: str) -> str:
+    """`xml` with every disk's <backingStore> removed (see with_disk_files)."""
+    root = ET.fromstring(xml)
+    for disk in _disk_elements(root).values():
+        for backing in disk.findall("backingStore"):
+            disk.remove(backing)
+    return ET.tostring(root, encoding="unicode")
