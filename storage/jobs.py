@@ -7,7 +7,7 @@ from portal.audit import event_record
 from portal.live import broadcast
 from portal.models import Job, Phase
 from portal.tasks import job_handler
-from vms.jobs import vm_domain_spec
+from vms.jobs import disk_volumes_delete, vm_domain_spec
 from vms.models import VirtualMachine
 
 from .choices import DiskStatus
@@ -69,13 +69,7 @@ def _remove_failed(job: Job, message: str) -> None:
 @job_handler("disk_remove", on_fail=_remove_failed)
 def disk_remove_job(job: Job) -> None:
     disk = Disk.objects.select_related("host", "storage_domain").get(pk=job.params["disk_id"])
-    if disk.host is not None:
-        try:
-            hypervisor.connect(disk.host.uri).delete_volume(
-                disk.storage_domain.pool_name, disk.volume_name
-            )
-        except hypervisor.VolumeNotFound:
-            pass
+    disk_volumes_delete(disk)
     with transaction.atomic():
         event_record(
             action="remove_disk",

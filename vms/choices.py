@@ -123,3 +123,51 @@ def status_from_domain(state: str, has_managed_save: bool) -> str:
     if state in {"shutoff", "crashed"} and has_managed_save:
         return S.SUSPENDED
     return DOMAIN_STATE_TO_STATUS.get(state, S.UNKNOWN)
+
+
+class SnapshotStatus(models.TextChoices):
+    LOCKED = "locked", "Locked"
+    OK = "ok", "Ok"
+    IN_PREVIEW = "in_preview", "Preview Mode"
+
+
+class SnapshotAction(models.TextChoices):
+    CREATE = "create", "Create"
+    PREVIEW = "preview", "Preview"
+    COMMIT = "commit", "Commit"
+    UNDO = "undo", "Undo"
+    CLONE = "clone", "Clone"
+    DELETE = "delete", "Delete"
+
+
+# Snapshot actions: the VM statuses each may start from, whether it needs an active preview
+# (True), no preview (False) or either (None), and the status the selected snapshot must have.
+SNAPSHOT_RULES: dict[str, tuple[frozenset[str], bool | None, str | None]] = {
+    SnapshotAction.CREATE: (frozenset({S.DOWN, S.UP, S.PAUSED}), False, None),
+    SnapshotAction.PREVIEW: (frozenset({S.DOWN}), False, SnapshotStatus.OK),
+    SnapshotAction.COMMIT: (frozenset({S.DOWN}), True, SnapshotStatus.IN_PREVIEW),
+    SnapshotAction.UNDO: (frozenset({S.DOWN}), True, SnapshotStatus.IN_PREVIEW),
+    SnapshotAction.CLONE: (
+        frozenset({S.DOWN, S.UP, S.PAUSED, S.SUSPENDED}),
+        None,
+        SnapshotStatus.OK,
+    ),
+    SnapshotAction.DELETE: (frozenset({S.DOWN, S.UP}), False, SnapshotStatus.OK),
+}
+
+
+def snapshot_actions_allowed(
+    *, vm_status: str, previewing: bool, busy: bool, snapshot_status: str | None
+):
+    """The snapshot actions the table allows for a VM (and a selected snapshot, if any).
+    `busy`: another snapshot of the VM is Locked (one snapshot operation at a time)."""
+    allowed = set()
+    for action, (statuses, needs_preview, wanted) in SNAPSHOT_RULES.items():
+        if busy or vm_status not in statuses:
+            continue
+        if needs_preview is not None and needs_preview != previewing:
+            continue
+        if wanted is not None and snapshot_status != wanted:
+            continue
+        allowed.add(action)
+    return frozenset(allowed)

@@ -15,8 +15,15 @@ from portal.tasks import job_handler, job_progress
 from storage.choices import DiskStatus
 from storage.models import Disk
 
-from .choices import BUSY_STATUSES, RUNNING_STATUSES, VMAction, VMStatus, status_from_domain
-from .models import VirtualMachine
+from .choices import (
+    BUSY_STATUSES,
+    RUNNING_STATUSES,
+    SnapshotStatus,
+    VMAction,
+    VMStatus,
+    status_from_domain,
+)
+from .models import Snapshot, VirtualMachine
 from .services import ACTION_VERBS, vm_status_move
 
 log = logging.getLogger(__name__)
@@ -148,7 +155,14 @@ def vm_run_job(job: Job) -> None:
     else:
         job_progress(job, 10, "Restoring state" if previous == VMStatus.SUSPENDED else "Starting")
         _ensure_defined(conn, vm)
-        conn.start(uuid)
+        if previous == VMStatus.DOWN and vm.resume_memory_volume:
+            # A previewed or committed snapshot's memory: the guest continues where it was.
+            pool, _, volume = vm.resume_memory_volume.partition("/")
+            job_progress(job, 20, "Restoring the snapshot's memory")
+            conn.restore_memory(uuid, pool, volume)
+            VirtualMachine.objects.filter(pk=vm.pk).update(resume_memory_volume="")
+        else:
+            conn.start(uuid)
     if conn.wait_for_state(uuid, RUNNING_STATES, timeout=START_TIMEOUT) is None:
         raise JobError(f"{vm.name} did not reach running within {START_TIMEOUT:.0f} seconds.")
     fields = {} if previous == VMStatus.PAUSED and vm.started_at else {"started_at": timezone.now()}
@@ -228,15 +242,42 @@ def vm_reboot_job(job: Job) -> None:
     _succeeded(job, vm, VMAction.REBOOT, f"VM {vm.name} was rebooted.")
 
 
-def _volume_delete(disk: Disk) -> None:
+def disk_volumes(conn: hypervisor.Connection, disk: Disk) -> list[str]:
+    """Every volume a disk owns: its chain (snapshot layers under the active one), the
+    volumes its snapshots froze, and a preview's kept-aside active chain."""
+    pool = disk.storage_domain.pool_name
+    names = dict.fromkeys(conn.volume_chain(pool, disk.volume_name))
+    names.update(dict.fromkeys(disk.snapshot_volumes.values_list("volume_name", flat=True)))
+    preview = getattr(disk.vm, "preview", None) if disk.vm_id else None
+    if preview is not None and str(disk.pk) in preview.disks:
+        names.update(dict.fromkeys(conn.volume_chain(pool, preview.disks[str(disk.pk)]["active"])))
+    return list(names)
+
+
+def disk_volumes_delete(disk: Disk) -> None:
+    """Delete a disk's volumes, all of its chain (a volume already gone is fine)."""
     if disk.host is None:
         return
+    conn = hypervisor.connect(disk.host.uri)
     try:
-        hypervisor.connect(disk.host.uri).delete_volume(
-            disk.storage_domain.pool_name, disk.volume_name
-        )
+        names = disk_volumes(conn, disk)
     except hypervisor.VolumeNotFound:
-        pass
+        names = [disk.volume_name]
+    for name in names:
+        try:
+            conn.delete_volume(disk.storage_domain.pool_name, name)
+        except hypervisor.VolumeNotFound:
+            pass
+
+
+def _memory_volumes_delete(conn: hypervisor.Connection, vm: VirtualMachine) -> None:
+    """Delete the memory states saved by a VM's snapshots ("pool/volume")."""
+    for ref in vm.snapshots.exclude(memory_volume="").values_list("memory_volume", flat=True):
+        pool, _, name = ref.partition("/")
+        try:
+            conn.delete_volume(pool, name)
+        except hypervisor.VolumeNotFound:
+            pass
 
 
 def _remove_failed(job: Job, message: str) -> None:
@@ -255,10 +296,12 @@ def vm_remove_job(job: Job) -> None:
         except hypervisor.DomainNotFound:
             pass
     disks = list(vm.disks.select_related("storage_domain", "host"))
+    if vm.host is not None:
+        _memory_volumes_delete(hypervisor.connect(vm.host.uri), vm)
     if remove_disks:
         for n, disk in enumerate(disks, 1):
             job_progress(job, 10 + 80 * n // len(disks), f"Removing disk {disk.alias}")
-            _volume_delete(disk)
+            disk_volumes_delete(disk)
             disk.delete()
     with transaction.atomic():
         if not remove_disks:
@@ -281,7 +324,7 @@ def _create_failed(job: Job, message: str) -> None:
         return
     for disk in vm.disks.select_related("storage_domain", "host"):
         try:
-            _volume_delete(disk)
+            disk_volumes_delete(disk)
         except hypervisor.HypervisorError as exc:
             log.warning("could not delete volume %s: %s", disk.volume_name, exc)
     event_record(
@@ -330,13 +373,19 @@ def vm_create_job(job: Job) -> None:
     _succeeded(job, vm, "create", f"VM {vm.name} was created on host {vm.host.name}.")
 
 
+def _clone_snapshot(job: Job) -> Snapshot | None:
+    """The snapshot a Clone job copies from, if it was started from the Snapshots sub-tab."""
+    snapshot_id = job.params.get("snapshot_id")
+    return Snapshot.objects.filter(pk=snapshot_id).first() if snapshot_id else None
+
+
 def _clone_failed(job: Job, message: str) -> None:
     """The half-made clone is taken away; the source goes back to its status."""
     clone = VirtualMachine.objects.filter(pk=job.result_vm_id).select_related("host").first()
     if clone is not None:
         for disk in clone.disks.select_related("storage_domain", "host"):
             try:
-                _volume_delete(disk)
+                disk_volumes_delete(disk)
             except hypervisor.HypervisorError as exc:
                 log.warning("could not delete volume %s: %s", disk.volume_name, exc)
         if clone.host is not None:
@@ -349,7 +398,12 @@ def _clone_failed(job: Job, message: str) -> None:
             clone.delete()
             broadcast(f"vm.{job.result_vm_id}", "vms", "disks")
     source = VirtualMachine.objects.filter(pk=job.vm_id).first()
-    if source is not None and source.status == VMStatus.IMAGE_LOCKED:
+    snapshot = _clone_snapshot(job)
+    if snapshot is not None:
+        Snapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.LOCKED).update(
+            status=SnapshotStatus.OK
+        )
+    elif source is not None and source.status == VMStatus.IMAGE_LOCKED:
         vm_status_move(
             vm_id=source.pk,
             from_status=VMStatus.IMAGE_LOCKED,
@@ -373,10 +427,19 @@ def vm_clone_job(job: Job) -> None:
     vm, conn = _load(job)
     clone = VirtualMachine.objects.select_related("host").get(pk=job.result_vm_id)
     _started(job, vm, VMAction.CLONE)
-    sources = list(vm.disks.select_related("storage_domain").order_by("target"))
-    total = sum(d.size_bytes for d in sources) or 1
+    snapshot = _clone_snapshot(job)
+    if snapshot is not None:
+        # From a snapshot: each included disk as it was then (the copy flattens its chain).
+        pairs = [
+            (sd.disk, sd.volume_name)
+            for sd in snapshot.disks.select_related("disk__storage_domain")
+        ]
+    else:
+        pairs = [(d, d.volume_name) for d in vm.disks.select_related("storage_domain")]
+    pairs.sort(key=lambda pair: pair[0].target)
+    total = sum(d.size_bytes for d, _ in pairs) or 1
     copied = 0
-    for disk in sources:
+    for disk, source_volume in pairs:
         ext = disk.volume_name.rsplit(".", 1)[-1] if "." in disk.volume_name else "img"
         new = Disk.objects.create(
             alias=f"{clone.name}_{disk.alias.split('_')[-1]}",
@@ -402,13 +465,22 @@ def vm_clone_job(job: Job) -> None:
             job_progress(job, 5 + 85 * (base + part) // total, f"Copying disk {alias}")
 
         info = conn.clone_volume(
-            disk.storage_domain.pool_name, disk.volume_name, new.volume_name, progress
+            disk.storage_domain.pool_name, source_volume, new.volume_name, progress
         )
         Disk.objects.filter(pk=new.pk).update(status=DiskStatus.OK, actual_bytes=info.allocation)
         copied += disk.size_bytes
     job_progress(job, 95, f"Defining {clone.name} on host {vm.host.name}")
     conn.define_domain(vm_domain_spec(clone))
     _finish(job, clone, VMStatus.DOWN)
-    _finish(job, vm, job.params.get("from_status", VMStatus.DOWN))
+    if snapshot is not None:
+        Snapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.LOCKED).update(
+            status=SnapshotStatus.OK
+        )
+        broadcast(f"vm.{vm.pk}")
+    else:
+        _finish(job, vm, job.params.get("from_status", VMStatus.DOWN))
     broadcast("disks")
-    _succeeded(job, clone, VMAction.CLONE, f"VM {vm.name} was cloned to {clone.name}.")
+    source = f"snapshot '{snapshot}' of VM {vm.name}" if snapshot else f"VM {vm.name}"
+    _succeeded(
+        job, clone, VMAction.CLONE, f"{source[0].upper()}{source[1:]} was cloned to {clone.name}."
+    )

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from .choices import HostStatus, VMStatus
+from .choices import HostStatus, SnapshotStatus, VMStatus
 
 
 class DataCenter(models.Model):
@@ -99,6 +99,11 @@ class VirtualMachine(models.Model):
     template = models.ForeignKey(
         "Template", on_delete=models.SET_NULL, null=True, blank=True, related_name="vms"
     )
+    resume_memory_volume = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="A memory state (pool/volume) the next Run restores, chosen in a snapshot preview.",
+    )
     sso_enabled = models.BooleanField(
         "Single Sign-On",
         default=True,
@@ -178,3 +183,68 @@ class NetworkInterface(models.Model):
 
     def __str__(self) -> str:
         return f"{self.vm.name}/{self.name}"
+
+
+class Snapshot(models.Model):
+    """A snapshot: the state of a VM's included disks (and, if saved, its memory) and its
+    configuration at one point in time."""
+
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="snapshots")
+    description = models.CharField(max_length=1000, blank=True)
+    status = models.CharField(
+        max_length=16, choices=SnapshotStatus.choices, default=SnapshotStatus.LOCKED
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    memory_volume = models.CharField(
+        max_length=255, blank=True, help_text="pool/volume of the saved memory state"
+    )
+    memory_mb = models.PositiveIntegerField("Memory (MB)")
+    vcpus = models.PositiveSmallIntegerField("vCPUs")
+    nics = models.JSONField(
+        default=list, blank=True, help_text="The VM's network interfaces when taken"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.description or f"Snapshot {self.pk}"
+
+    @property
+    def memory_saved(self) -> bool:
+        return bool(self.memory_volume)
+
+
+class SnapshotDisk(models.Model):
+    """A disk a snapshot includes, and the frozen volume that holds its state."""
+
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="disks")
+    disk = models.ForeignKey(
+        "storage.Disk", on_delete=models.CASCADE, related_name="snapshot_volumes"
+    )
+    volume_name = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["snapshot", "disk"], name="snapshot_disk_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.snapshot_id}:{self.volume_name}"
+
+
+class SnapshotPreview(models.Model):
+    """An active (custom) preview of a VM: what to put back on Undo, what to drop on Commit."""
+
+    vm = models.OneToOneField(VirtualMachine, on_delete=models.CASCADE, related_name="preview")
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="+")
+    previous_memory_mb = models.PositiveIntegerField()
+    previous_vcpus = models.PositiveSmallIntegerField()
+    # disk id -> {"active": volume before the preview, "preview": overlay, "snapshot": snapshot id}
+    disks = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"preview of {self.snapshot_id}"

@@ -21,7 +21,7 @@ from portal.tasks import job_create, queue_ensure_available
 from storage.choices import DiskStatus, DomainFunction
 from storage.models import Disk, StorageDomain
 
-from .choices import TRANSITIONS, HostStatus, VMAction, VMStatus, busy_status_for
+from .choices import TRANSITIONS, HostStatus, SnapshotStatus, VMAction, VMStatus, busy_status_for
 from .models import Cluster, DataCenter, Host, Template, VirtualMachine
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -120,6 +120,8 @@ def _vm_begin(
     sources, _busy = TRANSITIONS[action]
     if vm.status not in sources:
         raise ActionRefused(f"Cannot {verb} {vm.name}: the VM is {vm.get_status_display()}.")
+    if vm.snapshots.filter(status=SnapshotStatus.LOCKED).exists():
+        raise ActionRefused(f"Cannot {verb} {vm.name}: a snapshot operation on it is in progress.")
     if action not in (VMAction.REMOVE, VMAction.CLONE) and vm.host_id is None:
         raise ActionRefused(f"Cannot {verb} {vm.name}: it is not placed on any host.")
     if vm.host_id and vm.host.status != HostStatus.UP:

@@ -27,7 +27,7 @@ DIALOG_TITLES = {
     VMAction.RUN: "Run Virtual Machine(s)",
     VMAction.SUSPEND: "Suspend Virtual Machine(s)",
 }
-DETAIL_TABS = ("general", "disks", "events", "permissions")
+DETAIL_TABS = ("general", "disks", "snapshots", "events", "permissions")
 
 
 def _list_context(request, selected=None):
@@ -92,6 +92,10 @@ def _details_context(request, vm, tab: str) -> dict:
         context["disks"] = vm.disks.select_related("storage_domain").order_by("target")
     elif tab == "events":
         context["events"] = Event.objects.filter(vm=vm).select_related("user")[:100]
+    elif tab == "snapshots":
+        from .snapshot_views import snapshots_context
+
+        context.update(snapshots_context(request, vm))
     return context
 
 
