@@ -7,8 +7,10 @@ from portal.audit import event_record
 from portal.live import broadcast
 from portal.models import Job, Phase
 from portal.tasks import job_handler
-from vms.jobs import disk_volumes_delete, vm_domain_spec
+from vms.choices import VMStatus
+from vms.jobs import disk_volumes_delete, vm_domain_spec, vm_settle
 from vms.models import VirtualMachine
+from vms.services import vm_status_move
 
 from .choices import DiskStatus
 from .models import Disk
@@ -17,6 +19,7 @@ from .services import _unlock
 
 def _attach_failed(job: Job, message: str) -> None:
     _unlock(job.params["disk_id"])(job)
+    vm_settle(job.vm_id)
     event_record(
         action="attach_disk",
         phase=Phase.FAILED,
@@ -42,6 +45,7 @@ def disk_attach_job(job: Job) -> None:
             vm.host = host
         # Redefine the domain with the disk; if the host refuses, the transaction rolls back.
         hypervisor.connect(host.uri).define_domain(vm_domain_spec(vm))
+        vm_status_move(vm_id=vm.pk, from_status=VMStatus.IMAGE_LOCKED, to_status=VMStatus.DOWN)
         event_record(
             action="attach_disk",
             phase=Phase.SUCCEEDED,

@@ -11,6 +11,7 @@ from portal.models import Job, Phase
 from portal.tasks import job_create, queue_ensure_available
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
+from vms.services import vm_status_move
 
 from .choices import DiskStatus
 from .models import Disk
@@ -72,13 +73,23 @@ def disk_attach(*, disk_id: int, vm_id: int, user) -> Job:
         used = set(vm.disks.values_list("target", flat=True))
         target = next(f"vd{c}" for c in string.ascii_lowercase if f"vd{c}" not in used)
         _lock(disk)
+        # The VM is Image Locked while its definition changes, so it cannot be started meanwhile.
+        if not vm_status_move(
+            vm_id=vm.pk, from_status=VMStatus.DOWN, to_status=VMStatus.IMAGE_LOCKED
+        ):
+            raise ActionRefused(f"{vm.name} was changed by another request. Nothing was done.")
+
+        def undo(job: Job) -> None:
+            _unlock(disk.pk)(job)
+            vm_status_move(vm_id=vm.pk, from_status=VMStatus.IMAGE_LOCKED, to_status=VMStatus.DOWN)
+
         job = job_create(
             kind="disk_attach",
             description=f"Attach disk {disk.alias} to {vm.name}",
             vm=vm,
             user=user,
             params={"disk_id": disk.pk, "target": target},
-            on_enqueue_failure=_unlock(disk.pk),
+            on_enqueue_failure=undo,
         )
         event_record(
             action="attach_disk",
