@@ -900,8 +900,10 @@ class Connection:
             total = job["end"] or total
             if progress:
                 progress(min(job["cur"], total), total)
-            if active_layer and job["end"] and job["cur"] == job["end"]:
-                try:  # the copy caught up: switch the disk to `base`, ending the job
+            if active_layer and job["cur"] >= job["end"]:
+                # The copy caught up (libvirt shows an empty ready job as 1/1): switch the
+                # disk to `base`, which ends the job; "not ready yet" means poll again.
+                try:
                     dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
                     break
                 except libvirt.libvirtError as err:
