@@ -158,6 +158,14 @@ def _xml_text(xml: str, path: str, attr: str | None = None, default: str = "") -
     return value if value is not None else default
 
 
+def _chain(backing: dict[str, str | None], name: str) -> list[str]:
+    """`name` and the volumes below it, following `backing` (volume -> its backing volume)."""
+    chain = [name]
+    while (below := backing.get(chain[-1])) is not None and below not in chain:
+        chain.append(below)
+    return chain
+
+
 def _version(number: int) -> str:
     return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
@@ -184,8 +192,11 @@ class Connection:
                 pass  # local drivers have neither keepalive nor close callbacks
         # libvirt's test driver has no backing chains, block jobs, external snapshots or
         # restore from a file: for it (only) those are emulated in this process.
-        with translated(as_type=HostUnreachable):
+        try:
             is_test = self._conn.getType() == "TEST"
+        except libvirt.libvirtError as err:
+            self._conn.close()
+            raise convert(err, alive=lambda: False) from err
         self._emulated: EmulatedChains | None = EmulatedChains(self) if is_test else None
 
     def __repr__(self) -> str:
@@ -667,11 +678,7 @@ class Connection:
     def volume_chain(self, pool: str, name: str) -> list[str]:
         """Volume names from `name` down to its base, following backing files within `pool`."""
         self._volume(self._pool(pool), name)  # VolumeNotFound
-        backing = self._backing_names(pool)
-        chain = [name]
-        while (below := backing.get(chain[-1])) is not None and below not in chain:
-            chain.append(below)
-        return chain
+        return _chain(self._backing_names(pool), name)
 
     def snapshot_disks(
         self,
@@ -817,9 +824,7 @@ class Connection:
             raise HypervisorError(f"The domain has no file-backed disk {target}.")
         pool, current = self._volume_at(path)
         backing = self._backing_names(pool)
-        chain = [current]
-        while (below := backing.get(chain[-1])) is not None and below not in chain:
-            chain.append(below)
+        chain = _chain(backing, current)
         index = chain.index(top) if top in chain else -1
         if index < 0 or chain[index + 1 : index + 2] != [base]:
             raise HypervisorError(
