@@ -218,6 +218,16 @@ def snapshot_preview(
             raise ActionRefused("Choose VM Configuration or at least one disk to preview.")
         if memory and not snapshot.memory_saved:
             raise ActionRefused("This snapshot has no saved memory.")
+        if memory:
+            # The saved memory belongs to exactly that snapshot's disks and configuration.
+            own = set(snapshot.disks.values_list("disk_id", flat=True))
+            if (
+                not vm_configuration
+                or {int(k) for k, v in choices.items() if v == snapshot.pk} != own
+            ):
+                raise ActionRefused(
+                    "Memory can be previewed only with the snapshot's own VM Configuration and all of its disks."
+                )
         previous = _lock_vm_if_down(vm)
         _set_snapshot_status(snapshot.pk, SnapshotStatus.OK, SnapshotStatus.LOCKED)
         job = job_create(
