@@ -675,6 +675,15 @@ class Connection:
             self._emulated.record(pool, name, backing)
         return self._volume_info(vol)
 
+    def adopt_backing(self, pool: str, name: str, backing: str) -> None:
+        """Test driver only: record that existing volume `name` backs onto `backing` (a test
+        host reloaded from its node file, whose backing relations the driver cannot keep)."""
+        if self._emulated is None:
+            raise HypervisorError(
+                "Backing relations are read from the volumes themselves on this host."
+            )
+        self._emulated.record(pool, name, backing)
+
     def volume_chain(self, pool: str, name: str) -> list[str]:
         """Volume names from `name` down to its base, following backing files within `pool`."""
         self._volume(self._pool(pool), name)  # VolumeNotFound

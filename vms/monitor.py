@@ -227,6 +227,8 @@ class Monitor:
                 testhosts.node_file_write(host)
                 self.prepared.add(host.pk)
             conn = hypervisor.connect(host.uri)
+            if host.pk not in self.watched and testhosts.node_file(host) is not None:
+                testhosts.chains_adopt(host, conn)
             fresh = self.watched.get(host.pk) is not conn
             if fresh:
                 conn.on_lifecycle(self._on_lifecycle(host.pk))

@@ -43,6 +43,7 @@ def node_xml(host: Host) -> str:
 
     pools = []
     disks = Disk.objects.filter(host=host).select_related("storage_domain")
+    extra = _snapshot_volumes(host)
     for domain in StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id):
         volumes = tuple(
             TestVolume(
@@ -53,6 +54,10 @@ def node_xml(host: Host) -> str:
             )
             for d in disks
             if d.storage_domain_id == domain.pk
+        ) + tuple(
+            TestVolume(name=name, capacity=capacity, allocation=0, format=fmt)
+            for pool, name, capacity, fmt in extra
+            if pool == domain.pool_name
         )
         pools.append(
             TestPool(
@@ -83,3 +88,60 @@ def node_file_write(host: Host) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(node_xml(host))
     return path
+
+
+def _disk_chains(host: Host):
+    """(disk, [volume names base -> top]) for the disks of `host`, and a preview's kept-aside
+    tops: derived from the snapshots, oldest first, as each snapshot froze the then-top."""
+    from .models import SnapshotPreview
+
+    previews = {p.vm_id: p for p in SnapshotPreview.objects.filter(vm__host=host)}
+    for disk in Disk.objects.filter(host=host).select_related("storage_domain"):
+        frozen = list(
+            disk.snapshot_volumes.order_by("snapshot__created_at", "snapshot_id").values_list(
+                "volume_name", "snapshot_id"
+            )
+        )
+        preview = previews.get(disk.vm_id)
+        state = preview.disks.get(str(disk.pk)) if preview else None
+        names = [name for name, _ in frozen]
+        if state:
+            # active chain: frozen volumes then the kept-aside top; the preview overlay sits on
+            # the chosen snapshot's volume
+            yield disk, names + [state["active"]]
+            chosen = next((name for name, sid in frozen if sid == state["snapshot"]), None)
+            if chosen:
+                yield disk, [chosen, disk.volume_name]
+        else:
+            yield disk, names + [disk.volume_name]
+
+
+def _snapshot_volumes(host: Host) -> list[tuple[str, str, int, str]]:
+    """Volumes of a test host beyond the disks' tops: frozen snapshot layers, kept-aside
+    tops and saved memory states, as (pool, name, capacity, format)."""
+    from .models import Snapshot
+
+    seen, out = set(), []
+    tops = set(Disk.objects.filter(host=host).values_list("volume_name", flat=True))
+    for disk, chain in _disk_chains(host):
+        for name in chain:
+            if name not in tops and name not in seen:
+                seen.add(name)
+                out.append((disk.storage_domain.pool_name, name, disk.size_bytes, "qcow2"))
+    for ref in (
+        Snapshot.objects.filter(vm__host=host)
+        .exclude(memory_volume="")
+        .values_list("memory_volume", flat=True)
+    ):
+        pool, _, name = ref.partition("/")
+        out.append((pool, name, 1, "raw"))
+    return out
+
+
+def chains_adopt(host: Host, conn) -> None:
+    """Tell a freshly loaded test host which volume backs onto which (its driver forgets)."""
+    if node_file(host) is None:
+        return
+    for disk, chain in _disk_chains(host):
+        for below, above in zip(chain, chain[1:], strict=False):
+            conn.adopt_backing(disk.storage_domain.pool_name, above, below)
