@@ -197,7 +197,7 @@ def snapshot_commit_job(job: Job) -> None:
     preview = SnapshotPreview.objects.select_related("snapshot").get(vm=vm)
     snapshot = preview.snapshot
     _event(job, vm, Phase.STARTED, f"Started to commit snapshot '{snapshot}' of VM {vm.name}.")
-    dropped: set[str] = set()
+    dropped: dict[str, str] = {}  # volume -> pool
     for disk_id, state in preview.disks.items():
         disk = Disk.objects.select_related("storage_domain").get(pk=int(disk_id))
         pool = disk.storage_domain.pool_name
@@ -205,32 +205,38 @@ def snapshot_commit_job(job: Job) -> None:
         chain = conn.volume_chain(pool, state["active"])
         above = chain[: chain.index(frozen)] if frozen in chain else []
         for name in above:  # the state the preview replaced, and later snapshots' layers
-            job_progress(job, 50, f"Erasing {name}")
-            try:
-                conn.delete_volume(pool, name)
-            except hypervisor.VolumeNotFound:
-                pass
-            dropped.add(name)
+            dropped[name] = pool
     later = list(vm.snapshots.filter(created_at__gt=snapshot.created_at).exclude(pk=snapshot.pk))
     for old in later:
         if old.memory_volume:
             pool, _, name = old.memory_volume.partition("/")
-            try:
-                conn.delete_volume(pool, name)
-            except hypervisor.VolumeNotFound:
-                pass
+            dropped[name] = pool
+    # The inventory lets go of them first: a failure while erasing them must not leave the
+    # preview pointing at volumes that are gone (neither Commit nor Undo could then finish).
     with transaction.atomic():
         Snapshot.objects.filter(pk__in=[s.pk for s in later]).delete()
-        SnapshotDisk.objects.filter(snapshot__vm=vm, volume_name__in=dropped).delete()
+        SnapshotDisk.objects.filter(snapshot__vm=vm, volume_name__in=list(dropped)).delete()
         Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.OK)
         preview.delete()
+    left = []
+    for name, pool in dropped.items():
+        job_progress(job, 50, f"Erasing {name}")
+        try:
+            conn.delete_volume(pool, name)
+        except hypervisor.VolumeNotFound:
+            pass
+        except hypervisor.HypervisorError as exc:
+            log.warning("volume %s of pool %s not removed: %s", name, pool, exc)
+            left.append(name)
+    with transaction.atomic():
         _back_to(job, vm, VMStatus.DOWN)
         _event(
             job,
             vm,
             Phase.SUCCEEDED,
             f"Snapshot '{snapshot}' of VM {vm.name} was committed"
-            + (f"; {len(later)} later snapshot(s) erased." if later else "."),
+            + (f"; {len(later)} later snapshot(s) erased." if later else ".")
+            + (f" Volumes left on the host: {', '.join(left)}." if left else ""),
         )
 
 
