@@ -70,3 +70,35 @@ def work(django_capture_on_commit_callbacks):
 def work_off():
     """Run whatever is queued on a real RQ worker in this process."""
     return _work_off
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def user(db):
+    """An administrator of something else: NetworkAdmin on a network of another data center,
+    so the Administration Portal opens but none of the test's objects are in reach."""
+    from factories import DataCenterFactory, UserFactory, grant
+
+    from vms.models import Network
+
+    account = UserFactory()
+    grant(
+        account,
+        "NetworkAdmin",
+        Network.objects.create(name="elsewhere", data_center=DataCenterFactory()),
+    )
+    return account
+
+
+@pytest.fixture
+def user_client(user):
+    """A logged-in administrator with no permission on the test's objects."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client

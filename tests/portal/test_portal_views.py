@@ -19,36 +19,6 @@ HX = {"HX-Request": "true"}
 EVENT_LIST_QUERIES = 4
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def user(db):
-    """An administrator of something else: NetworkAdmin on a network of another data center,
-    so the Administration Portal opens but none of the test's objects are in reach."""
-    from factories import DataCenterFactory, grant
-
-    from vms.models import Network
-
-    account = UserFactory()
-    grant(
-        account,
-        "NetworkAdmin",
-        Network.objects.create(name="elsewhere", data_center=DataCenterFactory()),
-    )
-    return account
-
-
-@pytest.fixture
-def user_client(user):
-    """A logged-in administrator with no permission on the test's objects."""
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def make_events(n: int, user=None, vm=None) -> list[Event]:
     now = timezone.now()
     return Event.objects.bulk_create(

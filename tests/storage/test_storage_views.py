@@ -6,7 +6,7 @@ import re
 import pytest
 from django.test import Client
 from django.urls import reverse
-from factories import DiskFactory, HostFactory, StorageDomainFactory, UserFactory, VMFactory
+from factories import DiskFactory, HostFactory, StorageDomainFactory, VMFactory
 
 from portal.models import Job, JobStatus
 from storage.choices import DiskStatus
@@ -20,36 +20,6 @@ GiB = 1024**3
 # Measured, the same for 5 and for 60 disks: session, user, the disks (VM, storage domain and
 # host joined).
 DISK_LIST_QUERIES = 3
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def user(db):
-    """An administrator of something else: NetworkAdmin on a network of another data center,
-    so the Administration Portal opens but none of the test's objects are in reach."""
-    from factories import DataCenterFactory, grant
-
-    from vms.models import Network
-
-    account = UserFactory()
-    grant(
-        account,
-        "NetworkAdmin",
-        Network.objects.create(name="elsewhere", data_center=DataCenterFactory()),
-    )
-    return account
-
-
-@pytest.fixture
-def user_client(user):
-    """A logged-in administrator with no permission on the test's objects."""
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

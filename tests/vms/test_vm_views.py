@@ -15,7 +15,6 @@ from factories import (
     HostFactory,
     StorageDomainFactory,
     SuperUserFactory,
-    UserFactory,
     VMFactory,
 )
 
@@ -32,36 +31,6 @@ S = VMStatus
 # Measured, the same for 5 and for 60 VMs: session, user, count, the page of VMs (host and
 # cluster joined), the active jobs of the page, whether New VM is offered.
 VM_LIST_QUERIES = 6
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def user(db):
-    """An administrator of something else: NetworkAdmin on a network of another data center,
-    so the Administration Portal opens but none of the test's objects are in reach."""
-    from factories import DataCenterFactory, grant
-
-    from vms.models import Network
-
-    account = UserFactory()
-    grant(
-        account,
-        "NetworkAdmin",
-        Network.objects.create(name="elsewhere", data_center=DataCenterFactory()),
-    )
-    return account
-
-
-@pytest.fixture
-def user_client(user):
-    """A logged-in administrator with no permission on the test's objects."""
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def names_in(response) -> list[str]:
