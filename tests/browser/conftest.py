@@ -95,7 +95,8 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 @pytest.fixture(scope="session")
 def live_server_url(django_db_setup, tmp_path_factory):
-    """The portal under daphne in a subprocess, on the pytest-django test database."""
+    """The portal under daphne in a subprocess, on the pytest-django test database (through
+    live_server_asgi, which keeps daphne's content types in step with the flushes)."""
     from django.conf import settings
     from django.db import connection
 
@@ -113,7 +114,7 @@ def live_server_url(django_db_setup, tmp_path_factory):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-            + ["portal.asgi:application"],
+            + ["tests.browser.live_server_asgi:application"],
             cwd=BASE_DIR,
             env=env,
             stdout=log,
