@@ -93,12 +93,6 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_browser"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords():
-    """Passwords keep the project's own hashers here (tests/conftest.py swaps in MD5 for
-    speed): daphne, another process, checks them at the real login form."""
-
-
 @pytest.fixture(scope="session")
 def live_server_url(django_db_setup, tmp_path_factory):
     """The portal under daphne in a subprocess, on the pytest-django test database (through
