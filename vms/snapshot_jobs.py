@@ -280,6 +280,10 @@ def snapshot_delete_job(job: Job) -> None:
             pass
     with transaction.atomic():
         snapshot.delete()
+        if snapshot.memory_volume:  # a committed preview's memory is not there to restore now
+            VirtualMachine.objects.filter(
+                pk=vm.pk, resume_memory_volume=snapshot.memory_volume
+            ).update(resume_memory_volume="")
         _back_to(job, vm)
         _event(
             job,
