@@ -223,7 +223,17 @@ def role_update(
         holders = UserObjectPermission.objects.filter(
             permission__role_binding__role=role
         ).values_list("user_id", flat=True)
-        recheck_users(list(holders))
+        # Members of groups holding the role are holders too.
+        members = (
+            get_user_model()
+            .objects.filter(
+                groups__in=GroupObjectPermission.objects.filter(
+                    permission__role_binding__role=role
+                ).values("group_id")
+            )
+            .values_list("pk", flat=True)
+        )
+        recheck_users([*holders, *members])
     return role
 
 
