@@ -33,6 +33,11 @@ PERMISSION_KINDS = {
 }
 
 
+# Objects seen with more than "view": storage (as on the Data Centers and Storage tabs), so
+# its Permissions window is no way round "every object of a data center except its storage".
+SEEN_WITH = {"storagedomain": "view_storage"}
+
+
 def _target(request, kind: str, pk: int, action: str = "view"):
     label = PERMISSION_KINDS.get(kind)
     if label is None:
@@ -40,7 +45,10 @@ def _target(request, kind: str, pk: int, action: str = "view"):
     model = apps.get_model(label)
     if model is System:
         System.get()
-    return get_object_or_404(restrict(request.user, model.objects.all(), action), pk=pk)
+    objects = restrict(request.user, model.objects.all(), action)
+    if kind in SEEN_WITH:
+        objects = restrict(request.user, objects, SEEN_WITH[kind])
+    return get_object_or_404(objects, pk=pk)
 
 
 @login_required
