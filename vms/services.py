@@ -22,7 +22,7 @@ from storage.choices import DiskStatus, DomainFunction
 from storage.models import Disk, StorageDomain
 
 from .choices import TRANSITIONS, HostStatus, SnapshotStatus, VMAction, VMStatus, busy_status_for
-from .models import Cluster, DataCenter, Host, Template, VirtualMachine
+from .models import Cluster, DataCenter, Host, SnapshotPreview, Template, VirtualMachine
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 NAME_MAX = 255
@@ -212,6 +212,10 @@ def vm_remove(*, vm_id: int, user, remove_disks: bool = True) -> Job:
     queue_ensure_available()
     with transaction.atomic():
         vm = _load_vm(vm_id)
+        if SnapshotPreview.objects.filter(vm=vm).exists():
+            raise ActionRefused(
+                f"Cannot remove {vm.name}: a snapshot preview is active; Commit or Undo it first."
+            )
         job = _vm_begin(
             vm=vm, action=VMAction.REMOVE, user=user, params={"remove_disks": bool(remove_disks)}
         )

@@ -7,6 +7,7 @@ import pytest
 from factories import DiskFactory, VMFactory
 
 import hypervisor
+from portal.errors import ActionRefused
 from portal.models import Event, Job, JobStatus, Phase, Severity
 from storage.models import Disk
 from vms import snapshots as services
@@ -682,6 +683,11 @@ def test_remove_deletes_every_volume_and_memory(admin, make_vm, work, previewing
         succeeded(
             work(lambda: services.snapshot_preview(vm_id=vm.pk, snapshot_id=s1.pk, user=admin))
         )
+        # Removing during a preview is refused (the kept-aside layers would be orphaned
+        # without disks); after Undo every layer still goes.
+        with pytest.raises(ActionRefused, match="snapshot preview is active"):
+            vm_remove(vm_id=vm.pk, user=admin, remove_disks=False)
+        succeeded(work(lambda: services.snapshot_undo(vm_id=vm.pk, user=admin)))
     assert len(pool_volumes(vm)) > 8
     job = work(lambda: vm_remove(vm_id=vm.pk, user=admin, remove_disks=True))
     job.refresh_from_db()
