@@ -5,6 +5,7 @@ from . import views
 urlpatterns = [
     path("user/", views.user_portal, name="user_portal"),
     path("user/vms/<int:pk>/card/", views.user_vm_card, name="user_vm_card"),
+    path("user/vms/<int:pk>/snapshots/", views.user_vm_snapshots, name="user_vm_snapshots"),
     path("configure/", views.configure, name="configure"),
     path("configure/roles/new/", views.role_edit, name="role_new"),
     path("configure/roles/<int:pk>/edit/", views.role_edit, name="role_edit"),

@@ -270,3 +270,21 @@ def user_vm_card(request, pk: int):
     vm = get_object_or_404(_user_vms(request.user), pk=pk)
     row = vm_rows(request.user, [vm])[0]
     return render(request, "accounts/_vm_card.html", {"row": row, "actions": USER_PORTAL_ACTIONS})
+
+
+@login_required
+def user_vm_snapshots(request, pk: int):
+    """The Snapshots pane of one of the user's VMs in the User Portal (needs `snapshots`)."""
+    from django.urls import reverse
+
+    from vms.models import VirtualMachine
+    from vms.snapshot_views import snapshots_context
+
+    vm = get_object_or_404(restrict(request.user, VirtualMachine.objects.all(), "snapshots"), pk=pk)
+    context = {
+        "vm": vm,
+        **snapshots_context(
+            request, vm, url=reverse("user_vm_snapshots", args=[vm.pk]), target="#user-snapshots"
+        ),
+    }
+    return render(request, "accounts/_user_snapshots.html", context)

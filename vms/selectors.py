@@ -52,6 +52,7 @@ class VMRow:
     actions: frozenset[str]
     can_manage_permissions: bool = False
     can_edit: bool = False
+    can_snapshots: bool = False
 
     @property
     def is_busy(self) -> bool:
@@ -67,7 +68,9 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
     """Rows for a page of VMs: the status table's actions cut down to the user's permissions."""
     ids = [vm.pk for vm in vms]
     jobs = active_jobs_by_vm(set(ids))
-    permitted = permitted_actions(user, vms, [*TRANSITIONS.keys(), "manage_permissions", "edit_vm"])
+    permitted = permitted_actions(
+        user, vms, [*TRANSITIONS.keys(), "manage_permissions", "edit_vm", "snapshots"]
+    )
     return [
         VMRow(
             vm=vm,
@@ -75,6 +78,7 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
             actions=allowed_actions(vm.status) & permitted[vm.pk],
             can_manage_permissions="manage_permissions" in permitted[vm.pk],
             can_edit="edit_vm" in permitted[vm.pk],
+            can_snapshots="snapshots" in permitted[vm.pk],
         )
         for vm in vms
     ]

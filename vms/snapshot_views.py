@@ -5,6 +5,7 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import can
@@ -23,7 +24,7 @@ def _vm(request, pk: int):
     return get_object_or_404(vms_visible(request.user, "snapshots"), pk=pk)
 
 
-def snapshots_context(request, vm) -> dict:
+def snapshots_context(request, vm, *, url: str | None = None, target: str = "#vm-details") -> dict:
     """The Snapshots sub-tab: "Active VM" and the snapshots, the selected one's details, and
     the actions the snapshot table and the user's permissions allow."""
     snapshots = list(vm.snapshots.prefetch_related("disks__disk"))
@@ -44,6 +45,8 @@ def snapshots_context(request, vm) -> dict:
             )
     sub = request.GET.get("sub", "general")
     return {
+        "snapshots_url": url or reverse("vms:details", args=[vm.pk, "snapshots"]),
+        "snapshots_target": target,
         "snapshots": snapshots,
         "selected_snapshot": selected,
         "snapshot_actions": actions,
