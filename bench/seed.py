@@ -28,6 +28,14 @@ class Inventory:
     vm_count: int
     seconds: float
 
+    def merge(self, other: "Inventory") -> None:
+        """Count another seeded inventory in with this one."""
+        self.data_centers += other.data_centers
+        self.clusters += other.clusters
+        self.hosts += other.hosts
+        self.vm_count += other.vm_count
+        self.seconds += other.seconds
+
 
 def superuser():
     User = get_user_model()
