@@ -9,7 +9,7 @@ question is answered by the database in one query, never by walking objects in P
 from dataclasses import dataclass
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import CharField, Exists, OuterRef, Q, QuerySet
+from django.db.models import BigIntegerField, Exists, Q, QuerySet
 from django.db.models.functions import Cast
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
@@ -29,26 +29,29 @@ def _role_permissions(action: str | None):
     return qs.values("permission_id")
 
 
-def _scope_q(model, outer: bool = True) -> Q:
-    """Q over guardian rows: the row's object is one of the ancestors of the outer object."""
+def _grant_q(user, model, action: str | None) -> Q:
+    """Q on `model`: the object or one of its ancestors carries a grant of `action` for the
+    user or one of their groups. Each ancestor level is its own uncorrelated subquery
+    (`cluster_id IN (SELECT object_pk ...)`), so the database runs it once per query, not
+    once per row, and the object's own indexes stay usable."""
+    perms = _role_permissions(action)
+    tables = (
+        UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms),
+        GroupObjectPermission.objects.filter(group__user=user.pk, permission_id__in=perms),
+    )
     q = Q()
     for ancestor, path in scope_paths(model):
-        ct = ContentType.objects.get_for_model(ancestor)
-        if path is None:
-            q |= Q(content_type_id=ct.pk)
-        else:
-            q |= Q(content_type_id=ct.pk, object_pk=Cast(OuterRef(path), CharField()))
+        ct = ContentType.objects.get_for_model(ancestor).pk
+        for rows in tables:
+            rows = rows.filter(content_type_id=ct)
+            if path is None:
+                q |= Q(Exists(rows))
+            else:
+                ids = rows.annotate(object_id=Cast("object_pk", BigIntegerField())).values(
+                    "object_id"
+                )
+                q |= Q(**{f"{path}__in": ids})
     return q
-
-
-def _grant_exists(user, model, action: str | None) -> Exists:
-    perms = _role_permissions(action)
-    scope = _scope_q(model)
-    own = UserObjectPermission.objects.filter(scope, user_id=user.pk, permission_id__in=perms)
-    via_groups = GroupObjectPermission.objects.filter(
-        scope, group__user=user.pk, permission_id__in=perms
-    )
-    return Exists(own) | Exists(via_groups)
 
 
 def restrict(user, queryset: QuerySet, action: str = "view") -> QuerySet:
@@ -57,7 +60,7 @@ def restrict(user, queryset: QuerySet, action: str = "view") -> QuerySet:
         return queryset.none()
     if user.is_superuser:
         return queryset
-    return queryset.filter(_grant_exists(user, queryset.model, action))
+    return queryset.filter(_grant_q(user, queryset.model, action))
 
 
 def _ancestor_keys(obj) -> list[tuple[int, str]]:
@@ -73,9 +76,12 @@ def _grants(user, keys) -> list[tuple[int, str, str]]:
     """(content type id, object pk, action) for every action the user holds on those objects."""
     if not keys:
         return []
-    where = Q()
+    by_type: dict[int, set[str]] = {}
     for ct_id, pk in keys:
-        where |= Q(content_type_id=ct_id, object_pk=pk)
+        by_type.setdefault(ct_id, set()).add(pk)
+    where = Q()
+    for ct_id, pks in by_type.items():
+        where |= Q(content_type_id=ct_id, object_pk__in=sorted(pks))
     fields = ("content_type_id", "object_pk", "permission__role_binding__role__actions__action")
     own = UserObjectPermission.objects.filter(where, user_id=user.pk).values_list(*fields)
     groups = GroupObjectPermission.objects.filter(where, group__user=user.pk).values_list(*fields)

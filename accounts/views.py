@@ -95,7 +95,14 @@ def permission_add(request, kind: str, pk: int):
             for token in chosen:
                 kind_, _, ident = token.partition(":")
                 model = Group if kind_ == "group" else User
-                principal = model.objects.filter(pk=ident).first() if ident.isdigit() else None
+                principals = model.objects.all()
+                if model is User:  # as the Search offers them: active accounts, not guardian's
+                    from guardian.conf import settings as guardian_settings
+
+                    principals = principals.filter(is_active=True).exclude(
+                        username=guardian_settings.ANONYMOUS_USER_NAME
+                    )
+                principal = principals.filter(pk=ident).first() if ident.isdigit() else None
                 if principal is None:
                     results.append(("error", "That user or group does not exist any more."))
                     continue
@@ -161,6 +168,7 @@ def configure(request):
         "system": System.get(),
         "roles": Role.objects.prefetch_related("actions"),
         "can_manage_roles": can(request.user, "manage_roles", System.get()),
+        "can_see_system": can(request.user, "view", System.get()),
     }
     return render(request, "accounts/configure.html", context)
 

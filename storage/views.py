@@ -67,7 +67,7 @@ class AttachForm(forms.Form):
 def disk_attach(request, pk: int):
     """Attach a floating disk to a Down virtual machine."""
     disk = get_object_or_404(
-        restrict(request.user, Disk.objects.select_related("storage_domain"), "edit"), pk=pk
+        restrict(request.user, Disk.objects.select_related("storage_domain"), "edit_disk"), pk=pk
     )
     form = AttachForm(request.POST or None)
     form.fields["vm"].queryset = restrict(
@@ -75,7 +75,7 @@ def disk_attach(request, pk: int):
         VirtualMachine.objects.filter(
             status=VMStatus.DOWN, cluster__data_center_id=disk.storage_domain.data_center_id
         ),
-        "edit",
+        "edit_vm",
     )
     refused = _refusal(disk) if request.method == "GET" else ""
     error = refused or None
@@ -101,7 +101,7 @@ def disk_attach(request, pk: int):
 @require_http_methods(["GET", "POST"])
 def disk_remove(request, pk: int):
     """Remove a floating disk (confirmation window)."""
-    disk = get_object_or_404(restrict(request.user, Disk.objects.all(), "remove"), pk=pk)
+    disk = get_object_or_404(restrict(request.user, Disk.objects.all(), "edit_disk"), pk=pk)
     if request.method == "POST":
         try:
             services.disk_remove(disk_id=disk.pk, user=request.user)

@@ -30,7 +30,7 @@ DIALOG_TITLES = {
 DETAIL_TABS = ("general", "disks", "snapshots", "events", "permissions")
 
 
-def _list_context(request, selected=None):
+def _list_context(request, selected=None, *, toolbar: bool = True):
     q = request.GET.get("q", "").strip()
     page, rows, sort = vm_page(
         request.user, q=q, sort=request.GET.get("sort", "name"), page=request.GET.get("page", 1)
@@ -44,7 +44,8 @@ def _list_context(request, selected=None):
         "selected": selected,
         "actions": VMAction,
         "multi_actions": MULTI_VM_ACTIONS,
-        "can_create": can_create_vm(request.user),
+        # Only the full page has the toolbar's New VM button.
+        "can_create": toolbar and can_create_vm(request.user),
     }
 
 
@@ -55,7 +56,7 @@ def vm_list(request):
     if request.GET.get("selected", "").isdigit():
         selected = vms_visible(request.user).filter(pk=request.GET["selected"]).first()
     template = "vms/_vm_table.html" if request.htmx else "vms/vm_list.html"
-    context = _list_context(request, selected)
+    context = _list_context(request, selected, toolbar=not request.htmx)
     if selected is not None:
         context.update(_details_context(request, selected, "general"))
     return render(request, template, context)
@@ -64,7 +65,7 @@ def vm_list(request):
 @admin_portal_required
 def vm_table(request):
     """The results list alone (search, sort, paging and live refresh swap it)."""
-    return render(request, "vms/_vm_table.html", _list_context(request))
+    return render(request, "vms/_vm_table.html", _list_context(request, toolbar=False))
 
 
 @admin_portal_required

@@ -661,9 +661,6 @@ RULES: dict[str, Rule] = {
     "storage:disk_attach": Rule(
         OBJECT + " (edit_disk on the floating disk)",
         floating_disk_window("storage:disk_attach", lambda s: {"vm": s.vm.pk}),
-        known_bug="storage/views.py disk_attach restricts disks (and the VM list) by 'edit', "
-        "which is no action of the catalogue: only superuser accounts pass, not SuperUser or "
-        "DataCenterAdmin holders who have edit_disk",
     ),
     "storage:disk_remove": Rule(
         OBJECT + " (edit_disk on the floating disk)",
