@@ -29,9 +29,16 @@ from storage.choices import StorageDomainStatus
 from storage.models import StorageDomain
 
 from . import testhosts
-from .choices import BUSY_STATUSES, RUNNING_STATUSES, HostStatus, VMStatus, status_from_domain
+from .choices import (
+    BUSY_STATUSES,
+    RUNNING_STATUSES,
+    HostStatus,
+    SnapshotStatus,
+    VMStatus,
+    status_from_domain,
+)
 from .jobs import vm_settle
-from .models import Host, VirtualMachine
+from .models import Host, Snapshot, SnapshotPreview, VirtualMachine
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +202,30 @@ def jobs_reconcile(stale_seconds: float) -> int:
         if not rq_job_alive(job.rq_id):
             job_fail(job, "The task queue lost this job before a worker took it.")
             ended += 1
+    active = vms_with_active_jobs()
     busy = VirtualMachine.objects.filter(status__in=BUSY_STATUSES, status_changed_at__lt=cutoff)
-    for vm_id in busy.exclude(pk__in=vms_with_active_jobs()).values_list("pk", flat=True):
+    for vm_id in busy.exclude(pk__in=active).values_list("pk", flat=True):
         vm_settle(vm_id)
+    snapshots_unlock(cutoff, active)
     return ended
+
+
+def snapshots_unlock(cutoff, active_vm_ids: set[int]) -> None:
+    """A snapshot left Locked with no job working on its VM: one whose creation never finished
+    (no disks recorded) is dropped, the one a preview is about returns to Preview Mode, any
+    other to Ok. Its volumes are untouched; the job that failed said what happened."""
+    stuck = Snapshot.objects.filter(status=SnapshotStatus.LOCKED, created_at__lt=cutoff).exclude(
+        vm_id__in=active_vm_ids
+    )
+    for snapshot in stuck.select_related("vm"):
+        if not snapshot.disks.exists():
+            Snapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.LOCKED).delete()
+        else:
+            previewing = SnapshotPreview.objects.filter(snapshot=snapshot).exists()
+            Snapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.LOCKED).update(
+                status=SnapshotStatus.IN_PREVIEW if previewing else SnapshotStatus.OK
+            )
+        broadcast(f"vm.{snapshot.vm_id}")
 
 
 class Monitor:

@@ -183,3 +183,28 @@ def test_clone_from_snapshot_names_and_locks(admin):
     s1.refresh_from_db()
     vm.refresh_from_db()
     assert s1.status == SnapshotStatus.LOCKED and vm.status == VMStatus.UP
+
+
+def test_monitor_unlocks_snapshots_no_job_works_on():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from vms.monitor import snapshots_unlock
+
+    vm = VMFactory(status=VMStatus.DOWN)
+    disk = DiskFactory(vm=vm)
+    old = timezone.now() - timedelta(minutes=5)
+    never_made = snap(vm, status=SnapshotStatus.LOCKED, created_at=old)
+    half_deleted = snap(vm, status=SnapshotStatus.LOCKED, disks=[disk], created_at=old)
+    previewed = snap(vm, status=SnapshotStatus.LOCKED, disks=[disk], created_at=old)
+    SnapshotPreview.objects.create(
+        vm=vm, snapshot=previewed, previous_memory_mb=1, previous_vcpus=1
+    )
+    busy_vm = VMFactory(status=VMStatus.UP)
+    worked_on = snap(busy_vm, status=SnapshotStatus.LOCKED, created_at=old)
+    snapshots_unlock(timezone.now() - timedelta(seconds=30), {busy_vm.pk})
+    assert not Snapshot.objects.filter(pk=never_made.pk).exists()
+    assert Snapshot.objects.get(pk=half_deleted.pk).status == SnapshotStatus.OK
+    assert Snapshot.objects.get(pk=previewed.pk).status == SnapshotStatus.IN_PREVIEW
+    assert Snapshot.objects.get(pk=worked_on.pk).status == SnapshotStatus.LOCKED
