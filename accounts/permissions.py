@@ -9,8 +9,7 @@ question is answered by the database in one query, never by walking objects in P
 from dataclasses import dataclass
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import BigIntegerField, Exists, Q, QuerySet
-from django.db.models.functions import Cast
+from django.db.models import Q, QuerySet
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from .models import Role, RolePermission, System
@@ -21,46 +20,68 @@ def _active(user) -> bool:
     return user is not None and user.is_authenticated and user.is_active
 
 
-def _role_permissions(action: str | None):
-    """Subquery: the guardian Permission ids of roles that grant `action` (any role if None)."""
+def _role_permissions(action: str | tuple[str, ...] | None):
+    """Subquery: the guardian Permission ids of roles that grant `action` (one of several
+    actions when a tuple; any role if None)."""
     qs = RolePermission.objects.all()
-    if action is not None:
+    if isinstance(action, tuple):
+        qs = qs.filter(role__actions__action__in=action)
+    elif action is not None:
         qs = qs.filter(role__actions__action=action)
     return qs.values("permission_id")
 
 
-def _grant_q(user, model, action: str | None) -> Q:
-    """Q on `model`: the object or one of its ancestors carries a grant of `action` for the
-    user or one of their groups. Each ancestor level is its own uncorrelated subquery
-    (`cluster_id IN (SELECT object_pk ...)`), so the database runs it once per query, not
-    once per row, and the object's own indexes stay usable."""
+def grants(user, action: str | tuple[str, ...]) -> dict[int, set[int]]:
+    """Where the user (or one of their groups) holds `action`: content type id -> object ids.
+    One SQL query; it grows with the user's grants, never with the number of objects.
+    Memoised for the current request when PermissionCacheMiddleware is in place."""
+    cache = getattr(user, "_vireo_grants", None)
+    if cache is not None and action in cache:
+        return cache[action]
     perms = _role_permissions(action)
-    tables = (
-        UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms),
-        GroupObjectPermission.objects.filter(group__user=user.pk, permission_id__in=perms),
+    fields = ("content_type_id", "object_pk")
+    own = UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms).values_list(
+        *fields
     )
+    via_groups = GroupObjectPermission.objects.filter(
+        group__user=user.pk, permission_id__in=perms
+    ).values_list(*fields)
+    found: dict[int, set[int]] = {}
+    for ct_id, pk in own.union(via_groups):
+        if pk.isdigit():
+            found.setdefault(ct_id, set()).add(int(pk))
+    if cache is not None:
+        cache[action] = found
+    return found
+
+
+def _grant_q(user, model, action) -> Q | None:
+    """Q on `model` for the objects the user's grants reach through an ancestor (or the
+    object itself); None when nothing is reached, Q() when a system-wide grant reaches all."""
+    held = grants(user, action)
     q = Q()
+    reached = False
     for ancestor, path in scope_paths(model):
-        ct = ContentType.objects.get_for_model(ancestor).pk
-        for rows in tables:
-            rows = rows.filter(content_type_id=ct)
-            if path is None:
-                q |= Q(Exists(rows))
-            else:
-                ids = rows.annotate(object_id=Cast("object_pk", BigIntegerField())).values(
-                    "object_id"
-                )
-                q |= Q(**{f"{path}__in": ids})
-    return q
+        ids = held.get(ContentType.objects.get_for_model(ancestor).pk)
+        if not ids:
+            continue
+        if path is None:
+            return Q()
+        q |= Q(**{f"{path}__in": sorted(ids)})
+        reached = True
+    return q if reached else None
 
 
-def restrict(user, queryset: QuerySet, action: str = "view") -> QuerySet:
-    """`queryset` narrowed to the objects `user` may perform `action` on (one SQL query)."""
+def restrict(user, queryset: QuerySet, action: str | tuple[str, ...] = "view") -> QuerySet:
+    """`queryset` narrowed to the objects `user` may perform `action` on (any of them, for a
+    tuple). The permission part is one SQL query (the user's grants); the list query then
+    filters on plain id lists and keeps its own indexes."""
     if not _active(user):
         return queryset.none()
     if user.is_superuser:
         return queryset
-    return queryset.filter(_grant_q(user, queryset.model, action))
+    q = _grant_q(user, queryset.model, action)
+    return queryset.none() if q is None else queryset.filter(q)
 
 
 def _ancestor_keys(obj) -> list[tuple[int, str]]:
@@ -123,13 +144,7 @@ def can(user, action: str, obj=None) -> bool:
         return True
     if obj is not None:
         return action in permitted_actions(user, [obj], [action])[obj.pk]
-    perms = _role_permissions(action)
-    return (
-        UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms).exists()
-        or GroupObjectPermission.objects.filter(
-            group__user=user.pk, permission_id__in=perms
-        ).exists()
-    )
+    return bool(grants(user, action))
 
 
 def is_admin(user) -> bool:

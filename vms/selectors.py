@@ -135,4 +135,6 @@ def vm_create_choices(user) -> dict:
 
 def can_create_vm(user) -> bool:
     """Whether the user may create a VM in some cluster (blank or from a template)."""
-    return vm_create_choices(user)["clusters"].exists()
+    from .models import Cluster
+
+    return restrict(user, Cluster.objects.all(), ("create_vm", "create_vm_from_template")).exists()
