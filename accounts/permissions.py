@@ -153,13 +153,18 @@ def is_admin(user) -> bool:
         return False
     if user.is_superuser:
         return True
+    cache = getattr(user, "_vireo_grants", None)
+    if cache is not None and "__admin__" in cache:
+        return cache["__admin__"]
     perms = RolePermission.objects.filter(role__is_admin=True).values("permission_id")
-    return (
-        UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms).exists()
-        or GroupObjectPermission.objects.filter(
-            group__user=user.pk, permission_id__in=perms
-        ).exists()
-    )
+    own = UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms).values("pk")
+    via_groups = GroupObjectPermission.objects.filter(
+        group__user=user.pk, permission_id__in=perms
+    ).values("pk")
+    answer = own.union(via_groups).exists()
+    if cache is not None:
+        cache["__admin__"] = answer
+    return answer
 
 
 TOPIC_MODELS = {
