@@ -104,3 +104,27 @@ def user_client(user):
     client = Client()
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def make_vm(sync_hosts):
+    """A VM with `disks` disks in `status`, present on its (freshly loaded) test host."""
+    from factories import DiskFactory, VMFactory
+
+    from vms.choices import VMStatus
+
+    def make(status=VMStatus.DOWN, disks=1, host=None, **fields):
+        vm = VMFactory(status=status, **({"host": host} if host else {}), **fields)
+        for n in range(disks):
+            DiskFactory(
+                vm=vm,
+                alias=f"{vm.name}_Disk{n + 1}",
+                target=f"vd{'abcdefgh'[n]}",
+                volume_name=f"{vm.uuid}-disk{n + 1}.qcow2",
+                size_bytes=(n + 1) * 1024**3,
+                actual_bytes=(n + 1) * 1024 * 1024,
+            )
+        sync_hosts(vm.host)
+        return vm
+
+    return make

@@ -8,12 +8,11 @@ time. Every domain and volume a test makes is removed afterwards, pass or fail.
 
 import json
 import subprocess
-import uuid
 
 import pytest
 from factories import ClusterFactory, HostFactory, StorageDomainFactory
 
-from hypervisor import Connection, DomainState, HypervisorError, VolumeNotFound
+from hypervisor import DomainState, VolumeNotFound
 from portal.models import Event, Job, JobStatus, Phase
 from storage.models import Disk
 from vms import snapshots
@@ -69,34 +68,6 @@ def backing_file(path: str) -> str | None:
 
 
 # ---- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def conn(libvirt_uri):
-    """Our own connection to the host, to see what libvirt says (not Vireo's shared one)."""
-    own = Connection(libvirt_uri)
-    yield own
-    own.close()
-
-
-@pytest.fixture
-def prefix(conn, qemu_pool):
-    """A unique prefix for this test's VM names. Afterwards, whatever happened, every domain
-    so named is destroyed and undefined and every volume in the pool deleted."""
-    prefix = f"vireo-it-{uuid.uuid4().hex[:8]}"
-    yield prefix
-    for dom in conn.list_domains():
-        if dom.name.startswith(prefix):
-            for step in (conn.destroy, conn.undefine_domain):
-                try:
-                    step(dom.uuid)
-                except HypervisorError:
-                    pass  # not running, or already gone
-    for vol in conn.list_volumes(qemu_pool):
-        try:
-            conn.delete_volume(qemu_pool, vol.name)
-        except HypervisorError:
-            pass
 
 
 @pytest.fixture

@@ -31,11 +31,6 @@ KIND = "t4_probe"
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _own_channel_prefix(settings):
     """A channel-layer prefix of this test's own, so no other run's messages reach it."""
     layers = {name: dict(conf) for name, conf in settings.CHANNEL_LAYERS.items()}

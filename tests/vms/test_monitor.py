@@ -26,11 +26,6 @@ OLD = timedelta(hours=1)
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 class InlineExecutor:
     """Polls hosts in the calling thread, so they see the test's transaction."""
 

@@ -28,11 +28,6 @@ GiB = 1024**3
 BUTTONS = ("Create", "Preview", "Commit", "Undo", "Clone", "Delete")
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def snap(vm, description="", status=SnapshotStatus.OK, disks=(), memory=False, **fields):
     snapshot = Snapshot.objects.create(
         vm=vm,

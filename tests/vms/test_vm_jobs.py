@@ -4,7 +4,7 @@ test driver, and back to a real status in the inventory whatever happens."""
 import xml.etree.ElementTree as ET
 
 import pytest
-from factories import DiskFactory, HostFactory, StorageDomainFactory, VMFactory
+from factories import DiskFactory, HostFactory, StorageDomainFactory
 
 import hypervisor
 from portal.errors import ActionRefused
@@ -18,32 +18,6 @@ from vms.choices import VMStatus
 from vms.models import Cluster, Host, VirtualMachine
 
 GiB = 1024**3
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def make_vm(sync_hosts):
-    """A VM with `disks` disks in `status`, present on its (freshly loaded) test host."""
-
-    def make(status=VMStatus.DOWN, disks=1, host=None, **fields):
-        vm = VMFactory(status=status, **({"host": host} if host else {}), **fields)
-        for n in range(disks):
-            DiskFactory(
-                vm=vm,
-                alias=f"{vm.name}_Disk{n + 1}",
-                target=f"vd{'abcdefgh'[n]}",
-                volume_name=f"{vm.uuid}-disk{n + 1}.qcow2",
-                size_bytes=(n + 1) * GiB,
-                actual_bytes=(n + 1) * 1024 * 1024,
-            )
-        sync_hosts(vm.host)
-        return vm
-
-    return make
 
 
 def conn_of(vm_or_host) -> hypervisor.Connection:
