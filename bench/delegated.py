@@ -3,8 +3,9 @@
 The delegated user holds grants over about a tenth of the 10,000 VMs at three levels:
 ClusterAdmin on one cluster (~800 VMs), UserRole on 150 single VMs of other clusters, and
 DataCenterAdmin on the small remote data center (50 VMs). Both users' requests alternate, so
-the machine's load weighs on them alike. The permission filter must ride inside the listing's
-own SQL (an EXISTS over guardian's tables), not be a query of its own.
+the machine's load weighs on them alike. The permission part is one query per request and
+action (the user's grants, from guardian's tables); the listing then filters on plain id
+lists and never touches guardian's tables itself.
 """
 
 import time
@@ -163,8 +164,10 @@ def measure(superuser, delegation: Delegation, *, requests: int = 50) -> dict:
             page["delegated"]["timing"]["median"] / page["superuser"]["timing"]["median"]
         )
         page["permission_queries"] = sum(_is_permission_query(sql) for sql, _ in queries)
-        page["listing_filtered_in_sql"] = len(listing) == 1 and _is_permission_query(listing[0])
-        page["over_goal"] = page["ratio"] > RATIO_GOAL or not page["listing_filtered_in_sql"]
+        page["listing_on_id_lists"] = (
+            len(listing) == 1 and not _is_permission_query(listing[0]) and " IN (" in listing[0]
+        )
+        page["over_goal"] = page["ratio"] > RATIO_GOAL or not page["listing_on_id_lists"]
         if page["over_goal"] and not any("explain" in r for r in results.values()):
             # Once: the steps and plans are the same for both pages.
             page["breakdown"] = breakdown(superuser, delegation.user)
@@ -221,7 +224,7 @@ def breakdown(superuser, delegated_user, *, runs: int = 20) -> list[tuple[str, d
 def tag(sql: str) -> str:
     """What a query of the delegated request is, for the printout."""
     if _is_vm_page_query(sql):
-        return "VM page + EXISTS" if _is_permission_query(sql) else "VM page"
+        return "VM page + guardian" if _is_permission_query(sql) else "VM page"
     if _is_count_query(sql):
-        return "count + EXISTS" if _is_permission_query(sql) else "count"
+        return "count + guardian" if _is_permission_query(sql) else "count"
     return "permission" if _is_permission_query(sql) else ""
