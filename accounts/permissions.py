@@ -20,38 +20,54 @@ def _active(user) -> bool:
     return user is not None and user.is_authenticated and user.is_active
 
 
-def _role_permissions(action: str | tuple[str, ...] | None):
-    """Subquery: the guardian Permission ids of roles that grant `action` (one of several
-    actions when a tuple; any role if None)."""
-    qs = RolePermission.objects.all()
-    if isinstance(action, tuple):
-        qs = qs.filter(role__actions__action__in=action)
-    elif action is not None:
-        qs = qs.filter(role__actions__action=action)
-    return qs.values("permission_id")
+@dataclass(frozen=True)
+class Held:
+    """Everything a user holds: (content type id, object id) -> actions, and whether any of
+    their roles is administrative."""
+
+    actions: dict[tuple[int, int], frozenset[str]]
+    admin: bool
 
 
-def grants(user, action: str | tuple[str, ...]) -> dict[int, set[int]]:
-    """Where the user (or one of their groups) holds `action`: content type id -> object ids.
-    One SQL query; it grows with the user's grants, never with the number of objects.
-    Memoised for the current request when PermissionCacheMiddleware is in place."""
+def held(user) -> Held:
+    """The user's grants (their own and their groups'), with each role's actions: one SQL
+    query, which grows with the user's grants, never with the number of objects. Memoised
+    for the current request when PermissionCacheMiddleware is in place."""
     cache = getattr(user, "_vireo_grants", None)
-    if cache is not None and action in cache:
-        return cache[action]
-    perms = _role_permissions(action)
-    fields = ("content_type_id", "object_pk")
-    own = UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms).values_list(
+    if cache is not None and "held" in cache:
+        return cache["held"]
+    fields = (
+        "content_type_id",
+        "object_pk",
+        "permission__role_binding__role__actions__action",
+        "permission__role_binding__role__is_admin",
+    )
+    bound = RolePermission.objects.values("permission_id")
+    own = UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=bound).values_list(
         *fields
     )
     via_groups = GroupObjectPermission.objects.filter(
-        group__user=user.pk, permission_id__in=perms
+        group__user=user.pk, permission_id__in=bound
     ).values_list(*fields)
-    found: dict[int, set[int]] = {}
-    for ct_id, pk in own.union(via_groups):
-        if pk.isdigit():
-            found.setdefault(ct_id, set()).add(int(pk))
+    found: dict[tuple[int, int], set[str]] = {}
+    admin = False
+    for ct_id, pk, action, is_admin in own.union(via_groups, all=True):
+        admin = admin or bool(is_admin)
+        if action and pk.isdigit():
+            found.setdefault((ct_id, int(pk)), set()).add(action)
+    result = Held(actions={key: frozenset(a) for key, a in found.items()}, admin=admin)
     if cache is not None:
-        cache[action] = found
+        cache["held"] = result
+    return result
+
+
+def grants(user, action: str | tuple[str, ...]) -> dict[int, set[int]]:
+    """Where the user holds `action` (any of them, for a tuple): content type id -> ids."""
+    wanted = set(action) if isinstance(action, tuple) else {action}
+    found: dict[int, set[int]] = {}
+    for (ct_id, pk), actions in held(user).actions.items():
+        if actions & wanted:
+            found.setdefault(ct_id, set()).add(pk)
     return found
 
 
@@ -111,40 +127,23 @@ def _ancestor_keys(obj) -> list[tuple[int, str]]:
     return keys
 
 
-def _grants(user, keys) -> list[tuple[int, str, str]]:
-    """(content type id, object pk, action) for every action the user holds on those objects."""
-    if not keys:
-        return []
-    by_type: dict[int, set[str]] = {}
-    for ct_id, pk in keys:
-        by_type.setdefault(ct_id, set()).add(pk)
-    where = Q()
-    for ct_id, pks in by_type.items():
-        where |= Q(content_type_id=ct_id, object_pk__in=sorted(pks))
-    fields = ("content_type_id", "object_pk", "permission__role_binding__role__actions__action")
-    own = UserObjectPermission.objects.filter(where, user_id=user.pk).values_list(*fields)
-    groups = GroupObjectPermission.objects.filter(where, group__user=user.pk).values_list(*fields)
-    return list(own.union(groups, all=True))
-
-
 def permitted_actions(user, objects, actions) -> dict[int, frozenset[str]]:
     """For a page of objects: object pk -> the subset of `actions` the user holds on it
-    (one query for the whole page)."""
+    (answered from `held`: no query of its own once the request has read the grants)."""
     objects = list(objects)
     wanted = frozenset(actions)
     if not _active(user):
         return {obj.pk: frozenset() for obj in objects}
     if user.is_superuser:
         return {obj.pk: wanted for obj in objects}
-    per_object = {obj.pk: _ancestor_keys(obj) for obj in objects}
-    held: dict[tuple[int, str], set[str]] = {}
-    for ct_id, pk, action in _grants(user, {k for keys in per_object.values() for k in keys}):
-        if action:
-            held.setdefault((ct_id, pk), set()).add(action)
-    return {
-        pk: frozenset(a for key in keys for a in held.get(key, ())) & wanted
-        for pk, keys in per_object.items()
-    }
+    table = held(user).actions
+    result = {}
+    for obj in objects:
+        reached = set()
+        for ct_id, pk in _ancestor_keys(obj):
+            reached |= table.get((ct_id, int(pk)), frozenset())
+        result[obj.pk] = frozenset(reached) & wanted
+    return result
 
 
 def actions_on(user, obj) -> frozenset[str]:
@@ -169,20 +168,7 @@ def is_admin(user) -> bool:
     """Whether the user may use the Administration Portal: an administrative role anywhere."""
     if not _active(user):
         return False
-    if user.is_superuser:
-        return True
-    cache = getattr(user, "_vireo_grants", None)
-    if cache is not None and "__admin__" in cache:
-        return cache["__admin__"]
-    perms = RolePermission.objects.filter(role__is_admin=True).values("permission_id")
-    own = UserObjectPermission.objects.filter(user_id=user.pk, permission_id__in=perms).values("pk")
-    via_groups = GroupObjectPermission.objects.filter(
-        group__user=user.pk, permission_id__in=perms
-    ).values("pk")
-    answer = own.union(via_groups).exists()
-    if cache is not None:
-        cache["__admin__"] = answer
-    return answer
+    return user.is_superuser or held(user).admin
 
 
 TOPIC_MODELS = {
