@@ -93,10 +93,6 @@ def busy_status_for(action: str, status: str) -> str:
     return BUSY_FROM.get((action, status), TRANSITIONS[action][1])
 
 
-def is_busy(status: str) -> bool:
-    return status in BUSY_STATUSES
-
-
 class HostStatus(models.TextChoices):
     UP = "up", "Up"
     CONNECTING = "connecting", "Connecting"

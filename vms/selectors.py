@@ -9,7 +9,7 @@ from django.db.models import F, Q, QuerySet
 from accounts.permissions import permitted_actions, restrict
 from portal.models import Job
 
-from .choices import BUSY_STATUSES, TRANSITIONS, VMStatus, allowed_actions
+from .choices import BUSY_STATUSES, TRANSITIONS, allowed_actions
 from .models import VirtualMachine
 
 SORTS = {
@@ -59,10 +59,6 @@ class VMRow:
         """A job is working on the VM: its row may change before the page has subscribed."""
         return self.job is not None or self.vm.status in BUSY_STATUSES
 
-    @property
-    def status_class(self) -> str:
-        return self.vm.status.replace("_", "-")
-
 
 def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
     """Rows for a page of VMs: the status table's actions cut down to the user's permissions."""
@@ -107,10 +103,6 @@ def vm_page(
     paginator = Paginator(qs, settings.VIREO_VMS_PER_PAGE)
     page_obj = paginator.get_page(page)
     return page_obj, vm_rows(user, list(page_obj.object_list)), sort
-
-
-def status_label(status: str) -> str:
-    return VMStatus(status).label
 
 
 def vm_create_choices(user) -> dict:

@@ -42,8 +42,6 @@ def _list_context(request, selected=None, *, toolbar: bool = True):
         "sort": sort,
         "tab": "vms",
         "selected": selected,
-        "actions": VMAction,
-        "multi_actions": MULTI_VM_ACTIONS,
         # Only the full page has the toolbar's New VM button.
         "can_create": toolbar and can_create_vm(request.user),
     }
