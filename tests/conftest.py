@@ -13,6 +13,7 @@ from vms import testhosts
 def _isolated(settings, tmp_path):
     """Each test: its own VAR_DIR (test host files), an empty Redis db, no open connections."""
     settings.VAR_DIR = tmp_path
+    settings.VIREO_REBOOT_HOLD_SECONDS = 0  # tests that watch the hold set their own
     get_queue().connection.flushdb()
     yield
     hypervisor.disconnect_all()
