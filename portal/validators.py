@@ -39,6 +39,12 @@ def text_check(value, label: str, *, max_length: int | None = None, multiline: b
     return value
 
 
+def control_characters_strip(value: str) -> str:
+    """`value` without the characters XML cannot carry (for text stored before they were
+    refused, on its way into a libvirt definition)."""
+    return _MULTI_LINE_RE.sub("", value or "")
+
+
 def no_control_characters(value) -> None:
     """Django field validator with the same rule, so a form shows the message next to the field."""
     bad = control_character(str(value or ""))

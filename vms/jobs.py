@@ -14,6 +14,7 @@ from portal.audit import event_record
 from portal.live import broadcast
 from portal.models import Job, Phase, Severity
 from portal.tasks import job_handler, job_progress
+from portal.validators import control_characters_strip
 from storage.choices import DiskStatus
 from storage.models import Disk
 
@@ -50,7 +51,7 @@ def vm_domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
         memory_mb=vm.memory_mb,
         vcpus=vm.vcpus,
         disks=disks,
-        description=vm.description,
+        description=control_characters_strip(vm.description),
     )
 
 
