@@ -10,7 +10,14 @@ from django.db.models.functions import JSONObject
 from accounts.permissions import permitted_actions, restrict
 from portal.models import Job
 
-from .choices import BUSY_STATUSES, PREVIEW_BLOCKS, TRANSITIONS, allowed_actions, job_shows_on
+from .choices import (
+    BUSY_STATUSES,
+    PREVIEW_BLOCKS,
+    TRANSITIONS,
+    VMAction,
+    allowed_actions,
+    job_shows_on,
+)
 from .models import SnapshotPreview, VirtualMachine
 
 SORTS = {
@@ -99,7 +106,9 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
     in one statement (`live_states`), so the badge and the progress bar agree."""
     states = live_states({vm.pk for vm in vms})
     permitted = permitted_actions(
-        user, vms, [*TRANSITIONS.keys(), "manage_permissions", "edit_vm", "snapshots"]
+        user,
+        vms,
+        [*TRANSITIONS.keys(), "manage_permissions", "edit_vm", "snapshots", "create_vm"],
     )
     rows = []
     for vm in vms:
@@ -110,6 +119,8 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
         actions = allowed_actions(vm.status) & permitted[vm.pk]
         if state is not None and state.previewing:
             actions -= PREVIEW_BLOCKS
+        if "create_vm" not in permitted[vm.pk]:  # a clone is a new VM in the VM's cluster
+            actions -= {VMAction.CLONE}
         rows.append(
             VMRow(
                 vm=vm,

@@ -377,3 +377,18 @@ def test_clone_and_remove_are_disabled_during_a_preview(admin_client, make_vm):
     row = admin_client.get(reverse("vms:row", args=[vm.pk])).content.decode()
     actions = set(row.split('data-actions="')[1].split('"')[0].split())
     assert actions == {"run"}
+
+
+def test_clone_button_needs_the_right_to_create_vms(alice, make_vm, client):
+    vm = make_vm(VMStatus.DOWN)
+    grant(alice, "UserVmEngine", vm)
+    client.force_login(alice)
+
+    def row_actions() -> set[str]:
+        from vms.selectors import vm_rows
+
+        return set(vm_rows(alice, [VirtualMachine.objects.get(pk=vm.pk)])[0].actions)
+
+    assert row_actions() == {"run", "remove"}
+    grant(alice, "VmCreator", vm.cluster)
+    assert row_actions() == {"run", "remove", "clone"}
