@@ -15,6 +15,7 @@ from portal.audit import actor, event_record
 from portal.errors import ActionRefused
 from portal.live import broadcast, recheck_users
 from portal.models import Phase
+from portal.validators import text_check
 
 from .catalogue import ACTIONS, BUILTIN_ROLES, CREATOR_ROLE
 from .models import Role, RoleAction, RolePermission, System
@@ -181,7 +182,8 @@ def role_create(*, user, name: str, description: str, is_admin: bool, actions) -
         raise ActionRefused("You may not create roles.")
     name, actions = _role_validate(name, actions)
     with transaction.atomic():
-        role = Role.objects.create(name=name, description=description[:1000], is_admin=is_admin)
+        description = text_check(description, "Description")[:1000]
+        role = Role.objects.create(name=name, description=description, is_admin=is_admin)
         _role_actions_set(role, actions)
         event_record(
             action="add_role",
@@ -208,7 +210,8 @@ def role_update(
         if role.builtin:
             raise ActionRefused(f"{role.name} is a built-in role; it cannot be edited.")
         name, actions = _role_validate(name, actions, exclude_pk=role.pk)
-        role.name, role.description, role.is_admin = name, description[:1000], is_admin
+        description = text_check(description, "Description")[:1000]
+        role.name, role.description, role.is_admin = name, description, is_admin
         role.save()
         _role_actions_set(role, actions)
         event_record(

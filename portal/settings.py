@@ -128,6 +128,18 @@ VIREO_MONITOR_POLL_SECONDS = float(os.environ.get("VIREO_MONITOR_POLL_SECONDS", 
 # A queued or running job older than this with no live RQ job behind it is failed by the monitor.
 VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
 VIREO_VMS_PER_PAGE = 50
+# Default quota of each user (SuperUsers excepted): VMs they create and the disk space of those
+# VMs' disks. Empty: no limit. A per-user quota (Configure > Quota) overrides either.
+VIREO_QUOTA_MAX_VMS = (
+    int(os.environ["VIREO_QUOTA_MAX_VMS"]) if os.environ.get("VIREO_QUOTA_MAX_VMS") else None
+)
+VIREO_QUOTA_MAX_DISK_GIB = (
+    int(os.environ["VIREO_QUOTA_MAX_DISK_GIB"])
+    if os.environ.get("VIREO_QUOTA_MAX_DISK_GIB")
+    else None
+)
+# A reboot shows Reboot In Progress for at least this long (the guest restarts meanwhile).
+VIREO_REBOOT_HOLD_SECONDS = float(os.environ.get("VIREO_REBOOT_HOLD_SECONDS", "2"))
 
 LOGGING = {
     "version": 1,

@@ -13,6 +13,7 @@ from vms import testhosts
 def _isolated(settings, tmp_path):
     """Each test: its own VAR_DIR (test host files), an empty Redis db, no open connections."""
     settings.VAR_DIR = tmp_path
+    settings.VIREO_REBOOT_HOLD_SECONDS = 0  # tests that watch the hold set their own
     get_queue().connection.flushdb()
     yield
     hypervisor.disconnect_all()
@@ -128,3 +129,40 @@ def make_vm(sync_hosts):
         return vm
 
     return make
+
+
+@pytest.fixture
+def refusing_queue(tmp_path, monkeypatch):
+    """The task queue on a real Redis that answers PING but refuses every write
+    (`min-replicas-to-write 1` with no replica: "NOREPLICAS"), as a Redis losing its replicas
+    does: the readiness check passes and the enqueue after commit fails."""
+    import socket
+    import subprocess
+    import time
+
+    from redis import Redis
+    from rq import Queue
+
+    import portal.tasks
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--min-replicas-to-write", "1"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    connection = Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    for _ in range(100):
+        try:
+            connection.ping()
+            break
+        except Exception:
+            time.sleep(0.05)
+    queue = Queue("default", connection=connection)
+    monkeypatch.setattr(portal.tasks, "get_queue", lambda: queue)
+    yield queue
+    connection.close()
+    server.terminate()
+    server.wait(timeout=10)

@@ -69,6 +69,30 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     VMAction.CLONE: (frozenset({S.DOWN}), S.IMAGE_LOCKED),
 }
 
+# The busy statuses each kind of job holds its VM in: a row shows a job's progress only while
+# its VM is in one of them, so a bar never contradicts the badge ("Down 10%"). Other kinds
+# (create, clone, remove, disks) hold it Image Locked; a snapshot job leaves a running VM
+# running, and its progress shows there too.
+JOB_BUSY_STATUSES: dict[str, frozenset[str]] = {
+    "vm_run": frozenset({S.POWERING_UP, S.RESTORING_STATE}),
+    "vm_shutdown": frozenset({S.POWERING_DOWN}),
+    "vm_poweroff": frozenset({S.POWERING_DOWN}),
+    "vm_suspend": frozenset({S.SAVING_STATE}),
+    "vm_reboot": frozenset({S.REBOOT_IN_PROGRESS}),
+}
+SNAPSHOT_JOB_STATUSES = frozenset({S.IMAGE_LOCKED, S.UP, S.PAUSED})
+
+
+def job_shows_on(kind: str, status: str) -> bool:
+    """Whether a VM in `status` shows the progress of its active job of `kind`."""
+    if kind.startswith("snapshot_"):
+        return status in SNAPSHOT_JOB_STATUSES
+    return status in JOB_BUSY_STATUSES.get(kind, frozenset({S.IMAGE_LOCKED}))
+
+
+# Actions a snapshot preview rules out: which disks would a clone copy, and Remove is refused.
+PREVIEW_BLOCKS = frozenset({VMAction.CLONE, VMAction.REMOVE})
+
 # Busy status override by starting status.
 BUSY_FROM = {(VMAction.RUN, S.SUSPENDED): S.RESTORING_STATE}
 

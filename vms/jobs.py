@@ -3,7 +3,9 @@ host through `hypervisor`, reports progress and ends in a real status. Each kind
 hook returns the VM to what its host says it is, so no VM stays busy after a failure."""
 
 import logging
+import time
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -12,6 +14,7 @@ from portal.audit import event_record
 from portal.live import broadcast
 from portal.models import Job, Phase, Severity
 from portal.tasks import job_handler, job_progress
+from portal.validators import control_characters_strip
 from storage.choices import DiskStatus
 from storage.models import Disk
 
@@ -24,7 +27,7 @@ from .choices import (
     status_from_domain,
 )
 from .models import Snapshot, VirtualMachine
-from .services import ACTION_VERBS, vm_status_move
+from .services import ACTION_VERBS, vm_grants_drop, vm_status_move
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ def vm_domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
         memory_mb=vm.memory_mb,
         vcpus=vm.vcpus,
         disks=disks,
-        description=vm.description,
+        description=control_characters_strip(vm.description),
     )
 
 
@@ -235,9 +238,17 @@ def vm_reboot_job(job: Job) -> None:
     vm, conn = _load(job)
     uuid = str(vm.uuid)
     _started(job, vm, VMAction.REBOOT)
+    began = time.monotonic()
+    job_progress(job, 20, "Rebooting the guest")
     conn.reboot(uuid)
     if conn.wait_for_state(uuid, RUNNING_STATES, timeout=START_TIMEOUT) is None:
         raise JobError(f"{vm.name} did not come back after the reboot.")
+    # libvirt's reboot returns at once while the guest restarts: Reboot In Progress stays (and
+    # every open page shows it) for at least the hold, as the guest comes back meanwhile.
+    hold = settings.VIREO_REBOOT_HOLD_SECONDS - (time.monotonic() - began)
+    if hold > 0:
+        job_progress(job, 60, "Waiting for the guest to come back")
+        time.sleep(hold)
     _finish(job, vm, VMStatus.UP, started_at=timezone.now())
     _succeeded(job, vm, VMAction.REBOOT, f"VM {vm.name} was rebooted.")
 
@@ -313,6 +324,7 @@ def vm_remove_job(job: Job) -> None:
             f"VM {vm.name} was removed"
             + (" with its disks." if remove_disks else "; its disks are now floating disks."),
         )
+        vm_grants_drop(vm.pk)
         vm.delete()
         broadcast(f"vm.{job.vm_id}", "vms", "disks")
 
@@ -340,6 +352,7 @@ def _create_failed(job: Job, message: str) -> None:
         message=f"Failed to create VM {vm.name}.",
     )
     with transaction.atomic():
+        vm_grants_drop(vm.pk)
         vm.disks.all().delete()
         vm.delete()
         broadcast(f"vm.{job.vm_id}", "vms", "disks")
@@ -394,6 +407,7 @@ def _clone_failed(job: Job, message: str) -> None:
             except hypervisor.HypervisorError:
                 pass
         with transaction.atomic():
+            vm_grants_drop(clone.pk)
             clone.disks.all().delete()
             clone.delete()
             broadcast(f"vm.{job.result_vm_id}", "vms", "disks")
@@ -439,10 +453,10 @@ def vm_clone_job(job: Job) -> None:
     pairs.sort(key=lambda pair: pair[0].target)
     total = sum(d.size_bytes for d, _ in pairs) or 1
     copied = 0
-    for disk, source_volume in pairs:
+    for number, (disk, source_volume) in enumerate(pairs, 1):
         ext = disk.volume_name.rsplit(".", 1)[-1] if "." in disk.volume_name else "img"
         new = Disk.objects.create(
-            alias=f"{clone.name}_{disk.alias.split('_')[-1]}",
+            alias=f"{clone.name}_Disk{number}",  # in target order: _Disk1, _Disk2, ...
             description=disk.description,
             vm=clone,
             storage_domain=disk.storage_domain,

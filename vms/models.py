@@ -248,3 +248,20 @@ class SnapshotPreview(models.Model):
 
     def __str__(self) -> str:
         return f"preview of {self.snapshot_id}"
+
+
+class Quota(models.Model):
+    """A user's quota: how many VMs they may create and how much disk their VMs may use.
+    An empty limit falls back to the VIREO_QUOTA_* setting (empty there too: no limit)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="vm_quota"
+    )
+    max_vms = models.PositiveIntegerField("VMs", null=True, blank=True)
+    max_disk_gib = models.PositiveIntegerField("Disk space (GiB)", null=True, blank=True)
+
+    class Meta:
+        ordering = ["user__username"]
+
+    def __str__(self) -> str:
+        return f"quota of {self.user}"

@@ -4,13 +4,21 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.paginator import Page, Paginator
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, JSONField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import JSONObject
 
 from accounts.permissions import permitted_actions, restrict
 from portal.models import Job
 
-from .choices import BUSY_STATUSES, TRANSITIONS, allowed_actions
-from .models import VirtualMachine
+from .choices import (
+    BUSY_STATUSES,
+    PREVIEW_BLOCKS,
+    TRANSITIONS,
+    VMAction,
+    allowed_actions,
+    job_shows_on,
+)
+from .models import SnapshotPreview, VirtualMachine
 
 SORTS = {
     "name": "name",
@@ -31,16 +39,48 @@ def vms_visible(user, action: str = "view") -> QuerySet:
 NULLABLE_SORTS = frozenset({"host", "uptime"})
 
 
-def active_jobs_by_vm(vm_ids) -> dict[int, Job]:
-    """The newest active job acting on or making each of the given VMs (one query)."""
-    jobs = {}
-    for job in Job.objects.filter(
-        Q(vm_id__in=vm_ids) | Q(result_vm_id__in=vm_ids), status__in=Job.ACTIVE
-    ).order_by("created_at"):
-        for pk in (job.vm_id, job.result_vm_id):
-            if pk in vm_ids:
-                jobs[pk] = job
-    return jobs
+JOB_FIELDS = ("id", "kind", "description", "step", "progress", "status", "vm_id", "result_vm_id")
+
+
+@dataclass
+class LiveState:
+    """A VM's status, its newest active job and whether a snapshot preview is active, as one
+    statement read them (so the status and the job's progress belong together)."""
+
+    status: str
+    status_changed_at: object
+    started_at: object
+    job: Job | None
+    previewing: bool
+
+
+def live_states(vm_ids) -> dict[int, LiveState]:
+    """Each VM's status with its newest active job (acting on it or making it) and its preview,
+    in one query: a job that ends or a status that moves between two reads cannot pair a
+    stale bar with a new badge. The job is kept only while the VM is in that job's busy status."""
+    newest_job = (
+        Job.objects.filter(
+            Q(vm_id=OuterRef("pk")) | Q(result_vm_id=OuterRef("pk")), status__in=Job.ACTIVE
+        )
+        .order_by("-created_at", "-pk")
+        .values(j=JSONObject(**{f: f for f in JOB_FIELDS}))[:1]
+    )
+    rows = (
+        VirtualMachine.objects.filter(pk__in=vm_ids)
+        .annotate(
+            live_job=Subquery(newest_job, output_field=JSONField()),
+            previewing=Exists(SnapshotPreview.objects.filter(vm=OuterRef("pk"))),
+        )
+        .values_list("pk", "status", "status_changed_at", "started_at", "live_job", "previewing")
+    )
+    states = {}
+    for pk, status, changed, started, job, previewing in rows:
+        if job is not None and job_shows_on(job["kind"], status):
+            job = Job(**job)
+        else:
+            job = None
+        states[pk] = LiveState(status, changed, started, job, previewing)
+    return states
 
 
 @dataclass
@@ -61,23 +101,37 @@ class VMRow:
 
 
 def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
-    """Rows for a page of VMs: the status table's actions cut down to the user's permissions."""
-    ids = [vm.pk for vm in vms]
-    jobs = active_jobs_by_vm(set(ids))
+    """Rows for a page of VMs: the status table's actions cut down to the user's permissions
+    (and to what an active snapshot preview allows). Each VM's status is re-read with its job
+    in one statement (`live_states`), so the badge and the progress bar agree."""
+    states = live_states({vm.pk for vm in vms})
     permitted = permitted_actions(
-        user, vms, [*TRANSITIONS.keys(), "manage_permissions", "edit_vm", "snapshots"]
+        user,
+        vms,
+        [*TRANSITIONS.keys(), "manage_permissions", "edit_vm", "snapshots", "create_vm"],
     )
-    return [
-        VMRow(
-            vm=vm,
-            job=jobs.get(vm.pk),
-            actions=allowed_actions(vm.status) & permitted[vm.pk],
-            can_manage_permissions="manage_permissions" in permitted[vm.pk],
-            can_edit="edit_vm" in permitted[vm.pk],
-            can_snapshots="snapshots" in permitted[vm.pk],
+    rows = []
+    for vm in vms:
+        state = states.get(vm.pk)
+        if state is not None:
+            vm.status = state.status
+            vm.status_changed_at, vm.started_at = state.status_changed_at, state.started_at
+        actions = allowed_actions(vm.status) & permitted[vm.pk]
+        if state is not None and state.previewing:
+            actions -= PREVIEW_BLOCKS
+        if "create_vm" not in permitted[vm.pk]:  # a clone is a new VM in the VM's cluster
+            actions -= {VMAction.CLONE}
+        rows.append(
+            VMRow(
+                vm=vm,
+                job=state.job if state else None,
+                actions=actions,
+                can_manage_permissions="manage_permissions" in permitted[vm.pk],
+                can_edit="edit_vm" in permitted[vm.pk],
+                can_snapshots="snapshots" in permitted[vm.pk],
+            )
         )
-        for vm in vms
-    ]
+    return rows
 
 
 def vm_page(

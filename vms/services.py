@@ -12,17 +12,20 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from accounts.permissions import can
 from accounts.services import permission_grant_creator
 from portal.audit import actor, event_record
 from portal.errors import ActionRefused
 from portal.live import broadcast
 from portal.models import Job, Phase
 from portal.tasks import job_create, queue_ensure_available
+from portal.validators import text_check
 from storage.choices import DiskStatus, DomainFunction
 from storage.models import Disk, StorageDomain
 
 from .choices import TRANSITIONS, HostStatus, SnapshotStatus, VMAction, VMStatus, busy_status_for
 from .models import Cluster, DataCenter, Host, SnapshotPreview, Template, VirtualMachine
+from .quotas import quota_check
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 NAME_MAX = 255
@@ -47,7 +50,8 @@ def vm_topics(vm) -> tuple[str, ...]:
 
 
 def name_validate(name: str, *, data_center_id: int, what: str = "Name") -> str:
-    """A VM name is 1-255 letters, digits, '-', '_' or '.', unique in its data center."""
+    """A VM name is 1-255 letters, digits, '-', '_' or '.', not only dots and dashes (".",
+    "..", "-"), unique in its data center."""
     name = (name or "").strip()
     if not name:
         raise ActionRefused(f"{what} is required.")
@@ -55,6 +59,8 @@ def name_validate(name: str, *, data_center_id: int, what: str = "Name") -> str:
         raise ActionRefused(f"{what} is too long: {len(name)} characters, at most {NAME_MAX}.")
     if not NAME_RE.match(name):
         raise ActionRefused(f"{what} may contain only letters, digits, '-', '_' and '.'.")
+    if not name.strip(".-"):
+        raise ActionRefused(f"{what} needs a letter, a digit or '_': not only dots and dashes.")
     if VirtualMachine.objects.filter(name=name, cluster__data_center_id=data_center_id).exists():
         raise ActionRefused(
             f"{what} '{name}' is already used by another virtual machine in this data center."
@@ -114,8 +120,10 @@ def _vm_begin(
     params: dict | None = None,
     result_vm=None,
     message: str = "",
+    on_enqueue_failure=None,
 ) -> Job:
-    """Common start of a VM action: check, move to the busy status, record, create the job."""
+    """Common start of a VM action: check, move to the busy status, record, create the job.
+    If the queue then refuses the job, the VM goes back and `on_enqueue_failure` runs too."""
     verb = ACTION_VERBS[action]
     sources, _busy = TRANSITIONS[action]
     if vm.status not in sources:
@@ -133,6 +141,13 @@ def _vm_begin(
     if not vm_status_move(vm_id=vm.pk, from_status=previous, to_status=busy):
         raise _lost_race(vm.pk, vm.name, verb)
     vm.status = busy
+    restore = _restore_status(vm.pk, busy, previous)
+
+    def undo(job: Job) -> None:
+        restore(job)
+        if on_enqueue_failure is not None:
+            on_enqueue_failure(job)
+
     job = job_create(
         kind=kind or f"vm_{action}",
         description=f"{VMAction(action).label} {vm.name}",
@@ -140,7 +155,7 @@ def _vm_begin(
         result_vm=result_vm,
         user=user,
         params={"from_status": previous, "reason": reason, **(params or {})},
-        on_enqueue_failure=_restore_status(vm.pk, busy, previous),
+        on_enqueue_failure=undo,
     )
     message = message or f"{actor(user)} asked to {verb} VM {vm.name}."
     event_record(
@@ -176,7 +191,9 @@ def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
     with transaction.atomic():
         vm = _load_vm(vm_id)
         if action == VMAction.SHUTDOWN:
-            reason = (reason or "").strip()[:1000] if vm.cluster.shutdown_reason_enabled else ""
+            reason = (
+                text_check(reason, "Reason")[:1000] if vm.cluster.shutdown_reason_enabled else ""
+            )
         else:
             reason = ""
         return _vm_begin(vm=vm, action=action, user=user, reason=reason)
@@ -224,14 +241,32 @@ def vm_remove(*, vm_id: int, user, remove_disks: bool = True) -> Job:
         return job
 
 
+def creation_check(*, user, cluster: Cluster, verb: str = "create VMs") -> None:
+    """Refuse making a VM in `cluster` without the right to create VMs there (New VM from a
+    template also accepts the template right; a clone copies a VM, so it needs create_vm)."""
+    if not can(user, "create_vm", cluster):
+        raise ActionRefused(
+            f"You may not {verb} in cluster {cluster.name}: that needs the right to create "
+            "virtual machines there."
+        )
+
+
 def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
-    """Clone a Down VM: the clone appears at once as Image Locked while its disks are copied."""
+    """Clone a Down VM: the clone appears at once as Image Locked while its disks are copied.
+    It needs the right to create VMs in the VM's cluster and counts against the quota; it is
+    refused while a snapshot preview is active (which disks would it copy?)."""
     queue_ensure_available()
     with transaction.atomic():
         vm = _load_vm(vm_id)
+        creation_check(user=user, cluster=vm.cluster, verb="clone VMs")
+        if SnapshotPreview.objects.filter(vm=vm).exists():
+            raise ActionRefused(
+                f"Cannot clone {vm.name}: a snapshot preview is active; Commit or Undo it first."
+            )
         data_center_id = vm.cluster.data_center_id
         _lock_names(data_center_id)
         clone_name = name_validate(clone_name, data_center_id=data_center_id, what="Clone Name")
+        quota_check(user, disk_bytes=sum(d.size_bytes for d in vm.disks.all()))
         clone = VirtualMachine.objects.create(
             name=clone_name,
             description=vm.description,
@@ -250,17 +285,31 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
             user=user,
             result_vm=clone,
             message=f"{actor(user)} asked to clone VM {vm.name} to {clone.name}.",
+            on_enqueue_failure=lambda job: vm_take_back(clone.pk),
         )
         broadcast(*vm_topics(clone))
         return clone
 
 
-def _vm_take_back(vm_id: int) -> None:
-    """Undo a VM whose creation job never reached a worker (nothing exists on the host)."""
+def vm_grants_drop(vm_id: int) -> None:
+    """Forget the permissions given on a VM that is taken away (guardian's rows are generic:
+    nothing cascades when the VM row goes)."""
+    from django.contrib.contenttypes.models import ContentType
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    content_type = ContentType.objects.get_for_model(VirtualMachine)
+    for table in (UserObjectPermission, GroupObjectPermission):
+        table.objects.filter(content_type=content_type, object_pk=str(vm_id)).delete()
+
+
+def vm_take_back(vm_id: int) -> None:
+    """Undo a VM whose creation job never reached a worker (nothing exists on the host): its
+    disks, its row and the permissions given on it to its creator."""
     with transaction.atomic():
+        vm_grants_drop(vm_id)
         Disk.objects.filter(vm_id=vm_id).delete()
         VirtualMachine.objects.filter(pk=vm_id).delete()
-    broadcast(f"vm.{vm_id}", "vms", "disks")
+        broadcast(f"vm.{vm_id}", "vms", "disks", "perms")
 
 
 def _pick_host(cluster: Cluster) -> Host:
@@ -296,6 +345,7 @@ def vm_create(
     memory_mb = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
     vcpus = _in_range(vcpus, VCPUS_RANGE, "vCPUs")
     disk_bytes = _in_range(disk_bytes, DISK_BYTES_RANGE, "Disk size", " bytes")
+    description = text_check(description, "Description")[:1000]
     with transaction.atomic():
         try:
             cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
@@ -324,10 +374,18 @@ def vm_create(
             ).first()
             if template is None:
                 raise ActionRefused("That template does not exist in the cluster's data center.")
+        if not can(user, "create_vm", cluster) and not (
+            template is not None and can(user, "create_vm_from_template", cluster)
+        ):
+            raise ActionRefused(
+                f"You may not create VMs in cluster {cluster.name}"
+                + (" from this template." if template is not None else "; choose a template.")
+            )
         host = _pick_host(cluster)
+        quota_check(user, disk_bytes=disk_bytes)
         vm = VirtualMachine.objects.create(
             name=name,
-            description=(description or "")[:1000],
+            description=description,
             cluster=cluster,
             host=host,
             status=VMStatus.IMAGE_LOCKED,
@@ -353,7 +411,7 @@ def vm_create(
             vm=vm,
             user=user,
             # Nothing exists on the host yet: a VM whose job never started is taken back.
-            on_enqueue_failure=lambda job: _vm_take_back(vm.pk),
+            on_enqueue_failure=lambda job: vm_take_back(vm.pk),
         )
         event_record(
             action="create",
@@ -382,7 +440,7 @@ def cluster_update(
         cluster.shutdown_reason_enabled = bool(shutdown_reason_enabled)
         cluster.shutdown_timeout = timeout
         if description is not None:
-            cluster.description = description[:1000]
+            cluster.description = text_check(description, "Description")[:1000]
         cluster.save()
         event_record(
             action="edit",
@@ -442,7 +500,10 @@ def vm_edit(
         vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
         if vm is None:
             raise ActionRefused("That virtual machine does not exist any more.")
-        fields = {"description": (description or "")[:1000], "sso_enabled": bool(sso_enabled)}
+        fields = {
+            "description": text_check(description, "Description")[:1000],
+            "sso_enabled": bool(sso_enabled),
+        }
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")

@@ -12,6 +12,7 @@ from portal.errors import ActionRefused
 from portal.live import broadcast
 from portal.models import Job, Phase
 from portal.tasks import job_create, queue_ensure_available
+from portal.validators import text_check
 from storage.models import Disk
 
 from .choices import (
@@ -22,7 +23,8 @@ from .choices import (
     snapshot_actions_allowed,
 )
 from .models import Snapshot, SnapshotPreview, VirtualMachine
-from .services import _lock_names, name_validate, vm_status_move
+from .quotas import quota_check
+from .services import _lock_names, creation_check, name_validate, vm_status_move, vm_take_back
 
 GiB = 1024**3
 
@@ -137,9 +139,7 @@ def snapshot_create(
     """Create snapshot: the chosen disks (and the memory of a running VM) as they are now.
     The snapshot is Locked until the job ends, then Ok."""
     queue_ensure_available()
-    description = (description or "").strip()
-    if len(description) > 1000:
-        raise ActionRefused("Description is too long: at most 1,000 characters.")
+    description = text_check(description, "Description", max_length=1000)
     with transaction.atomic():
         vm = _vm(vm_id)
         _guard(vm, SnapshotAction.CREATE)
@@ -291,17 +291,23 @@ def snapshot_undo(*, vm_id: int, user) -> Job:
 def snapshot_clone(
     *, vm_id: int, snapshot_id: int, user, name: str, description: str = ""
 ) -> VirtualMachine:
-    """Clone a new, independent VM from a snapshot: Image Locked while its disks are copied."""
+    """Clone a new, independent VM from a snapshot: Image Locked while its disks are copied.
+    It needs the right to create VMs in the VM's cluster and counts against the quota."""
     queue_ensure_available()
+    description = text_check(description, "Description")[:1000]
     with transaction.atomic():
         vm = _vm(vm_id)
         snapshot = _snapshot(vm, snapshot_id)
+        creation_check(user=user, cluster=vm.cluster, verb="clone VMs")
         _guard(vm, SnapshotAction.CLONE, snapshot)
         _lock_names(vm.cluster.data_center_id)
         name = name_validate(name, data_center_id=vm.cluster.data_center_id, what="Name")
+        quota_check(
+            user, disk_bytes=sum(sd.disk.size_bytes for sd in snapshot.disks.select_related("disk"))
+        )
         clone = VirtualMachine.objects.create(
             name=name,
-            description=(description or "")[:1000],
+            description=description,
             cluster=vm.cluster,
             host=vm.host,
             status=VMStatus.IMAGE_LOCKED,
@@ -318,8 +324,8 @@ def snapshot_clone(
             Snapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.LOCKED).update(
                 status=SnapshotStatus.OK
             )
-            VirtualMachine.objects.filter(pk=clone.pk).delete()
-            broadcast(f"vm.{vm.pk}", "vms")
+            vm_take_back(clone.pk)
+            broadcast(f"vm.{vm.pk}")
 
         job = job_create(
             kind="vm_clone",

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import snapshot_views, views
+from . import quota_views, snapshot_views, views
 
 app_name = "vms"
 urlpatterns = [
@@ -36,4 +36,6 @@ urlpatterns = [
     path("clusters/", views.cluster_list, name="clusters"),
     path("datacenters/", views.datacenter_list, name="datacenters"),
     path("clusters/<int:pk>/edit/", views.cluster_edit, name="cluster_edit"),
+    path("quotas/", quota_views.quota_list, name="quotas"),
+    path("quotas/<int:pk>/edit/", quota_views.quota_edit, name="quota_edit"),
 ]

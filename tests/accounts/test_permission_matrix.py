@@ -390,6 +390,11 @@ def vm_action(w: World) -> list[Case]:
             cases.append(Case("vms:action", "GET", f"{url}?vm={s.vm.pk}", gate))
             data = {"vm": s.vm.pk, "clone_name": "", "remove_disks": "on", "reason": "r"}
             cases.append(Case("vms:action", "POST", url, gate, data, inside=s is w.inside))
+            if action == VMAction.CLONE:
+                # A clone makes a VM: besides clone on the VM, create_vm on its cluster.
+                data = {"vm": s.vm.pk, "clone_name": f"copy-{s.dc.name}"}
+                made = need("create_vm", on=[s.cluster])
+                cases.append(Case("vms:action", "POST", url, gate, data, refused_unless=made))
     return cases
 
 
@@ -508,6 +513,10 @@ def snapshot_windows(name: str) -> Callable[[World], list[Case]]:
                     Case(name, "GET", url, gate),
                     Case(name, "POST", url, gate, data, inside=s is w.inside),
                 ]
+            if name == "vms:snapshot_clone":  # makes a VM: create_vm on the VM's cluster too
+                data = {"name": f"copy-{s.dc.name}", "description": ""}
+                made = need("create_vm", on=[s.cluster])
+                out.append(Case(name, "POST", url, gate, data, refused_unless=made))
         mismatched = (
             [w.inside.vm.pk, "nosuchaction"]
             if name == "vms:snapshot_end_preview"
@@ -548,6 +557,16 @@ def role_remove(w: World) -> list[Case]:
     gate = need(MANAGE_ROLES, on=[w.system], admin=True)
     url = reverse("role_remove", args=[w.scratch.pk])
     return [Case("role_remove", "GET", url, gate), Case("role_remove", "POST", url, gate, {})]
+
+
+def quota_edit(w: World) -> list[Case]:
+    gate = need(MANAGE_ROLES, on=[w.system], admin=True)
+    url = reverse("vms:quota_edit", args=[w.newcomer.pk])
+    data = {"max_vms": 3, "max_disk_gib": ""}
+    return [
+        Case("vms:quota_edit", "GET", url, gate),
+        Case("vms:quota_edit", "POST", url, gate, data),
+    ]
 
 
 def permission_windows(name: str) -> Callable[[World], list[Case]]:
@@ -656,6 +675,18 @@ RULES: dict[str, Rule] = {
     ),
     "vms:host_new": Rule(ADMIN_PAGE + "; add_host anywhere, else 404", host_new),
     "vms:cluster_edit": Rule(OBJECT + " (edit_cluster)", cluster_edit),
+    "vms:quotas": Rule(
+        OBJECT + " (manage_roles on the System)",
+        lambda w: [
+            Case(
+                "vms:quotas",
+                "GET",
+                reverse("vms:quotas"),
+                need(MANAGE_ROLES, on=[w.system], admin=True),
+            )
+        ],
+    ),
+    "vms:quota_edit": Rule(OBJECT + " (manage_roles on the System)", quota_edit),
     "storage:domains": admin_page("storage:domains"),
     "storage:disks": admin_page("storage:disks"),
     "storage:disk_attach": Rule(

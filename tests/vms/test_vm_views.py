@@ -336,8 +336,8 @@ def _many_vms(n: int, host) -> list[VirtualMachine]:
         )
         for i in range(n)
     )
-    # Running jobs on some rows, one of them a clone that makes another row.
-    for vm in vms[::3]:
+    # Run jobs on the rows that are Powering Up, and a clone that makes another row.
+    for vm in (vm for vm in vms if vm.status == S.POWERING_UP):
         Job.objects.create(
             kind="vm_run",
             description=f"Run {vm.name}",
