@@ -128,6 +128,11 @@ VIREO_MONITOR_POLL_SECONDS = float(os.environ.get("VIREO_MONITOR_POLL_SECONDS", 
 # A queued or running job older than this with no live RQ job behind it is failed by the monitor.
 VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
 VIREO_VMS_PER_PAGE = 50
+# The demo (`make run`): users may add libvirt test-driver hosts, only the demo's own node
+# files under VAR_DIR/demo (vms.host_address). On by default with debug, off in production.
+VIREO_DEMO = env_bool("VIREO_DEMO", DEBUG)
+# Hosts by qemu+tcp:// (unencrypted, unauthenticated unless SASL is set up): off by default.
+VIREO_ALLOW_TCP_HOSTS = env_bool("VIREO_ALLOW_TCP_HOSTS", False)
 
 LOGGING = {
     "version": 1,
