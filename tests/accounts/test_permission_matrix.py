@@ -657,6 +657,19 @@ RULES: dict[str, Rule] = {
     "user_portal": Rule(
         USER, lambda w: [Case("user_portal", "GET", reverse("user_portal"), LOGGED_IN)]
     ),
+    "password_change": Rule(
+        USER + " (one's own password)",
+        lambda w: [
+            Case("password_change", "GET", reverse("password_change"), LOGGED_IN),
+            Case(
+                "password_change",
+                "POST",
+                reverse("password_change"),
+                LOGGED_IN,
+                {"old_password": "wrong", "new_password1": "x", "new_password2": "x"},
+            ),
+        ],
+    ),
     "user_vm_card": Rule(OBJECT + " (run)", user_vm_card),
     "user_vm_snapshots": Rule(
         OBJECT + " (snapshots)",
