@@ -23,11 +23,12 @@ def _active(user) -> bool:
 
 @dataclass(frozen=True)
 class Held:
-    """Everything a user holds: (content type id, object id) -> actions, and whether any of
-    their roles is administrative."""
+    """Everything a user holds: (content type id, object id) -> actions, whether any of
+    their roles is administrative, and the objects an administrative role is held on."""
 
     actions: dict[tuple[int, int], frozenset[str]]
     admin: bool
+    admin_at: frozenset[tuple[int, int]] = frozenset()
 
 
 def held(user) -> Held:
@@ -52,11 +53,18 @@ def held(user) -> Held:
     ).values_list(*fields)
     found: dict[tuple[int, int], set[str]] = {}
     admin = False
+    admin_at: set[tuple[int, int]] = set()
     for ct_id, pk, action, is_admin in own.union(via_groups, all=True):
         admin = admin or bool(is_admin)
+        if is_admin and pk.isdigit():
+            admin_at.add((ct_id, int(pk)))
         if action and pk.isdigit():
             found.setdefault((ct_id, int(pk)), set()).add(action)
-    result = Held(actions={key: frozenset(a) for key, a in found.items()}, admin=admin)
+    result = Held(
+        actions={key: frozenset(a) for key, a in found.items()},
+        admin=admin,
+        admin_at=frozenset(admin_at),
+    )
     if cache is not None:
         cache["held"] = result
     return result
@@ -172,6 +180,29 @@ def is_admin(user) -> bool:
     return user.is_superuser or held(user).admin
 
 
+def holds_admin_role(user, obj) -> bool:
+    """Whether the user holds an administrative role on `obj` or on an object above it."""
+    if not _active(user):
+        return False
+    if user.is_superuser:
+        return True
+    admin_at = held(user).admin_at
+    return any((ct_id, int(pk)) in admin_at for ct_id, pk in _ancestor_keys(obj))
+
+
+def may_read_permissions(user, obj) -> bool:
+    """Whether the user may read `obj`'s Permissions window (who holds which role there):
+    `manage_permissions` or an administrative role on it; `view` alone is not enough."""
+    return can(user, "manage_permissions", obj) or holds_admin_role(user, obj)
+
+
+def may_follow_permissions(user) -> bool:
+    """Whether the user may follow the "perms" topic: they may read some Permissions window."""
+    return _active(user) and (
+        user.is_superuser or held(user).admin or bool(grants(user, "manage_permissions"))
+    )
+
+
 TOPIC_MODELS = {
     "vm": "vms.VirtualMachine",
     "host": "vms.Host",
@@ -197,10 +228,13 @@ def can_subscribe(user, topic: str) -> bool:
     """Whether `user` may follow live updates for `topic` ("vm.12", "vm.12.events", "vms", ...).
 
     Object topics need the right to see the object; list topics carry no data (pages re-fetch
-    through their views, which filter), so any user with a grant may follow them."""
+    through their views, which filter), so any user with a grant may follow them, except
+    "perms", which follows the Permissions windows' own rule."""
     if not _active(user):
         return False
     kind, _, rest = topic.partition(".")
+    if topic == "perms":
+        return may_follow_permissions(user)
     if not rest:
         return topic in LIST_TOPICS and (
             user.is_superuser or can(user, "view") or can(user, "login")

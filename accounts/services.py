@@ -19,7 +19,7 @@ from portal.validators import text_check
 
 from .catalogue import ACTIONS, BUILTIN_ROLES, CREATOR_ROLE
 from .models import Role, RoleAction, RolePermission, System
-from .permissions import actions_on, can
+from .permissions import actions_on, can, holds_admin_role
 
 ROLE_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,126}$")
 
@@ -78,14 +78,17 @@ def _event_target(obj) -> dict:
 
 
 def assignable_roles(user, obj):
-    """Roles `user` may hand out on `obj`: those whose actions they hold there themselves."""
+    """Roles `user` may hand out on `obj`: they need `manage_permissions` there, and a role
+    whose actions they all hold there themselves; an administrative role (which opens the
+    Administration Portal) only if they hold an administrative role there too."""
     roles = Role.objects.prefetch_related("actions")
     if user.is_superuser:
         return list(roles)
     held = actions_on(user, obj)
     if "manage_permissions" not in held:
         return []
-    return [r for r in roles if r.action_set <= held]
+    admin_here = holds_admin_role(user, obj)
+    return [r for r in roles if r.action_set <= held and (admin_here or not r.is_admin)]
 
 
 def permission_add(*, user, principal, role: Role, obj) -> None:
@@ -136,7 +139,10 @@ def permission_remove(*, user, kind: str, row_id: int, obj) -> None:
             )
         principal = row.group if kind == "group" else row.user
         role = row.permission.role_binding.role
-        if not user.is_superuser and not role.action_set <= actions_on(user, obj):
+        if not user.is_superuser and (
+            not role.action_set <= actions_on(user, obj)
+            or (role.is_admin and not holds_admin_role(user, obj))
+        ):
             raise ActionRefused(f"You may not remove the role {role.name}.")
         row.delete()
         label_kind, name = _object_label(obj)

@@ -19,7 +19,7 @@ from vms.selectors import can_create_vm, vm_rows
 from . import services
 from .catalogue import ACTIONS
 from .models import Role, System
-from .permissions import can, is_admin, object_permissions, restrict
+from .permissions import can, is_admin, may_read_permissions, object_permissions, restrict
 
 PERMISSION_KINDS = {
     "system": "accounts.System",
@@ -38,7 +38,7 @@ PERMISSION_KINDS = {
 SEEN_WITH = {"storagedomain": "view_storage"}
 
 
-def _target(request, kind: str, pk: int, action: str = "view"):
+def _target(request, kind: str, pk: int, action: str | tuple[str, ...] = "view"):
     label = PERMISSION_KINDS.get(kind)
     if label is None:
         raise Http404
@@ -53,8 +53,11 @@ def _target(request, kind: str, pk: int, action: str = "view"):
 
 @login_required
 def permission_list(request, kind: str, pk: int):
-    """The Permissions sub-tab: user or group, role, and where it is inherited from."""
-    obj = _target(request, kind, pk)
+    """The Permissions sub-tab: user or group, role, and where it is inherited from. Who holds
+    which role is for those who may manage permissions there or administer the object."""
+    obj = _target(request, kind, pk, ("view", "manage_permissions"))
+    if not may_read_permissions(request.user, obj):
+        raise Http404
     context = {
         "obj": obj,
         "kind": kind,
@@ -168,7 +171,7 @@ def configure(request):
         "system": System.get(),
         "roles": Role.objects.prefetch_related("actions"),
         "can_manage_roles": can(request.user, "manage_roles", System.get()),
-        "can_see_system": can(request.user, "view", System.get()),
+        "can_see_system": may_read_permissions(request.user, System.get()),
     }
     return render(request, "accounts/configure.html", context)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -64,11 +65,23 @@ _NOT_FOUND = {
 }
 
 
+# libxml2 quotes the offending line of a document it cannot parse, and a caret under the
+# spot: "file:1: Start tag expected\n<the file's line>\n^". That line may be any local file's
+# content (a test:/// URI names a file), so it never goes into a message.
+_QUOTED_SOURCE = re.compile(r"\n[^\n]*\n[ \t~-]*\^[ \t]*(?=\n|$)")
+
+
+def message_for_users(message: str) -> str:
+    """libvirt's text without the source lines libxml2 quotes from documents it parsed."""
+    return _QUOTED_SOURCE.sub("", message).strip()
+
+
 def convert(
     err: libvirt.libvirtError, *, alive: Callable[[], bool] | None = None
 ) -> HypervisorError:
-    """Turn a libvirtError into the matching HypervisorError; `alive` tells if the link still holds."""
-    message = err.get_error_message() or str(err)
+    """Turn a libvirtError into the matching HypervisorError; `alive` tells if the link still
+    holds. The message never quotes the content of a file libvirt read."""
+    message = message_for_users(err.get_error_message() or str(err))
     code = err.get_error_code()
     if code in _NOT_FOUND:
         return _NOT_FOUND[code](message, code)

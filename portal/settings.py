@@ -3,6 +3,7 @@ environment (see README, "Production"); the defaults give the embedded first run
 var/, Redis on 127.0.0.1:6379, DEBUG on, bound to 127.0.0.1."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -20,8 +21,11 @@ DEBUG = env_bool("VIREO_DEBUG", True)
 SECRET_KEY = os.environ.get(
     "VIREO_SECRET_KEY", "insecure-development-key-change-me" if DEBUG else ""
 )
-if not SECRET_KEY:
-    raise RuntimeError("VIREO_SECRET_KEY must be set when VIREO_DEBUG is off")
+if not DEBUG and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5):
+    raise RuntimeError(
+        "VIREO_SECRET_KEY must be set, at least 50 random characters, when VIREO_DEBUG is off "
+        "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+    )
 ALLOWED_HOSTS = os.environ.get("VIREO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("VIREO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
@@ -38,6 +42,7 @@ INSTALLED_APPS = [
     "django_rq",
     "django_htmx",
     "channels",
+    "axes",
     "portal",
     "accounts",
     "vms",
@@ -46,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portal.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -55,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -103,13 +110,56 @@ CHANNEL_LAYERS = {
 }
 
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out login before the others
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
-AUTH_PASSWORD_VALIDATORS = []
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Login throttling (django-axes): after VIREO_LOGIN_FAILURE_LIMIT wrong passwords for one user
+# name from one address, logins of that name from there are refused, even with the right
+# password, for VIREO_LOGIN_LOCKOUT_MINUTES (each new try during the lockout restarts it).
+# `manage.py axes_reset_username NAME` lifts it early.
+AXES_FAILURE_LIMIT = int(os.environ.get("VIREO_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("VIREO_LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "portal.security.lockout_response"
+AXES_VERBOSE = False
+
+# HTTPS (README, "Running in production"): each on by default when debug is off.
+SECURE_SSL_REDIRECT = env_bool("VIREO_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = int(os.environ.get("VIREO_HSTS_SECONDS", "0" if DEBUG else "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("VIREO_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("VIREO_HSTS_PRELOAD", False)
+if not SECURE_HSTS_PRELOAD:
+    # Asking browsers' preload lists to carry the domain is the operator's own decision.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("VIREO_SECURE_COOKIES", not DEBUG)
+# The header the TLS proxy in front sets on HTTPS requests, "Name: value" ("" for none). Only
+# behind a proxy that always sets (or strips) it: otherwise a client could claim HTTPS.
+_proxy_header = os.environ.get(
+    "VIREO_PROXY_SSL_HEADER", "" if DEBUG else "X-Forwarded-Proto: https"
+)
+if _proxy_header.strip():
+    _name, _, _value = _proxy_header.partition(":")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip())
+# Content-Security-Policy (portal.security): scripts and styles from the portal only, never
+# inline script; style attributes are allowed (the progress bars' widths).
+CONTENT_SECURITY_POLICY = os.environ.get(
+    "VIREO_CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
+)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("VIREO_TIME_ZONE", "UTC")
@@ -140,6 +190,11 @@ VIREO_QUOTA_MAX_DISK_GIB = (
 )
 # A reboot shows Reboot In Progress for at least this long (the guest restarts meanwhile).
 VIREO_REBOOT_HOLD_SECONDS = float(os.environ.get("VIREO_REBOOT_HOLD_SECONDS", "2"))
+# The demo (`make run`): users may add libvirt test-driver hosts, only the demo's own node
+# files under VAR_DIR/demo (vms.host_address). On by default with debug, off in production.
+VIREO_DEMO = env_bool("VIREO_DEMO", DEBUG)
+# Hosts by qemu+tcp:// (unencrypted, unauthenticated unless SASL is set up): off by default.
+VIREO_ALLOW_TCP_HOSTS = env_bool("VIREO_ALLOW_TCP_HOSTS", False)
 
 LOGGING = {
     "version": 1,

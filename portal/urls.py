@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password/", views.PasswordChange.as_view(), name="password_change"),
     path("events/", views.event_list, name="events"),
     path("jobs/", views.job_list, name="jobs"),
     path("vms/", include("vms.urls")),

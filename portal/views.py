@@ -3,9 +3,11 @@
 from django.conf import settings
 from django.contrib import messages as django_messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import PasswordChangeView
 from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django_htmx.http import trigger_client_event
 
 from accounts.permissions import is_admin, restrict
@@ -58,3 +60,16 @@ def job_list(request):
     return render(
         request, template, {"jobs": jobs, "tab": "jobs", "stale": settings.VIREO_JOB_STALE_SECONDS}
     )
+
+
+class PasswordChange(PasswordChangeView):
+    """Change Password (from the user menu): the current password, then the new one twice,
+    checked by Django's password validators; the user stays logged in in this browser."""
+
+    template_name = "registration/password_change.html"
+    success_url = reverse_lazy("home")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        django_messages.success(self.request, "Your password was changed.")
+        return response

@@ -24,6 +24,7 @@ from storage.choices import DiskStatus, DomainFunction
 from storage.models import Disk, StorageDomain
 
 from .choices import TRANSITIONS, HostStatus, SnapshotStatus, VMAction, VMStatus, busy_status_for
+from .host_address import host_address_check
 from .models import Cluster, DataCenter, Host, SnapshotPreview, Template, VirtualMachine
 from .quotas import quota_check
 
@@ -455,18 +456,16 @@ def cluster_update(
     return cluster
 
 
-def host_add(*, user, name: str, uri: str, cluster_id: int) -> Host:
-    """Add a host by its libvirt URI; the monitor connects to it within one poll."""
+def host_add(*, user, name: str, uri: str, cluster_id: int, trusted: bool = False) -> Host:
+    """Add a host by its libvirt URI; the monitor connects to it within one poll. The URI
+    must pass the host address policy (`vms.host_address`) unless `trusted` (the operator's
+    `addhost` command)."""
     name = (name or "").strip()
-    uri = (uri or "").strip()
     if not name or len(name) > NAME_MAX or not NAME_RE.match(name):
         raise ActionRefused(
             "Host name is required: letters, digits, '-', '_' and '.', at most 255 characters."
         )
-    if not re.match(r"^[a-z0-9+]+://", uri):
-        raise ActionRefused(
-            "Give a libvirt URI such as qemu:///system or qemu+ssh://root@host/system."
-        )
+    uri = host_address_check(uri, user=user, trusted=trusted)
     with transaction.atomic():
         if Host.objects.filter(Q(name=name) | Q(uri=uri)).exists():
             raise ActionRefused("A host with that name or URI already exists.")

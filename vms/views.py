@@ -6,7 +6,7 @@ from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 
-from accounts.permissions import can, restrict
+from accounts.permissions import can, may_read_permissions, restrict
 from portal.access import admin_portal_required
 from portal.errors import ActionRefused
 from portal.models import Event
@@ -95,6 +95,8 @@ def _details_context(request, vm, tab: str) -> dict:
         from .snapshot_views import snapshots_context
 
         context.update(snapshots_context(request, vm))
+    elif tab == "permissions":
+        context["can_read_permissions"] = may_read_permissions(request.user, vm)
     return context
 
 
@@ -314,6 +316,17 @@ def datacenter_list(request):
         "storage_domains": restrict(
             user, StorageDomain.objects.select_related("data_center"), "view_storage"
         ),
+    }
+    # Which Permissions windows to offer (kind -> ids): those the user may read.
+    context["readable"] = {
+        kind: {obj.pk for obj in context[key] if may_read_permissions(user, obj)}
+        for kind, key in (
+            ("datacenter", "datacenters"),
+            ("cluster", "clusters"),
+            ("network", "networks"),
+            ("template", "templates"),
+            ("storagedomain", "storage_domains"),
+        )
     }
     return render(request, "vms/datacenter_list.html", context)
 

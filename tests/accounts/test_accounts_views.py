@@ -25,7 +25,7 @@ from guardian.conf import settings as guardian_settings
 
 from accounts import services
 from accounts.models import Role, System
-from accounts.permissions import can, object_permissions, restrict
+from accounts.permissions import actions_on, can, holds_admin_role, object_permissions, restrict
 from portal.consumers import LiveConsumer
 from portal.errors import ActionRefused
 from portal.live import send_now
@@ -176,7 +176,8 @@ def test_permissions_tab_lists_user_group_role_and_inherited_from(world):
 
 
 def test_permissions_tab_without_manage_permissions_has_no_add_or_remove(world):
-    grant(world["alice"], "UserRole", world["web"])
+    # An administrative role over the VM (TemplateAdmin on its data center) reads the tab.
+    grant(world["alice"], "TemplateAdmin", world["dc"])
     response = client_for(world["alice"]).get(reverse("permissions", args=["vm", world["web"].pk]))
     assert response.status_code == 200
     body = response.content.decode()
@@ -689,3 +690,120 @@ def test_a_template_based_vm_user_creates_only_from_a_template(world):
     vm = VirtualMachine.objects.get(name="fromtpl1")
     assert vm.template == world["template"] and vm.created_by == user
     assert card_ids(client.get(reverse("user_portal"))) == {vm.pk}
+
+
+# -- who may hand out an administrative role; who may read a Permissions window ---------------
+
+
+def _admin_role_of_vm_actions() -> Role:
+    """A custom administrative role made only of actions a UserVmEngine holds on its VM."""
+    role = Role.objects.create(name="VmOperatorAdmin", is_admin=True, description="custom")
+    for action in ("login", "view", "run"):
+        role.actions.create(action=action)
+    return role
+
+
+def test_a_user_portal_user_cannot_give_themselves_an_administrative_role(world):
+    """UserVmEngine on one VM: the custom administrative role is neither offered nor given,
+    and the Administration Portal stays closed."""
+    engine, web = world["engine"], world["web"]
+    role = _admin_role_of_vm_actions()
+    assert role.action_set <= actions_on(engine, web)
+    assert role not in services.assignable_roles(engine, web)
+    with pytest.raises(ActionRefused, match="You may not hand out the role VmOperatorAdmin"):
+        services.permission_add(user=engine, principal=engine, role=role, obj=web)
+    client = client_for(engine)
+    url = reverse("permission_add", args=["vm", web.pk])
+    assert "VmOperatorAdmin" not in client.get(url, {"q": "engine"}).content.decode()
+    response = client.post(url, {"principal": f"user:{engine.pk}", "role": role.pk}, headers=HX)
+    assert "Choose a role you may assign." in response.content.decode()
+    assert client.get(reverse("vms:list")).status_code == 403
+    assert not holds_admin_role(engine, web)
+    assert not Event.objects.filter(action="add_permission").exists()
+    # ... nor take one away that an administrator gave there.
+    services.permission_add(user=SuperUserFactory(), principal=world["alice"], role=role, obj=web)
+    row = next(r for r in object_permissions(web) if r.principal == world["alice"])
+    with pytest.raises(ActionRefused, match="You may not remove the role VmOperatorAdmin"):
+        services.permission_remove(user=engine, kind="user", row_id=row.id, obj=web)
+
+
+def test_an_administrator_there_may_hand_out_an_administrative_role(world):
+    admin = UserFactory(username="clusteradmin")
+    grant(admin, "ClusterAdmin", world["cluster"])
+    role = _admin_role_of_vm_actions()
+    assert role in services.assignable_roles(admin, world["web"])
+    services.permission_add(user=admin, principal=world["alice"], role=role, obj=world["web"])
+    assert client_for(world["alice"]).get(reverse("vms:list")).status_code == 200
+    # Not where their administrative role does not reach.
+    with pytest.raises(ActionRefused):
+        services.permission_add(
+            user=admin, principal=world["alice"], role=role, obj=world["elsewhere"]
+        )
+
+
+def test_view_alone_does_not_open_permissions_windows(world):
+    """PowerUserRole on the data center (view on everything in it) used to read who holds
+    which role on every cluster, host, network, template and VM of it."""
+    bob = world["bob"]
+    grant(bob, "PowerUserRole", world["dc"])
+    client = client_for(bob)
+    for kind, obj in (
+        ("datacenter", world["dc"]),
+        ("cluster", world["cluster"]),
+        ("host", world["host"]),
+        ("vm", world["web"]),
+        ("template", world["template"]),
+    ):
+        for query in ("", "?window=1"):
+            url = reverse("permissions", args=[kind, obj.pk]) + query
+            assert client.get(url).status_code == 404, url
+    # Its own VM's window opens for a UserVmEngine, with Add; a VM of the same cluster does not.
+    engine = client_for(world["engine"])
+    assert engine.get(reverse("permissions", args=["vm", world["web"].pk])).status_code == 200
+    assert engine.get(reverse("permissions", args=["vm", world["db"].pk])).status_code == 404
+    # An administrative role reads the windows under it, without Add unless it manages them.
+    network_admin = UserFactory(username="netadmin")
+    grant(network_admin, "NetworkAdmin", world["dc"])
+    response = client_for(network_admin).get(
+        reverse("permissions", args=["cluster", world["cluster"].pk])
+    )
+    assert response.status_code == 200 and ">Add</button>" not in response.content.decode()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_permission_changes_are_followed_only_by_those_who_may_read_them(own_channel_prefix):
+    """The Permissions windows' live topic, "perms", follows the windows' rule."""
+    world = await database_sync_to_async(build_world)()
+    await database_sync_to_async(grant)(world["bob"], "PowerUserRole", world["dc"])
+    for user, allowed in ((world["bob"], False), (world["engine"], True)):
+        communicator = WebsocketCommunicator(LiveConsumer.as_asgi(), "/ws/live/")
+        communicator.scope["user"] = user
+        assert (await communicator.connect())[0]
+        await communicator.send_json_to({"subscribe": ["perms"]})
+        reply = await communicator.receive_json_from(timeout=5)
+        assert reply == (
+            {"subscribed": ["perms"], "refused": []}
+            if allowed
+            else {"subscribed": [], "refused": ["perms"]}
+        ), user
+        await communicator.disconnect()
+
+
+def test_permissions_buttons_only_where_the_window_opens(world):
+    from vms.models import Network
+
+    network = Network.objects.create(name="paris-net", data_center=world["dc"])
+    admin = UserFactory(username="netadmin")
+    grant(admin, "NetworkAdmin", network)
+    grant(admin, "PowerUserRole", world["dc"])  # sees all of it, administers nothing above
+    client = client_for(admin)
+    page = client.get(reverse("vms:datacenters")).content.decode()
+    assert reverse("permissions", args=["network", network.pk]) in page
+    assert reverse("permissions", args=["datacenter", world["dc"].pk]) not in page
+    assert reverse("permissions", args=["cluster", world["cluster"].pk]) not in page
+    assert "paris-1" in page  # the cluster is listed, without its Permissions button
+    pane = client.get(reverse("vms:details", args=[world["web"].pk, "permissions"]), headers=HX)
+    body = pane.content.decode()
+    assert "Permissions are shown to those who" in body
+    assert reverse("permissions", args=["vm", world["web"].pk]) not in body

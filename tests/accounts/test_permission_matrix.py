@@ -130,6 +130,7 @@ class World:
     inside: Side
     outside: Side
     scratch: Role  # a custom role nobody holds
+    scratch_admin: Role  # a custom administrative role made of "view" alone, nobody holds it
     bystander: object  # holds UserRole directly on every object (the rows Remove is tried on)
     newcomer: object  # the user Add Permission is tried with
     under: dict = field(default_factory=dict)  # object key -> keys of it and everything above
@@ -187,11 +188,16 @@ def build_world() -> World:
         sides.append(Side(dc, cluster, host, vm, disk, floating, sd, network, template, snapshot))
     scratch = Role.objects.create(name="Scratch", description="unassigned")
     RoleAction.objects.create(role=scratch, action="view")
+    scratch_admin = Role.objects.create(
+        name="ScratchAdmin", description="unassigned", is_admin=True
+    )
+    RoleAction.objects.create(role=scratch_admin, action="view")
     world = World(
         system=system,
         inside=sides[0],
         outside=sides[1],
         scratch=scratch,
+        scratch_admin=scratch_admin,
         bystander=UserFactory(username="bystander"),
         newcomer=UserFactory(username="newcomer"),
     )
@@ -255,6 +261,10 @@ class Who:
     def is_admin(self) -> bool:
         return self.superuser or self.admin
 
+    def admin_on(self, obj) -> bool:
+        """An administrative role on `obj` or above it."""
+        return self.superuser or (self.admin and self.scope in self.world.under[key(obj)])
+
 
 def make_who(world: World, who) -> tuple[Who, object]:
     role, scope = who
@@ -282,7 +292,9 @@ ANYWHERE = "anywhere"
 class Need:
     """What a request needs: an administrative role (else 403) and one of `actions`, with all
     of `also`, on one of `on` (else 404); `on` ANYWHERE means a grant of the action on anything
-    at all. `never`: the arguments do not belong together, a 404 for everybody."""
+    at all. `never`: the arguments do not belong together, a 404 for everybody.
+    `or_admin_role`: an administrative role on the object will do instead of the actions;
+    `admin_role`: an administrative role on the object is needed besides."""
 
     admin: bool = False
     actions: tuple[str, ...] = ()
@@ -290,6 +302,8 @@ class Need:
     also: tuple[str, ...] = ()
     public: bool = False
     never: bool = False
+    or_admin_role: bool = False
+    admin_role: bool = False
 
     def met(self, who: Who) -> bool:
         if self.never:
@@ -299,17 +313,33 @@ class Need:
         if self.on == ANYWHERE:
             return bool(set(self.actions) & who.actions)
         return any(
-            any(who.holds(a, obj) for a in self.actions)
+            (
+                any(who.holds(a, obj) for a in self.actions)
+                or (self.or_admin_role and who.admin_on(obj))
+            )
             and all(who.holds(a, obj) for a in self.also)
+            and (not self.admin_role or who.admin_on(obj))
             for obj in self.on
         )
 
 
-def need(*actions: str, on=(), admin: bool = False, also=()) -> Need:
+def need(
+    *actions: str,
+    on=(),
+    admin: bool = False,
+    also=(),
+    or_admin_role: bool = False,
+    admin_role: bool = False,
+) -> Need:
     for action in (*actions, *also):
         assert action in ACTIONS, f"{action} is not an action of the catalogue"
     return Need(
-        admin=admin, actions=actions, on=on if on == ANYWHERE else tuple(on), also=tuple(also)
+        admin=admin,
+        actions=actions,
+        on=on if on == ANYWHERE else tuple(on),
+        also=tuple(also),
+        or_admin_role=or_admin_role,
+        admin_role=admin_role,
     )
 
 
@@ -570,8 +600,10 @@ def quota_edit(w: World) -> list[Case]:
 
 
 def permission_windows(name: str) -> Callable[[World], list[Case]]:
-    """The Permissions sub-tab (view) and its Add and Remove windows (manage_permissions), on
-    every kind of object permissions hang on."""
+    """The Permissions sub-tab (manage_permissions, or an administrative role, on the object:
+    `view` alone does not show who holds which role) and its Add and Remove windows
+    (manage_permissions; an administrative role is handed out only by someone holding one
+    there), on every kind of object permissions hang on."""
 
     def cases(w: World) -> list[Case]:
         assert set(KIND_OBJECTS) == set(PERMISSION_KINDS), "a Permissions kind without a rule"
@@ -580,7 +612,12 @@ def permission_windows(name: str) -> Callable[[World], list[Case]]:
             for obj in kind_objects(w, kind):
                 if name == "permissions":
                     url = reverse(name, args=[kind, obj.pk])
-                    gate = need("view", on=[obj], also=KIND_SEEN_WITH.get(kind, ()))
+                    gate = need(
+                        "manage_permissions",
+                        on=[obj],
+                        also=KIND_SEEN_WITH.get(kind, ()),
+                        or_admin_role=True,
+                    )
                     out.append(Case(name, "GET", url, gate))
                     continue
                 gate = need("manage_permissions", on=[obj], also=KIND_SEEN_WITH.get(kind, ()))
@@ -596,6 +633,26 @@ def permission_windows(name: str) -> Callable[[World], list[Case]]:
                     Case(name, "GET", url, gate),
                     Case(name, "POST", url, gate, data, inside=inside),
                 ]
+                if name == "permission_add":
+                    # An administrative role (it opens the Administration Portal), made only of
+                    # actions the granter holds: refused unless they hold one there themselves.
+                    # Tried everywhere (inside too): only where it must be refused.
+                    admin_data = {**data, "role": w.scratch_admin.pk}
+                    out.append(
+                        Case(
+                            name,
+                            "POST",
+                            url,
+                            gate,
+                            admin_data,
+                            refused_unless=need(
+                                "manage_permissions",
+                                on=[obj],
+                                also=KIND_SEEN_WITH.get(kind, ()),
+                                admin_role=True,
+                            ),
+                        )
+                    )
         return out
 
     return cases
@@ -618,6 +675,19 @@ RULES: dict[str, Rule] = {
     "home": Rule(USER + ": administrators to vms:list, others to user_portal", home),
     "user_portal": Rule(
         USER, lambda w: [Case("user_portal", "GET", reverse("user_portal"), LOGGED_IN)]
+    ),
+    "password_change": Rule(
+        USER + " (one's own password)",
+        lambda w: [
+            Case("password_change", "GET", reverse("password_change"), LOGGED_IN),
+            Case(
+                "password_change",
+                "POST",
+                reverse("password_change"),
+                LOGGED_IN,
+                {"old_password": "wrong", "new_password1": "x", "new_password2": "x"},
+            ),
+        ],
     ),
     "user_vm_card": Rule(OBJECT + " (run)", user_vm_card),
     "user_vm_snapshots": Rule(
@@ -644,8 +714,14 @@ RULES: dict[str, Rule] = {
     "role_new": Rule(OBJECT + " (manage_roles on the System)", role_new),
     "role_edit": Rule(OBJECT + " (manage_roles on the System)", role_edit),
     "role_remove": Rule(OBJECT + " (manage_roles on the System)", role_remove),
-    "permissions": Rule(OBJECT + " (view)", permission_windows("permissions")),
-    "permission_add": Rule(SHARED + " (manage_permissions)", permission_windows("permission_add")),
+    "permissions": Rule(
+        OBJECT + " (manage_permissions or an administrative role)",
+        permission_windows("permissions"),
+    ),
+    "permission_add": Rule(
+        SHARED + " (manage_permissions; an administrative role to hand one out)",
+        permission_windows("permission_add"),
+    ),
     "permission_remove": Rule(
         SHARED + " (manage_permissions)", permission_windows("permission_remove")
     ),
@@ -699,7 +775,10 @@ RULES: dict[str, Rule] = {
     ),
 }
 
-WEBSOCKET_RULES = {"ws-live": "websocket: a topic vm.<id> needs view on the VM, else refused"}
+WEBSOCKET_RULES = {
+    "ws-live": "websocket: a topic vm.<id> needs view on the VM; perms needs manage_permissions "
+    "or an administrative role somewhere; else refused"
+}
 
 
 def url_names(patterns, namespace=()) -> list[str]:
@@ -856,7 +935,8 @@ def own_channel_prefix(settings):
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_websocket_matrix(own_channel_prefix):
-    """Subscribing to vm.<id> is accepted exactly where the user may see the VM."""
+    """Subscribing to vm.<id> is accepted exactly where the user may see the VM; to "perms"
+    (the Permissions windows' topic) where they may read some Permissions window."""
     world = await database_sync_to_async(build_world)()
     failures = []
     for who in WHO:
@@ -869,10 +949,12 @@ async def test_websocket_matrix(own_channel_prefix):
             continue
         ok, _ = await communicator.connect()
         assert ok, oracle.label
-        topics = [f"vm.{world.inside.vm.pk}", f"vm.{world.outside.vm.pk}"]
+        topics = [f"vm.{world.inside.vm.pk}", f"vm.{world.outside.vm.pk}", "perms"]
         await communicator.send_json_to({"subscribe": topics})
         reply = await communicator.receive_json_from(timeout=5)
-        want = [t for t, s in zip(topics, sides(world), strict=True) if oracle.holds("view", s.vm)]
+        want = [t for t, s in zip(topics, sides(world), strict=False) if oracle.holds("view", s.vm)]
+        if oracle.is_admin() or "manage_permissions" in oracle.actions:
+            want.append("perms")
         if reply != {"subscribed": want, "refused": [t for t in topics if t not in want]}:
             failures.append(f"{oracle.label}: expected {want} accepted, got {reply}")
         await communicator.disconnect()

@@ -222,7 +222,11 @@ def console_errors():
 @pytest.fixture
 def page(browser, live_server_url, console_errors):
     """A fresh browser context and page (no cookies) on the live server."""
-    context = browser.new_context(base_url=live_server_url, viewport={"width": 1400, "height": 900})
+    # Playwright evaluates string predicates (wait_for_function) with eval(), which the
+    # portal's Content-Security-Policy refuses; test_security_browser runs under the policy.
+    context = browser.new_context(
+        base_url=live_server_url, viewport={"width": 1400, "height": 900}, bypass_csp=True
+    )
     context.add_init_script(WS_RECORDER)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)

@@ -658,12 +658,12 @@ def test_host_add(admin):
         ("", "qemu:///system", "Host name is required"),
         ("bad name", "qemu:///system", "Host name is required"),
         ("h2", "not a uri", "Give a libvirt URI"),
-        ("h1", "qemu:///other", "already exists"),
+        ("h1", "qemu:///system", "already exists"),
         ("h3", "qemu+ssh://root@h1/system", "already exists"),
     ]
     for name, uri, message in refusals:
         with pytest.raises(ActionRefused, match=message):
             services.host_add(user=admin, name=name, uri=uri, cluster_id=cluster.pk)
     with pytest.raises(ActionRefused, match="That cluster does not exist"):
-        services.host_add(user=admin, name="h4", uri="qemu:///x", cluster_id=cluster.pk + 1000)
+        services.host_add(user=admin, name="h4", uri="qemu:///system", cluster_id=cluster.pk + 1000)
     assert Host.objects.count() == 1

@@ -19,7 +19,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, port=8000, workers=4, **options):
         python = sys.executable
-        env = dict(os.environ)
+        env = {**os.environ, "VIREO_DEMO": "1"}
         bind = "127.0.0.1"  # the demo has a well-known password: never listen beyond this machine
         procs = [
             subprocess.Popen(

@@ -1,0 +1,34 @@
+"""HTTP hardening that Django does not do by itself: the Content-Security-Policy header, and
+the page a locked-out login gets (django-axes, see settings "Login throttling")."""
+
+from django.conf import settings
+from django.shortcuts import render
+
+
+class ContentSecurityPolicyMiddleware:
+    """Adds settings.CONTENT_SECURITY_POLICY to every response that has none (no inline
+    script: the portal's behaviour lives in static/vireo.js and htmx attributes)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        policy = settings.CONTENT_SECURITY_POLICY
+        if policy and "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = policy
+        return response
+
+
+def lockout_minutes() -> int:
+    return max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
+
+
+def lockout_response(request, original_response=None, credentials=None):
+    """The login page again, saying why the login is refused (429 Too Many Requests)."""
+    context = {
+        "locked_out": True,
+        "lockout_minutes": lockout_minutes(),
+        "next": request.POST.get("next", request.GET.get("next", "")),
+    }
+    return render(request, "registration/login.html", context, status=429)
