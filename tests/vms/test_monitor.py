@@ -581,3 +581,70 @@ def test_job_fail_racing_job_finish_has_one_outcome(probe_kind):
             assert claimed == [False] and hooked == [] and job.error == ""
         outcomes.append(job.status)
     assert set(outcomes) <= {JobStatus.FAILED, JobStatus.SUCCEEDED}
+
+
+# -- a poll's snapshot is older than what happened meanwhile ---------------------------------
+
+
+def slow_listing(monkeypatch, meanwhile):
+    """The host takes its time to list its domains: `meanwhile()` runs after the host answered
+    and before the poll gets the (by then old) list."""
+    real = hypervisor.Connection.list_domains
+
+    def list_domains(conn):
+        domains = real(conn)
+        meanwhile()
+        return domains
+
+    monkeypatch.setattr(hypervisor.Connection, "list_domains", list_domains)
+
+
+@pytest.mark.parametrize(
+    ("before", "action", "after"),
+    [
+        (VMStatus.UP, services.vm_poweroff, VMStatus.DOWN),  # not "Up (was Down)"
+        (VMStatus.PAUSED, services.vm_run, VMStatus.UP),  # a Resume, not shown as Paused
+        (VMStatus.DOWN, services.vm_run, VMStatus.UP),
+    ],
+)
+def test_a_poll_never_applies_a_listing_older_than_the_vms_status(
+    admin, monitor, sync_hosts, work, monkeypatch, before, action, after
+):
+    vm = vm_on_host(sync_hosts, status=before)
+    monitor.cycle()  # connected; the host agrees with the inventory
+    assert status_of(vm) == before
+    slow_listing(monkeypatch, lambda: work(lambda: action(vm_id=vm.pk, user=admin)))
+    monitor.cycle()
+    assert Job.objects.get().status == JobStatus.SUCCEEDED
+    assert status_of(vm) == after
+    assert detected(vm) == []
+    monkeypatch.undo()
+    monitor.cycle()  # the next poll, with a listing as of now, agrees
+    assert status_of(vm) == after
+    assert detected(vm) == []
+
+
+def test_a_lifecycle_event_read_before_a_job_moved_the_vm_is_not_applied(
+    admin, monitor, sync_hosts, work, monkeypatch
+):
+    vm = vm_on_host(sync_hosts)
+    monitor.cycle()
+    real = hypervisor.Connection.get_domain
+
+    def get_domain(conn, uuid):
+        info = real(conn, uuid)  # says running
+        work(lambda: services.vm_poweroff(vm_id=vm.pk, user=admin))
+        return info
+
+    monkeypatch.setattr(hypervisor.Connection, "get_domain", get_domain)
+    monitor.handle_event(vm.host_id, str(vm.uuid))
+    assert status_of(vm) == VMStatus.DOWN
+    assert detected(vm) == []
+
+
+def test_a_poll_still_applies_changes_older_than_its_listing(monitor, sync_hosts):
+    vm = vm_on_host(sync_hosts)
+    monitor.cycle()
+    hypervisor.connect(vm.host.uri).pause(str(vm.uuid))  # made outside the portal, then polled
+    monitor.cycle()
+    assert status_of(vm) == VMStatus.PAUSED
