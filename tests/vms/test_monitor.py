@@ -648,3 +648,61 @@ def test_a_poll_still_applies_changes_older_than_its_listing(monitor, sync_hosts
     hypervisor.connect(vm.host.uri).pause(str(vm.uuid))  # made outside the portal, then polled
     monitor.cycle()
     assert status_of(vm) == VMStatus.PAUSED
+
+
+# -- a host that never answers ---------------------------------------------------------------
+
+
+def test_a_silent_host_goes_non_responsive_after_the_connect_timeout(monitor, silent_host):
+    host = HostFactory(uri=silent_host.uri, status=HostStatus.CONNECTING)
+    monitor.connect_timeout = 0.5
+    started = time.monotonic()
+    monitor.cycle()
+    assert time.monotonic() - started < 3
+    host.refresh_from_db()
+    assert host.status == HostStatus.NON_RESPONSIVE
+    assert host.last_error == "The host did not answer within 0.5 seconds."
+    monitor.cycle()  # the first attempt still hangs: no second connection is opened
+    assert len(silent_host.accepted) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_silent_host_holds_up_neither_other_hosts_nor_the_job_reconcile(sync_hosts, silent_host):
+    from factories import SuperUserFactory
+
+    silent = HostFactory(uri=silent_host.uri, status=HostStatus.CONNECTING)
+    vm = vm_on_host(sync_hosts)
+    good = vm.host
+    job = services.vm_shutdown(vm_id=vm.pk, user=SuperUserFactory())
+    age(job, status=JobStatus.RUNNING, heartbeat_at=timezone.now() - OLD)  # its worker died
+    # A connect timeout far beyond this test: only a monitor that does not wait can pass.
+    monitor = Monitor(poll_seconds=0.2, stale_seconds=30, connect_timeout=60)
+
+    def run():
+        try:
+            monitor.run()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while Job.objects.get(pk=job.pk).status != JobStatus.FAILED:
+            assert time.monotonic() < deadline, "the dead job was not reconciled"
+            time.sleep(0.05)
+        assert status_of(vm) == VMStatus.UP  # settled to what its host says
+        seen = Host.objects.get(pk=good.pk).last_seen
+        while Host.objects.get(pk=good.pk).last_seen == seen:  # polled again and again
+            assert time.monotonic() < deadline, "the other host was not polled again"
+            time.sleep(0.05)
+        hypervisor.connect(good.uri).pause(str(vm.uuid))
+        while status_of(vm) != VMStatus.PAUSED:
+            assert time.monotonic() < deadline, "the other host's change was not picked up"
+            time.sleep(0.05)
+        assert host_status(silent) == HostStatus.CONNECTING  # its first attempt still waits
+        assert len(silent_host.accepted) == 1  # and no poll piled up behind it
+    finally:
+        monitor.stop.set()
+        thread.join(5)
+    assert not thread.is_alive(), "the monitor did not stop"
