@@ -1,6 +1,10 @@
 """The monitor against test-driver hosts: changes made outside the portal (picked up by a poll
 and by a lifecycle event), hosts that stop answering and come back, and jobs left behind."""
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -8,9 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 from factories import DiskFactory, HostFactory, StorageDomainFactory, VMFactory
+from rq.job import Job as RQJob
+from rq.utils import utcformat
 
 import hypervisor
 from portal import tasks
@@ -706,3 +712,119 @@ def test_a_silent_host_holds_up_neither_other_hosts_nor_the_job_reconcile(sync_h
         monitor.stop.set()
         thread.join(5)
     assert not thread.is_alive(), "the monitor did not stop"
+
+
+# -- a worker that dies between taking a job and claiming it ---------------------------------
+
+
+def worker_process(settings, log: Path) -> subprocess.Popen:
+    """`manage.py rqworker` (RQ's forking worker) on this test's database and Redis, in a
+    process group of its own so that it can be killed with its work horse."""
+    db = connections["default"].settings_dict
+    env = dict(os.environ)
+    env["DATABASE_URL"] = (
+        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    )
+    env["REDIS_URL"] = settings.RQ_QUEUES["default"]["URL"]
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "rqworker", "default", "--burst"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        start_new_session=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def children_of(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def waiting_on_a_lock() -> list[int]:
+    """The other sessions of this database that wait for a lock."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else fixed for the transaction
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        )
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+@pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="needs PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_between_taking_a_job_and_claiming_it_strands_no_vm(
+    admin, sync_hosts, settings, tmp_path
+):
+    vm = vm_on_host(sync_hosts, status=VMStatus.DOWN)
+    job = services.vm_run(vm_id=vm.pk, user=admin)  # committed: in the queue
+    job.refresh_from_db()
+    rq_job = RQJob.fetch(job.rq_id, connection=get_queue().connection)
+    proc = None
+    try:
+        with transaction.atomic():
+            # The row is held: the worker's claim (UPDATE ... WHERE status = queued) waits.
+            Job.objects.select_for_update().get(pk=job.pk)
+            log = tmp_path / "worker.log"
+            proc = worker_process(settings, log)
+            deadline = time.monotonic() + 30
+            while not (rq_job.get_status(refresh=True) == "started" and waiting_on_a_lock()):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, (
+                    f"the worker did not take the job: {log.read_text()}"
+                )
+                time.sleep(0.05)
+            # The worker and its work horse (in a session of its own) die.
+            horses = [int(pid) for pid in children_of(proc.pid)]
+            assert horses, "the worker has no work horse"
+            for pid in horses:
+                os.kill(pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            with connections["default"].cursor() as cursor:  # and so does their DB session
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", [waiting_on_a_lock()]
+                )
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and status_of(vm) == VMStatus.POWERING_UP
+    assert rq_job.get_status(refresh=True) == "started"  # RQ still holds it as started
+
+    stale = 1.0
+    killed = time.monotonic()
+    while status_of(vm) == VMStatus.POWERING_UP:
+        jobs_reconcile(stale)
+        assert time.monotonic() - killed < stale + 5, "the VM stayed Powering Up"
+        time.sleep(0.1)
+    job.refresh_from_db()
+    assert (job.status, job.error) == (
+        JobStatus.FAILED,
+        "The worker that took this job stopped before it began.",
+    )
+    assert status_of(vm) == VMStatus.DOWN
+    assert Event.objects.filter(job=job, phase=Phase.FAILED).count() == 1
+
+
+def test_a_job_a_live_worker_has_started_is_not_lost(admin, sync_hosts):
+    vm = vm_on_host(sync_hosts, status=VMStatus.DOWN)
+    job = services.vm_run(vm_id=vm.pk, user=admin)
+    queue = get_queue()
+    rq_job = queue.enqueue(tasks.execute, job.pk)
+    Job.objects.filter(pk=job.pk).update(rq_id=rq_job.id)
+    worker = ThreadWorker([queue], connection=queue.connection)
+    worker.register_birth()
+    try:
+        worker.heartbeat()
+        with queue.connection.pipeline() as pipeline:
+            rq_job.prepare_for_execution(worker.name, pipeline=pipeline)
+            pipeline.execute()
+        assert QueueView(30).lost([rq_job.id]) == {}  # started by a worker that heartbeats
+        worker.last_heartbeat = timezone.now() - OLD
+        queue.connection.hset(worker.key, "last_heartbeat", utcformat(worker.last_heartbeat))
+        assert QueueView(30).lost([rq_job.id]) == {
+            rq_job.id: "The worker that took this job stopped before it began."
+        }
+    finally:
+        worker.register_death()
