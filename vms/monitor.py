@@ -89,6 +89,8 @@ def vm_apply(
         fields["started_at"] = timezone.now()
     elif status not in RUNNING_STATUSES and status != VMStatus.UNKNOWN:
         fields["started_at"] = None
+    if status == VMStatus.UNKNOWN:
+        fields["last_known_status"] = vm.status
     current = VirtualMachine.objects.filter(pk=vm.pk, status=vm.status)
     if seen_at is not None:
         current = current.filter(status_changed_at__lte=seen_at)
