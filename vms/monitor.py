@@ -3,7 +3,9 @@
 It holds one libvirt connection per host, listens to libvirt lifecycle events (a change made
 outside the portal shows within a second), and polls every host as a fallback. A host that
 cannot be reached goes Non Responsive and its VMs Unknown; they come back by themselves when
-it answers. It also ends jobs whose worker died, so no VM stays busy.
+it answers. It also ends jobs whose worker died, so no VM stays busy. A host's answer never
+overrides a status set after the host was asked, and one silent host holds up neither the
+other hosts nor the job reconcile.
 """
 
 import logging
