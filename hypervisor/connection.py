@@ -66,6 +66,12 @@ _cache_lock = threading.Lock()
 _connections: dict[str, Connection] = {}
 _uri_locks: dict[str, threading.Lock] = {}
 _inherited: list[Connection] = []  # a parent's connections, kept (never closed) after a fork
+_opening: dict[str, threading.Thread] = {}  # opens given up on that still wait for the host
+# Seconds a connection attempt may take before the host counts as not answering.
+CONNECT_TIMEOUT = 30.0
+# Keepalive: a probe every 5 s, the connection closed after 3 unanswered (a call on a host
+# that stopped answering fails within about 20 s instead of waiting for ever).
+KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 3
 
 
 def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
@@ -112,13 +118,16 @@ def _after_fork_in_child() -> None:
     _inherited.extend(_connections.values())
     _connections.clear()
     _uri_locks.clear()
+    _opening.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def connect(uri: str) -> Connection:
-    """The process-wide shared Connection for `uri`, opened (or reopened if dead) on demand."""
+def connect(uri: str, *, timeout: float | None = None) -> Connection:
+    """The process-wide shared Connection for `uri`, opened (or reopened if dead) on demand.
+
+    Opening gives up after `timeout` seconds (CONNECT_TIMEOUT by default) with HostUnreachable."""
     start_event_loop()
     with _cache_lock:
         uri_lock = _uri_locks.setdefault(uri, threading.Lock())
@@ -128,7 +137,7 @@ def connect(uri: str) -> Connection:
             return conn
         if conn is not None:
             conn.close()
-        conn = Connection(uri)
+        conn = Connection(uri, timeout=CONNECT_TIMEOUT if timeout is None else timeout)
         with _cache_lock:
             _connections[uri] = conn
         return conn
@@ -148,6 +157,53 @@ def disconnect_all() -> None:
         uris = list(_connections)
     for uri in uris:
         disconnect(uri)
+
+
+def _open(uri: str, timeout: float | None) -> libvirt.virConnect:
+    """libvirt.open(uri) with a deadline. libvirt has no connect timeout (a host whose port
+    accepts but never answers holds the caller for ever), so the open runs in a thread of its
+    own; one given up on is left to end by itself (and close what it opened), and while it
+    waits no second attempt is started for that URI."""
+    if timeout is None:
+        return libvirt.open(uri)
+    pending = _opening.get(uri)
+    if pending is not None and pending.is_alive():
+        raise HostUnreachable(
+            "The host has still not answered an earlier connection attempt.",
+            libvirt.VIR_ERR_NO_CONNECT,
+        )
+    lock = threading.Lock()
+    outcome: dict[str, object] = {}
+
+    def attempt() -> None:
+        try:
+            result: object = libvirt.open(uri)
+        except libvirt.libvirtError as err:
+            result = err
+        with lock:
+            if not outcome.get("abandoned"):
+                outcome["result"] = result
+                return
+        if isinstance(result, libvirt.virConnect):
+            try:
+                result.close()
+            except libvirt.libvirtError:
+                pass
+
+    thread = threading.Thread(target=attempt, name="libvirt-open", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    with lock:
+        if "result" not in outcome:
+            outcome["abandoned"] = True
+            _opening[uri] = thread
+            raise HostUnreachable(
+                f"The host did not answer within {timeout:g} seconds.", libvirt.VIR_ERR_NO_CONNECT
+            )
+    result = outcome["result"]
+    if isinstance(result, libvirt.libvirtError):
+        raise result
+    return result
 
 
 def _xml_text(xml: str, path: str, attr: str | None = None, default: str = "") -> str:
@@ -173,8 +229,9 @@ def _version(number: int) -> str:
 class Connection:
     """One open libvirt connection (virConnect); safe to use from several threads."""
 
-    def __init__(self, uri: str) -> None:
-        """Open `uri` read-write; prefer connect(), which shares one Connection per URI."""
+    def __init__(self, uri: str, *, timeout: float | None = None) -> None:
+        """Open `uri` read-write, giving up after `timeout` seconds (None: wait as long as
+        libvirt does); prefer connect(), which shares one Connection per URI."""
         self.uri = uri
         self._lock = threading.Lock()
         self._closed = False  # lost (close callback) or closed by us
@@ -184,8 +241,11 @@ class Connection:
         self._close_callbacks: list[Callable[[str], None]] = []
         self._capabilities: str | None = None
         with translated(as_type=HostUnreachable):
-            self._conn: libvirt.virConnect = libvirt.open(uri)
-        for setup in (lambda: self._conn.setKeepAlive(5, 3), self._register_close):
+            self._conn: libvirt.virConnect = _open(uri, timeout)
+        for setup in (
+            lambda: self._conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT),
+            self._register_close,
+        ):
             try:
                 setup()
             except libvirt.libvirtError:

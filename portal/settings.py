@@ -177,6 +177,8 @@ STATICFILES_DIRS = [
 VIREO_MONITOR_POLL_SECONDS = float(os.environ.get("VIREO_MONITOR_POLL_SECONDS", "5"))
 # A queued or running job older than this with no live RQ job behind it is failed by the monitor.
 VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
+# A host that has not answered a connection attempt within this many seconds is Non Responsive.
+VIREO_HOST_CONNECT_TIMEOUT = float(os.environ.get("VIREO_HOST_CONNECT_TIMEOUT", "10"))
 VIREO_VMS_PER_PAGE = 50
 # Default quota of each user (SuperUsers excepted): VMs they create and the disk space of those
 # VMs' disks. Empty: no limit. A per-user quota (Configure > Quota) overrides either.

@@ -126,15 +126,26 @@ def job_finish(job_id: int, *, error: str = "") -> None:
     send_now(*job_topics(job))
 
 
-def job_fail(job: Job, message: str) -> None:
-    """Fail a job: its kind's on_fail hook puts the objects back, then the Job ends failed."""
+def job_fail(job: Job, message: str) -> bool:
+    """Fail a job that is still unfinished, then let its kind's on_fail hook put the objects back.
+
+    The failure is claimed by a conditional update that finds the job queued or running: only
+    that claimant runs the hook. A job that ended meanwhile (its worker finished it, another
+    reconcile failed it) is left as it is, and so is everything it made. True if claimed."""
+    claimed = Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE).update(
+        status=JobStatus.FAILED, ended_at=timezone.now(), error=message
+    )
+    if not claimed:
+        return False
+    job.status, job.error = JobStatus.FAILED, message
     undo = ON_FAIL.get(job.kind)
     if undo is not None:
         try:
             undo(job, message)
         except Exception:
             log.exception("putting back after job %s failed did not work", job.pk)
-    job_finish(job.pk, error=message)
+    send_now(*job_topics(job))
+    return True
 
 
 def _heartbeat(job_id: int, stop: threading.Event) -> None:

@@ -1,6 +1,8 @@
 """Shared fixtures: PostgreSQL and Redis are real; hosts are libvirt test-driver nodes private
 to each test; jobs run on a real RQ worker (in this process, so it shares the test host)."""
 
+import threading
+
 import pytest
 from rq import SimpleWorker
 
@@ -166,3 +168,38 @@ def refusing_queue(tmp_path, monkeypatch):
     connection.close()
     server.terminate()
     server.wait(timeout=10)
+
+
+class SilentListener:
+    """A TCP port that accepts connections and never answers (a host that hangs)."""
+
+    def __init__(self):
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.uri = f"qemu+tcp://127.0.0.1:{self.port}/system"
+        self.accepted: list = []
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="silent-host")
+        self._thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.accepted.append(client)
+
+    def close(self):
+        """Stop listening and hang up: whoever still waits on it gets an error at last."""
+        self.sock.close()
+        for client in self.accepted:
+            client.close()
+
+
+@pytest.fixture
+def silent_host():
+    listener = SilentListener()
+    yield listener
+    listener.close()

@@ -96,6 +96,12 @@ class VirtualMachine(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     status_changed_at = models.DateTimeField(default=timezone.now)
+    last_known_status = models.CharField(
+        max_length=32,
+        choices=VMStatus.choices,
+        blank=True,
+        help_text="The status the VM had when its host stopped answering (while it is Unknown).",
+    )
     template = models.ForeignKey(
         "Template", on_delete=models.SET_NULL, null=True, blank=True, related_name="vms"
     )

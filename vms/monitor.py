@@ -3,21 +3,26 @@
 It holds one libvirt connection per host, listens to libvirt lifecycle events (a change made
 outside the portal shows within a second), and polls every host as a fallback. A host that
 cannot be reached goes Non Responsive and its VMs Unknown; they come back by themselves when
-it answers. It also ends jobs whose worker died, so no VM stays busy.
+it answers. It also ends jobs whose worker died, so no VM stays busy. A host's answer never
+overrides a status set after the host was asked, and one silent host holds up neither the
+other hosts nor the job reconcile.
 """
 
 import logging
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
-from rq.exceptions import NoSuchJobError
+from rq import Worker as RQWorker
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job as RQJob
+from rq.utils import now as rq_now
 
 import hypervisor
 from portal.audit import event_record
@@ -43,7 +48,10 @@ from .models import Host, Snapshot, SnapshotPreview, VirtualMachine
 log = logging.getLogger(__name__)
 
 BIGINT_MAX = 2**63 - 1
-RQ_ALIVE = {"queued", "started", "deferred", "scheduled"}
+# RQ statuses of a job that waits to be taken by a worker.
+RQ_WAITING = {"queued", "deferred", "scheduled"}
+LOST_BY_QUEUE = "The task queue lost this job before a worker took it."
+LOST_WITH_WORKER = "The worker that took this job stopped before it began."
 
 
 def vms_with_active_jobs() -> set[int]:
@@ -57,8 +65,18 @@ def vm_has_active_job(vm_id: int) -> bool:
     ).exists()
 
 
-def vm_apply(vm: VirtualMachine, status: str, host: Host, busy_ids: set[int] | None = None) -> bool:
-    """Bring one VM to the status its host reports, unless a job is working on it."""
+def vm_apply(
+    vm: VirtualMachine,
+    status: str,
+    host: Host,
+    busy_ids: set[int] | None = None,
+    *,
+    seen_at: datetime | None = None,
+) -> bool:
+    """Bring one VM to the status its host reports, unless a job is working on it.
+
+    `seen_at` is when the host was asked: a VM whose status changed after that (an event or a
+    job moved it while the host answered) is newer than the report and is left as it is."""
     if vm.status == status:
         return False
     if vm.status in BUSY_STATUSES:
@@ -73,9 +91,12 @@ def vm_apply(vm: VirtualMachine, status: str, host: Host, busy_ids: set[int] | N
         fields["started_at"] = timezone.now()
     elif status not in RUNNING_STATUSES and status != VMStatus.UNKNOWN:
         fields["started_at"] = None
-    moved = VirtualMachine.objects.filter(pk=vm.pk, status=vm.status).update(
-        status=status, status_changed_at=timezone.now(), **fields
-    )
+    if status == VMStatus.UNKNOWN:
+        fields["last_known_status"] = vm.status
+    current = VirtualMachine.objects.filter(pk=vm.pk, status=vm.status)
+    if seen_at is not None:
+        current = current.filter(status_changed_at__lte=seen_at)
+    moved = current.update(status=status, status_changed_at=timezone.now(), **fields)
     if not moved:
         return False
     previous = VMStatus(vm.status).label
@@ -97,18 +118,26 @@ def vm_apply(vm: VirtualMachine, status: str, host: Host, busy_ids: set[int] | N
     return True
 
 
-def host_vms_sync(host: Host, domains: list[hypervisor.DomainInfo], busy_ids: set[int]) -> int:
-    """Reconcile every VM placed on `host` with the host's domain list; returns changes."""
+def host_vms_sync(
+    host: Host,
+    domains: list[hypervisor.DomainInfo],
+    busy_ids: set[int],
+    seen_at: datetime | None = None,
+) -> int:
+    """Reconcile every VM placed on `host` with the host's domain list (taken at `seen_at`);
+    returns changes."""
     by_uuid = {d.uuid: d for d in domains}
     changed = 0
     for vm in VirtualMachine.objects.filter(host=host).select_related("cluster"):
         info = by_uuid.get(str(vm.uuid))
         status = status_from_domain(info.state, info.has_managed_save) if info else VMStatus.DOWN
-        changed += vm_apply(vm, status, host, busy_ids)
+        changed += vm_apply(vm, status, host, busy_ids, seen_at=seen_at)
     return changed
 
 
-def host_unreachable(host: Host, error: str, busy_ids: set[int]) -> None:
+def host_unreachable(
+    host: Host, error: str, busy_ids: set[int], seen_at: datetime | None = None
+) -> None:
     """Mark a host Non Responsive and the VMs that were running on it Unknown."""
     if (
         Host.objects.filter(pk=host.pk)
@@ -130,7 +159,7 @@ def host_unreachable(host: Host, error: str, busy_ids: set[int]) -> None:
     for vm in VirtualMachine.objects.filter(host=host).exclude(
         status__in=(VMStatus.DOWN, VMStatus.UNKNOWN)
     ):
-        vm_apply(vm, VMStatus.UNKNOWN, host, busy_ids)
+        vm_apply(vm, VMStatus.UNKNOWN, host, busy_ids, seen_at=seen_at)
 
 
 def host_reachable(host: Host, info: hypervisor.HostInfo | None) -> None:
@@ -178,30 +207,80 @@ def storage_sync(host: Host, conn: hypervisor.Connection) -> None:
             broadcast("storage")
 
 
-def rq_job_alive(rq_id: str) -> bool:
-    if not rq_id:
-        return False
-    try:
-        return RQJob.fetch(rq_id, connection=get_queue().connection).get_status() in RQ_ALIVE
-    except NoSuchJobError:
-        return False
+class QueueView:
+    """What the task queue holds, read once per reconcile: which workers still heartbeat, and
+    which jobs a worker took off the queue (RQ's intermediate list) without starting them."""
+
+    def __init__(self, stale_seconds: float):
+        queue = get_queue()
+        self.connection = queue.connection
+        self.stale = timedelta(seconds=stale_seconds)
+        self.now = rq_now()
+        self.live_workers = {
+            w.name
+            for w in RQWorker.all(connection=self.connection)
+            if w.last_heartbeat is not None and self.now - w.last_heartbeat < self.stale
+        }
+        self.intermediate = IntermediateQueue(queue.key, self.connection)
+        self.taken = set(self.intermediate.get_job_ids())
+
+    def lost(self, rq_ids: list[str]) -> dict[str, str]:
+        """rq id -> why that job will never be carried out, for those of `rq_ids` that won't."""
+        jobs = RQJob.fetch_many(rq_ids, connection=self.connection) if rq_ids else []
+        out = {}
+        for rq_id, rq_job in zip(rq_ids, jobs, strict=True):
+            why = self._lost(rq_id, rq_job)
+            if why:
+                out[rq_id] = why
+        return out
+
+    def _lost(self, rq_id: str, rq_job: RQJob | None) -> str:
+        if rq_job is None:
+            return LOST_BY_QUEUE
+        status = rq_job.get_status(refresh=False)
+        if status == "finished":
+            return ""  # execute() ran: it ended the Job row, or found it ended already
+        if status == "started":
+            return "" if rq_job.worker_name in self.live_workers else LOST_WITH_WORKER
+        if status not in RQ_WAITING:
+            return LOST_BY_QUEUE  # failed, stopped, canceled: execute() will not run
+        if rq_id not in self.taken:
+            return ""  # still waiting in the queue, however long the backlog
+        # Taken off the queue by a worker that has not started it yet: normally milliseconds.
+        holders = {e.worker_name for e in rq_job.get_executions()}
+        if holders & self.live_workers:
+            return ""
+        self.intermediate.set_first_seen(rq_id)
+        first_seen = self.intermediate.get_first_seen(rq_id)
+        if first_seen is not None and self.now - first_seen < self.stale:
+            return ""
+        return LOST_WITH_WORKER
 
 
 def jobs_reconcile(stale_seconds: float) -> int:
-    """Fail jobs whose worker died or that the queue lost, and settle VMs left busy."""
+    """Fail jobs whose worker died or that the queue lost, and settle VMs left busy.
+
+    A job is failed only through `job_fail`'s conditional update, so one that a worker ended
+    meanwhile keeps its outcome (and what it made). A queued job is lost only when the queue
+    will never run it: RQ does not hold it, or holds it for a worker that stopped heartbeating;
+    a long backlog is not a loss."""
     cutoff = timezone.now() - timedelta(seconds=stale_seconds)
     ended = 0
     for job in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).select_related(
         "vm", "user"
     ):
-        job_fail(job, "The worker carrying out this job stopped before it ended.")
-        ended += 1
-    for job in Job.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff).select_related(
-        "vm", "user"
-    ):
-        if not rq_job_alive(job.rq_id):
-            job_fail(job, "The task queue lost this job before a worker took it.")
-            ended += 1
+        ended += job_fail(job, "The worker carrying out this job stopped before it ended.")
+    queued = list(
+        Job.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff).select_related(
+            "vm", "user"
+        )
+    )
+    if queued:
+        lost = QueueView(stale_seconds).lost([job.rq_id for job in queued if job.rq_id])
+        for job in queued:
+            why = lost.get(job.rq_id) if job.rq_id else LOST_BY_QUEUE
+            if why:
+                ended += job_fail(job, why)
     active = vms_with_active_jobs()
     busy = VirtualMachine.objects.filter(status__in=BUSY_STATUSES, status_changed_at__lt=cutoff)
     for vm_id in busy.exclude(pk__in=active).values_list("pk", flat=True):
@@ -229,16 +308,29 @@ def snapshots_unlock(cutoff, active_vm_ids: set[int]) -> None:
 
 
 class Monitor:
-    """Watches every host; `run()` until `stop` is set."""
+    """Watches every host; `run()` until `stop` is set.
 
-    def __init__(self, *, poll_seconds: float | None = None, stale_seconds: float | None = None):
+    Each host is connected to and polled in a thread of its own, bounded by a connect timeout
+    and libvirt's keepalive; a host still being polled is skipped by the next cycle rather than
+    waited for, so one silent host never holds up the others. Dead jobs are reconciled by a
+    thread of their own on the poll's schedule."""
+
+    def __init__(
+        self,
+        *,
+        poll_seconds: float | None = None,
+        stale_seconds: float | None = None,
+        connect_timeout: float | None = None,
+    ):
         self.poll_seconds = poll_seconds or settings.VIREO_MONITOR_POLL_SECONDS
         self.stale_seconds = stale_seconds or settings.VIREO_JOB_STALE_SECONDS
+        self.connect_timeout = connect_timeout or settings.VIREO_HOST_CONNECT_TIMEOUT
         self.events: queue.Queue = queue.Queue()
         self.watched: dict[int, hypervisor.Connection] = {}
         self.prepared: set[int] = set()  # test hosts whose node file this process wrote
+        self.polling: dict[int, Future] = {}  # host id -> its poll, while it runs
         self.stop = threading.Event()
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="monitor-host")
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="monitor-host")
 
     def _on_lifecycle(self, host_id: int):
         def callback(event: hypervisor.LifecycleEvent) -> None:
@@ -248,12 +340,13 @@ class Monitor:
 
     def host_poll(self, host: Host, busy_ids: set[int]) -> None:
         """Connect (registering for events on a new connection), then reconcile the host."""
+        seen_at = timezone.now()  # the domain list is as of now: newer changes win over it
         try:
             if host.pk not in self.prepared:
                 # Once per process: after an outage the host's own state is the truth again.
                 testhosts.node_file_write(host)
                 self.prepared.add(host.pk)
-            conn = hypervisor.connect(host.uri)
+            conn = hypervisor.connect(host.uri, timeout=self.connect_timeout)
             if host.pk not in self.watched and testhosts.node_file(host) is not None:
                 testhosts.chains_adopt(host, conn)
             fresh = self.watched.get(host.pk) is not conn
@@ -261,15 +354,16 @@ class Monitor:
                 conn.on_lifecycle(self._on_lifecycle(host.pk))
                 self.watched[host.pk] = conn
             info = conn.host_info() if fresh or host.status != HostStatus.UP else None
+            seen_at = timezone.now()
             domains = conn.list_domains()
         except (hypervisor.HypervisorError, OSError) as exc:
             self.watched.pop(host.pk, None)
-            host_unreachable(host, str(exc), busy_ids)
+            host_unreachable(host, str(exc), busy_ids, seen_at)
             return
         finally:
             db_tidy()
         host_reachable(host, info)
-        host_vms_sync(host, domains, busy_ids)
+        host_vms_sync(host, domains, busy_ids, seen_at)
         try:
             storage_sync(host, conn)
         except hypervisor.HypervisorError as exc:
@@ -283,12 +377,23 @@ class Monitor:
         finally:
             db_tidy()
 
-    def cycle(self) -> None:
-        """One reconcile cycle: every host, then the jobs."""
+    def cycle(self, wait: float | None = None) -> int:
+        """Start a poll of every host not still being polled from an earlier cycle, and wait
+        up to `wait` seconds (the poll interval) for them; returns how many were started."""
         busy_ids = vms_with_active_jobs()
         hosts = list(Host.objects.exclude(status=HostStatus.MAINTENANCE).select_related("cluster"))
-        list(self.pool.map(lambda h: self._host_poll_thread(h, busy_ids), hosts))
-        jobs_reconcile(self.stale_seconds)
+        started = []
+        for host in hosts:
+            running = self.polling.get(host.pk)
+            if running is not None and not running.done():
+                log.info("host %s is still being polled; not polled again yet", host.name)
+                continue
+            self.polling[host.pk] = future = self.pool.submit(
+                self._host_poll_thread, host, busy_ids
+            )
+            started.append(future)
+        futures_wait(started, timeout=self.poll_seconds if wait is None else wait)
+        return len(started)
 
     def handle_event(self, host_id: int, uuid: str) -> None:
         """A lifecycle event: read the domain's state now and apply it."""
@@ -300,6 +405,7 @@ class Monitor:
         conn = self.watched.get(host_id)
         if vm is None or conn is None:
             return
+        seen_at = timezone.now()
         try:
             info = conn.get_domain(uuid)
             status = status_from_domain(info.state, info.has_managed_save)
@@ -308,7 +414,7 @@ class Monitor:
         except hypervisor.HypervisorError as exc:
             log.warning("event for %s on host %s not read: %s", uuid, host_id, exc)
             return
-        vm_apply(vm, status, vm.host)
+        vm_apply(vm, status, vm.host, seen_at=seen_at)
 
     def drain_events(self, until: float) -> None:
         while not self.stop.is_set():
@@ -331,13 +437,28 @@ class Monitor:
             self.drain_events(time.monotonic() + 1.0)
         db_tidy()
 
+    def _reconcile_forever(self) -> None:
+        while not self.stop.is_set():
+            try:
+                jobs_reconcile(self.stale_seconds)
+            except Exception:
+                log.exception("reconciling jobs failed")
+            finally:
+                db_tidy()
+            self.stop.wait(self.poll_seconds)
+
     def run(self) -> None:
-        """Poll every host each cycle while a second thread applies lifecycle events as they
-        come, so an event never waits for a slow poll."""
+        """Poll every host each cycle while one thread applies lifecycle events as they come
+        (an event never waits for a slow poll) and another reconciles dead jobs (they never
+        wait for a host)."""
         hypervisor.start_event_loop()
         log.info("monitor started: poll every %.1fs", self.poll_seconds)
-        events = threading.Thread(target=self._events_forever, name="monitor-events", daemon=True)
-        events.start()
+        helpers = [
+            threading.Thread(target=self._events_forever, name="monitor-events", daemon=True),
+            threading.Thread(target=self._reconcile_forever, name="monitor-jobs", daemon=True),
+        ]
+        for thread in helpers:
+            thread.start()
         while not self.stop.is_set():
             started = time.monotonic()
             try:
@@ -347,5 +468,7 @@ class Monitor:
             finally:
                 db_tidy()
             self.stop.wait(max(0.0, started + self.poll_seconds - time.monotonic()))
-        events.join(timeout=5)
-        self.pool.shutdown(wait=True)
+        for thread in helpers:
+            thread.join(timeout=5)
+        # A poll stuck on a silent host ends by its own timeout; it is not waited for.
+        self.pool.shutdown(wait=False, cancel_futures=True)

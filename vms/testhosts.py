@@ -3,13 +3,19 @@
 The test driver keeps its state inside the one process that opened it, so a test host is
 served by the process that runs the monitor (and, for the demo, the worker beside it). When
 that process starts, each test host's node file (`test:///abs/path.xml`) is written from the
-inventory, so the host comes back holding the VMs, states and volumes the portal knows.
+inventory, so the host comes back holding the VMs, states and volumes the portal knows: read
+from one snapshot, without what queued jobs have still to make, with each VM as its last job
+or its host left it.
 """
 
+from contextlib import contextmanager
 from pathlib import Path
+
+from django.db import connection, transaction
 
 import hypervisor
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
+from storage.choices import DiskStatus
 from storage.models import Disk, StorageDomain
 
 from .choices import VMStatus
@@ -37,12 +43,62 @@ def node_file(host: Host) -> Path | None:
     return None
 
 
+@contextmanager
+def _one_view():
+    """Read everything a node file needs from one snapshot of the database, so a job that moves
+    on meanwhile cannot make it half old and half new (PostgreSQL: REPEATABLE READ)."""
+    if connection.in_atomic_block:
+        yield  # already inside a transaction: read in it
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
+def _vm_state(vm, waiting: dict[int, str]) -> tuple[str, bool]:
+    """(domain state, has managed save) for a VM as the host holds it: a VM whose job is still
+    queued is as it was before the job (which has not touched the host); an Unknown VM as it
+    was when its host stopped answering."""
+    status = waiting.get(vm.pk, vm.status)
+    if status == VMStatus.UNKNOWN:
+        status = vm.last_known_status or (VMStatus.UP if vm.started_at else VMStatus.DOWN)
+    state = _STATE_FOR_STATUS.get(status, hypervisor.DomainState.SHUTOFF)
+    return state, status in (VMStatus.SUSPENDED, VMStatus.RESTORING_STATE)
+
+
 def node_xml(host: Host) -> str:
-    """The test driver's node description of `host` as the inventory knows it."""
+    """The test driver's node description of `host` as the inventory knows it: what its jobs
+    have made so far, in the states they left, all read from one snapshot."""
+    with _one_view():
+        return _node_xml(host)
+
+
+def _node_xml(host: Host) -> str:
+    from portal.models import Job, JobStatus
+
     from .jobs import vm_domain_spec
 
+    active = list(
+        Job.objects.filter(status__in=Job.ACTIVE).values_list(
+            "kind", "status", "vm_id", "result_vm_id", "params"
+        )
+    )
+    # VMs a job is making: not defined on the host yet, nor the disks it has still to make.
+    making = {vm_id for kind, _s, vm_id, _r, _p in active if kind == "vm_create"}
+    making |= {result_vm_id for *_x, result_vm_id, _p in active if result_vm_id}
+    waiting = {
+        vm_id: params["from_status"]
+        for _k, status, vm_id, _r, params in active
+        if status == JobStatus.QUEUED and vm_id and (params or {}).get("from_status")
+    }
     pools = []
-    disks = Disk.objects.filter(host=host).select_related("storage_domain")
+    disks = [
+        d
+        for d in Disk.objects.filter(host=host).select_related("storage_domain")
+        if not (d.vm_id in making and d.status == DiskStatus.LOCKED)
+    ]
     extra = _snapshot_volumes(host)
     for domain in StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id):
         volumes = tuple(
@@ -67,14 +123,10 @@ def node_xml(host: Host) -> str:
                 volumes=volumes,
             )
         )
-    domains = [
-        TestDomain(
-            spec=vm_domain_spec(vm),
-            state=_STATE_FOR_STATUS.get(vm.status, hypervisor.DomainState.SHUTOFF),
-            has_managed_save=vm.status in (VMStatus.SUSPENDED, VMStatus.RESTORING_STATE),
-        )
-        for vm in host.vms.prefetch_related("disks__storage_domain")
-    ]
+    domains = []
+    for vm in host.vms.exclude(pk__in=making).prefetch_related("disks__storage_domain"):
+        state, saved = _vm_state(vm, waiting)
+        domains.append(TestDomain(spec=vm_domain_spec(vm), state=state, has_managed_save=saved))
     return render_node_xml(
         hostname=host.name, cpus=16, memory_mb=64 * 1024, pools=pools, domains=domains
     )

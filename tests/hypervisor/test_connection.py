@@ -3,6 +3,7 @@
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -112,6 +113,34 @@ def test_unreachable_uri(uri):
         hypervisor.connect(uri)
     assert exc.value.message and str(exc.value) == exc.value.message
     assert isinstance(exc.value.code, int)
+
+
+def test_a_host_that_never_answers_is_unreachable_within_the_timeout(silent_host):
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable, match=r"did not answer within 0\.5 seconds"):
+        hypervisor.connect(silent_host.uri, timeout=0.5)
+    assert time.monotonic() - started < 3
+    assert len(silent_host.accepted) == 1
+    # The attempt given up on still waits: no second one piles up behind it.
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable, match="still not answered an earlier connection"):
+        hypervisor.connect(silent_host.uri, timeout=0.5)
+    assert time.monotonic() - started < 0.4
+    assert len(silent_host.accepted) == 1
+    silent_host.close()  # the host hangs up: the waiting attempt ends, a new one may start
+    deadline = time.monotonic() + 5
+    while True:
+        with pytest.raises(HostUnreachable) as exc:
+            hypervisor.connect(silent_host.uri, timeout=2)
+        if "earlier connection" not in str(exc.value):
+            break
+        assert time.monotonic() < deadline, "the abandoned attempt never ended"
+        time.sleep(0.05)
+
+
+def test_a_connect_timeout_does_not_slow_a_host_that_answers(node_uri):
+    conn = hypervisor.connect(node_uri, timeout=5)
+    assert conn.is_alive() and conn.list_domains()
 
 
 # -- domains -------------------------------------------------------------------------------------
