@@ -8,6 +8,7 @@
   // event does not bubble: a row's change refreshes the row, never the table around it.
   let socket = null, subscribed = new Set(), retry = 500, sessionEnded = false;
   let frames = [];  // frames sent and not yet answered, oldest first
+  const refused = new Set();  // topics the server refused: offered again after a grant
   const dot = () => document.getElementById("live-dot");
   const liveTopics = (el) => el.dataset.live.split(/\s+/).filter(Boolean);
 
@@ -79,6 +80,7 @@
     socket.onopen = () => {
       const reconnect = subscribed.size > 0 || sessionEnded;
       subscribed = new Set();
+      refused.clear();
       frames = [];
       retry = 500;
       sessionEnded = false;
@@ -89,6 +91,12 @@
     };
     socket.onmessage = (e) => {
       const msg = JSON.parse(e.data);
+      (msg.refused || []).forEach(t => refused.add(t));
+      if (msg.topic === "grants") {  // the user's permissions changed: they may follow more now
+        refused.forEach(t => subscribed.delete(t));
+        refused.clear();
+        subscribeNew();
+      }
       if (msg.topic) changed(msg.topic);
       const answered = ("subscribed" in msg || "unsubscribed" in msg || "error" in msg) && frames.shift();
       // Refused for sending too fast: take the frame back and send it again in a moment.
