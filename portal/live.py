@@ -4,16 +4,16 @@ Topics are short strings ("vm.12", "vms", "job.7", "events", "hosts", "storage")
 subscribe to topics over the websocket and, on a message, re-fetch the row or panel through a
 normal view, so every permission check stays in views.
 
-Each process publishes through one long-lived channel layer running on an event loop in a
-thread of its own (`Publisher`): an update costs a few Redis round trips on connections that
-stay open, not a new event loop and connection each time. Messages are channels-redis's own
-`group_send`, which is what the consumers receive.
+Each process publishes through one `Publisher`: channels-redis's own group_send (its key names,
+serializer and Lua script, so consumers receive exactly what they always did) done with a
+synchronous Redis client whose connections stay open. An update costs two pipelined round trips
+for all of its topics, not a new event loop and Redis connection each time.
 """
 
-import asyncio
 import logging
-import os
 import threading
+import time
+from collections import defaultdict
 
 from asgiref.sync import async_to_sync
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
@@ -23,103 +23,148 @@ from django.db import transaction
 
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT = 10.0  # seconds a caller waits for one update before giving it up
 # Topics every socket may follow without a permission check: they carry no data and reach
 # only the user's own sockets (through the user group). "grants": the user's permissions
 # changed, lists may hold more or fewer objects.
 OWN_TOPICS = frozenset({"grants"})
 
+# channels_redis.core.RedisChannelLayer.group_send's script (channels-redis 4.3, pinned): add
+# the message to each channel's sorted set unless the channel is at capacity.
+GROUP_SEND_LUA = """
+    local over_capacity = 0
+    local current_time = ARGV[#ARGV - 1]
+    local expiry = ARGV[#ARGV]
+    for i=1,#KEYS do
+        if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
+            redis.call('ZADD', KEYS[i], current_time, ARGV[i])
+            redis.call('EXPIRE', KEYS[i], expiry)
+        else
+            over_capacity = over_capacity + 1
+        end
+    end
+    return over_capacity
+"""
+
+
+def _sync_pool(host: dict):
+    """A synchronous redis-py pool for one of the layer's hosts (the same options)."""
+    import redis
+
+    host = dict(host)
+    address = host.pop("address", None)
+    if address is not None:
+        return redis.ConnectionPool.from_url(address, **host)
+    return redis.ConnectionPool(**host)
+
 
 class Publisher:
-    """One channel layer per process on an event loop in a daemon thread. `run` hands it a
-    coroutine and waits for the result, so callers stay synchronous and ordered. A forked child
-    (an RQ work horse) and a changed CHANNEL_LAYERS setting start a fresh one."""
+    """channels-redis's group_send for the process, synchronous, on connections that stay
+    open (redis-py's pools reconnect after a fork by themselves). The layer instance is used
+    only for its naming, hashing and serializer; it never opens a connection itself."""
 
     def __init__(self) -> None:
-        self._inherited: list = []
-        self._forget()
-
-    def _forget(self) -> None:
-        # A forked child keeps its parent's loop and layer referenced, never closed: their
-        # sockets are the parent's.
-        self._inherited.append((getattr(self, "_loop", None), getattr(self, "_layer", None)))
         self._lock = threading.Lock()
-        self._pid = None
-        self._loop = None
         self._layer = None
+        self._clients = None
+        self._last_score = 0.0
 
-    @staticmethod
-    def _serve(loop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()  # channels-redis's hook on close closes this loop's connections
-
-    def _start(self) -> None:
-        loop = asyncio.new_event_loop()
-        threading.Thread(
-            target=self._serve, args=(loop,), name="vireo-live-publisher", daemon=True
-        ).start()
-        self._loop, self._pid = loop, os.getpid()
-        self._layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-
-    def run(self, make_coroutine, timeout: float = SEND_TIMEOUT):
-        """Run `make_coroutine(layer)` on the publisher's loop and return its result."""
+    def _ready(self):
         with self._lock:
-            if self._loop is None or self._pid != os.getpid():
-                self._start()
-            loop, layer = self._loop, self._layer
-        future = asyncio.run_coroutine_threadsafe(make_coroutine(layer), loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
+            if self._layer is None:
+                import redis
 
-    def stop(self) -> None:
-        """Close the layer's connections and end the loop's thread (settings changed)."""
+                layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+                self._clients = [redis.Redis(connection_pool=_sync_pool(h)) for h in layer.hosts]
+                self._layer = layer
+            return self._layer, self._clients
+
+    def _score(self) -> float:
+        # Strictly increasing: messages to one channel keep their order in its sorted set.
         with self._lock:
-            loop, pid = self._loop, self._pid
-            self._loop = self._layer = self._pid = None
-        if loop is not None and pid == os.getpid():
-            loop.call_soon_threadsafe(loop.stop)
+            self._last_score = max(time.time(), self._last_score + 1e-6)
+            return self._last_score
+
+    def group_send(self, messages: list[tuple[str, dict]]) -> None:
+        """Send each (group, message), in order, as RedisChannelLayer.group_send would."""
+        layer, clients = self._ready()
+        # 1. Each group's channels (dropping expired members): one round trip per shard.
+        groups_by_shard = defaultdict(list)
+        for group in dict.fromkeys(g for g, _ in messages):
+            assert layer.require_valid_group_name(group)
+            groups_by_shard[layer.consistent_hash(group)].append(group)
+        members: dict[str, list[str]] = {}
+        for shard, groups in groups_by_shard.items():
+            pipe = clients[shard].pipeline(transaction=False)
+            for group in groups:
+                key = layer._group_key(group)
+                pipe.zremrangebyscore(key, min=0, max=int(time.time()) - layer.group_expiry)
+                pipe.zrange(key, 0, -1)
+            found = pipe.execute()
+            for n, group in enumerate(groups):
+                members[group] = [m.decode("utf8") for m in found[2 * n + 1]]
+        # 2. Every message onto its channels' sorted sets: one round trip per shard.
+        pipes = {}
+        for group, message in messages:
+            to_shard, key_message, key_capacity = layer._map_channel_keys_to_connection(
+                members[group], message
+            )
+            for shard, keys in to_shard.items():
+                if shard not in pipes:
+                    pipes[shard] = clients[shard].pipeline(transaction=False)
+                pipe = pipes[shard]
+                for key in keys:
+                    pipe.zremrangebyscore(key, min=0, max=int(time.time()) - int(layer.expiry))
+                args = [key_message[k] for k in keys] + [key_capacity[k] for k in keys]
+                pipe.eval(GROUP_SEND_LUA, len(keys), *keys, *args, self._score(), layer.expiry)
+        for pipe in pipes.values():
+            pipe.execute()
+
+    def reset(self) -> None:
+        """Forget the layer and close the connections (the CHANNEL_LAYERS setting changed)."""
+        with self._lock:
+            clients, self._layer, self._clients = self._clients, None, None
+        for client in clients or ():
+            client.close()
+            client.connection_pool.disconnect()
 
 
 publisher = Publisher()
-os.register_at_fork(after_in_child=publisher._forget)
 
 
 def _on_setting_changed(setting, **kwargs):
     if setting == "CHANNEL_LAYERS":
-        publisher.stop()
+        publisher.reset()
 
 
 setting_changed.connect(_on_setting_changed)
 
 
-def _network_layer() -> bool:
-    """Whether the configured layer is one processes share (Redis): the in-memory layer of a
-    test setting lives in one process's one instance, which only get_channel_layer gives."""
-    config = getattr(settings, "CHANNEL_LAYERS", {}).get(DEFAULT_CHANNEL_LAYER)
-    return bool(config) and "InMemory" not in config.get("BACKEND", "")
+def _redis_layer() -> bool:
+    """Whether the configured layer is channels-redis's RedisChannelLayer on plain hosts (the
+    publisher's format); any other (in-memory, pub/sub, sentinel) goes through the layer."""
+    config = getattr(settings, "CHANNEL_LAYERS", {}).get(DEFAULT_CHANNEL_LAYER) or {}
+    hosts = config.get("CONFIG", {}).get("hosts") or []
+    return config.get("BACKEND") == "channels_redis.core.RedisChannelLayer" and not any(
+        isinstance(h, dict) and "master_name" in h for h in hosts
+    )
 
 
 def _group_send(messages: list[tuple[str, dict]]) -> None:
-    """Send each (group, message) in order through the process's publisher."""
+    """Send each (group, message) in order."""
     if not messages or DEFAULT_CHANNEL_LAYER not in getattr(settings, "CHANNEL_LAYERS", {}):
         return
+    if _redis_layer():
+        publisher.group_send(messages)
+        return
+    layer = get_channel_layer()
+    if layer is None:
+        return
 
-    async def send(layer):
+    async def send():
         for group, message in messages:
             await layer.group_send(group, message)
 
-    if _network_layer():
-        publisher.run(send)
-    else:
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(send)(layer)
+    async_to_sync(send)()
 
 
 def group_name(topic: str) -> str:
