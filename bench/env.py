@@ -22,7 +22,10 @@ class BenchEnv:
         parts = urlsplit(source)
         if not parts.scheme.startswith("postgres"):
             raise SystemExit(f"bench needs PostgreSQL; DATABASE_URL is {source!r}")
-        self.db_name = os.environ.get("BENCH_DB_NAME", "vireo_bench")
+        # A helper's own prefix (VIREO_CHANNEL_PREFIX=vireo_x) gives its own bench database.
+        prefix = os.environ.get("VIREO_CHANNEL_PREFIX", "vireo")
+        default_db = "vireo_bench" if prefix == "vireo" else f"{prefix}_bench"
+        self.db_name = os.environ.get("BENCH_DB_NAME", default_db)
         self.database_url = urlunsplit(parts._replace(path=f"/{self.db_name}"))
         self._server = parts
         redis = urlsplit(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL))

@@ -145,6 +145,12 @@ def part_shutdown(user) -> dict:
     print(f"VM statuses after: {r['vm_statuses']}; Job rows: {r['job_statuses']}")
     print(f"domain states on the hosts: {r['domain_states']}")
     print(f"all {r['vms']} VMs Down: {'yes' if r['all_down'] else 'NO'}")
+    r["live_cost"] = cost = shutdown.live_cost()
+    print(
+        f"one live update (3 topics), median of 200: {cost['publisher']:.2f} ms through the "
+        f"process's publisher, {cost['own_loop']:.2f} ms with an event loop and connection of its "
+        "own (the way before)"
+    )
     return r
 
 
@@ -189,7 +195,8 @@ def summary(seed, results: dict, wall: float) -> None:
     if sd := results.get("shutdown"):
         print(
             f"{'500 shutdowns, 1 worker':22} {sd['work_s']:.1f} s, {sd['jobs_per_s']:.1f} jobs/s, "
-            f"all Down: {'yes' if sd['all_down'] else 'NO'}"
+            f"all Down: {'yes' if sd['all_down'] else 'NO'}; a live update "
+            f"{sd['live_cost']['publisher']:.2f} ms (was {sd['live_cost']['own_loop']:.2f} ms)"
         )
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")

@@ -126,3 +126,36 @@ def measure(user, *, vms: int = 500, hosts: int = 5) -> dict:
         "domain_states": dict(domain_states),
         "all_down": statuses.get(VMStatus.DOWN, 0) == len(vm_ids),
     }
+
+
+def _send_with_own_loop(*topics: str) -> None:
+    """How portal.live.send_now sent before issue 7 item 20: a fresh event loop (async_to_sync)
+    and so a fresh Redis connection for every update. Kept here only to compare against."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+
+    async def send():
+        for topic in dict.fromkeys(topics):
+            await layer.group_send(
+                portal.live.group_name(topic), {"type": "live.changed", "topic": topic}
+            )
+
+    async_to_sync(send)()
+
+
+def live_cost(*, rounds: int = 200) -> dict:
+    """Milliseconds per live update of a job's topics (job.N, jobs, vm.N), the publisher against
+    the old own-loop-per-update way, alternating so that the machine's load weighs on both."""
+    import statistics
+
+    timings: dict[str, list[float]] = {"publisher": [], "own_loop": []}
+    ways = {"publisher": portal.live.send_now, "own_loop": _send_with_own_loop}
+    for n in range(rounds):
+        topics = (f"job.{n}", "jobs", f"vm.{n}")
+        for name, send in ways.items():
+            started = time.perf_counter()
+            send(*topics)
+            timings[name].append((time.perf_counter() - started) * 1000)
+    return {name: statistics.median(values) for name, values in timings.items()}

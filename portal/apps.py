@@ -3,3 +3,8 @@ from django.apps import AppConfig
 
 class PortalConfig(AppConfig):
     name = "portal"
+
+    def ready(self) -> None:
+        from .live import connect_signals
+
+        connect_signals()

@@ -102,12 +102,29 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
 # Services enqueue from their own on-commit callback (portal.tasks), so RQ enqueues at once.
 RQ = {"COMMIT_MODE": "auto"}
+# Each consumer blocks on Redis for channels-redis's 5 s pop; redis-py 8 defaults the socket
+# timeout to the same 5 s, which killed every socket (channels_redis#422). A read timeout well
+# above the pop keeps a dead Redis detectable without cutting the blocking read.
+LIVE_REDIS_SOCKET_TIMEOUT = 20
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("VIREO_CHANNEL_PREFIX", "vireo")},
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": LIVE_REDIS_SOCKET_TIMEOUT,
+                    "socket_connect_timeout": 5,
+                    "health_check_interval": 30,
+                }
+            ],
+            "prefix": os.environ.get("VIREO_CHANNEL_PREFIX", "vireo"),
+        },
     }
 }
+# How often an open websocket re-checks that its session is still valid (logout elsewhere,
+# password change, account disabled).
+VIREO_LIVE_SESSION_CHECK_SECONDS = float(os.environ.get("VIREO_LIVE_SESSION_CHECK_SECONDS", "60"))
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # refuses a locked-out login before the others

@@ -4,28 +4,71 @@
   "use strict";
 
   // ---- Live updates -------------------------------------------------------------------
-  // Elements carry data-live="topic topic..." plus hx-get/hx-trigger="vireo:changed".
-  let socket = null, subscribed = new Set(), retry = 500;
+  // Elements carry data-live="topic topic..." plus hx-get/hx-trigger="vireo:changed". The
+  // event does not bubble: a row's change refreshes the row, never the table around it.
+  let socket = null, subscribed = new Set(), retry = 500, sessionEnded = false;
+  let frames = [];  // frames sent and not yet answered, oldest first
+  const refused = new Set();  // topics the server refused: offered again after a grant
   const dot = () => document.getElementById("live-dot");
+  const liveTopics = (el) => el.dataset.live.split(/\s+/).filter(Boolean);
 
   function topicsOnPage() {
     const topics = new Set();
-    document.querySelectorAll("[data-live]").forEach(el =>
-      el.dataset.live.split(/\s+/).filter(Boolean).forEach(t => topics.add(t)));
+    document.querySelectorAll("[data-live]").forEach(el => liveTopics(el).forEach(t => topics.add(t)));
     return topics;
   }
 
+  // Follow what the page now shows and stop following what it no longer shows.
   function subscribeNew() {
     if (!socket || socket.readyState !== WebSocket.OPEN) return;
-    const fresh = [...topicsOnPage()].filter(t => !subscribed.has(t));
-    if (!fresh.length) return;
+    const onPage = topicsOnPage();
+    const fresh = [...onPage].filter(t => !subscribed.has(t));
+    const gone = [...subscribed].filter(t => !onPage.has(t));
+    if (!fresh.length && !gone.length) return;
     fresh.forEach(t => subscribed.add(t));
-    socket.send(JSON.stringify({subscribe: fresh}));
+    gone.forEach(t => subscribed.delete(t));
+    const frame = {subscribe: fresh, unsubscribe: gone};
+    frames.push(frame);
+    socket.send(JSON.stringify(frame));
   }
+
+  // Requests in flight, by the element that made them. An element is not refreshed while a
+  // request of its own or of an element inside it (a card's button) is in flight: the swap
+  // would orphan that request and lose its answer. It is refreshed once they end.
+  const inFlight = new Map(), deferred = new Set();
+  const busy = (el) => [...inFlight.keys()].some(e => el === e || el.contains(e));
+
+  function refresh(el) {
+    if (busy(el)) { deferred.add(el); return; }
+    el.dispatchEvent(new CustomEvent("vireo:changed", {bubbles: false}));
+  }
+
+  // The element now on the page in place of `el` (a swap replaces it).
+  function current(el) {
+    if (el.isConnected) return el;
+    if (el.id) return document.getElementById(el.id);
+    const get = el.getAttribute("hx-get");
+    return [...document.querySelectorAll("[data-live]")].find(e =>
+      e.dataset.live === el.dataset.live && e.getAttribute("hx-get") === get) || null;
+  }
+
+  document.body.addEventListener("htmx:beforeRequest", (e) => inFlight.set(e.detail.elt, Date.now()));
+  document.body.addEventListener("htmx:afterRequest", (e) => {
+    inFlight.delete(e.detail.elt);
+    const now = Date.now();
+    inFlight.forEach((since, elt) => {  // a request that never ended (cancelled, element gone)
+      if (!elt.isConnected || now - since > 30000) inFlight.delete(elt);
+    });
+    [...deferred].forEach(el => {
+      deferred.delete(el);
+      const now = current(el);
+      if (now) setTimeout(() => refresh(now), 0);  // after htmx has settled the swap
+    });
+  });
 
   function changed(topic) {
     document.querySelectorAll("[data-live]").forEach(el => {
-      if (el.dataset.live.split(/\s+/).includes(topic)) htmx.trigger(el, "vireo:changed");
+      if (liveTopics(el).includes(topic)) refresh(el);
     });
   }
 
@@ -35,29 +78,53 @@
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + path);
     socket.onopen = () => {
-      const reconnect = subscribed.size > 0;
+      const reconnect = subscribed.size > 0 || sessionEnded;
       subscribed = new Set();
+      refused.clear();
+      frames = [];
       retry = 500;
+      sessionEnded = false;
       dot() && dot().classList.add("on");
       subscribeNew();
       // Anything may have changed while we were away.
-      if (reconnect) document.querySelectorAll("[data-live]").forEach(el => htmx.trigger(el, "vireo:changed"));
+      if (reconnect) document.querySelectorAll("[data-live]").forEach(refresh);
     };
     socket.onmessage = (e) => {
       const msg = JSON.parse(e.data);
+      (msg.refused || []).forEach(t => refused.add(t));
+      if (msg.topic === "grants") {  // the user's permissions changed: they may follow more now
+        refused.forEach(t => subscribed.delete(t));
+        refused.clear();
+        subscribeNew();
+      }
       if (msg.topic) changed(msg.topic);
+      const answered = ("subscribed" in msg || "unsubscribed" in msg || "error" in msg) && frames.shift();
+      // Refused for sending too fast: take the frame back and send it again in a moment.
+      if (msg.error && answered && !("subscribed" in msg)) {
+        (answered.subscribe || []).forEach(t => subscribed.delete(t));
+        (answered.unsubscribe || []).forEach(t => subscribed.add(t));
+        setTimeout(subscribeNew, 1000);
+      }
       // Something busy may have finished between rendering and subscribing: fetch it once more.
       if (msg.subscribed) {
         const fresh = new Set(msg.subscribed);
         document.querySelectorAll("[data-busy][data-live]").forEach(el => {
-          if (el.dataset.live.split(/\s+/).some(t => fresh.has(t))) htmx.trigger(el, "vireo:changed");
+          if (liveTopics(el).some(t => fresh.has(t))) refresh(el);
         });
       }
       // A permission was taken away: show the page as the user may now see it.
       if (msg.revoked && msg.revoked.length) location.reload();
     };
-    socket.onclose = () => {
+    socket.onclose = (e) => {
       dot() && dot().classList.remove("on");
+      if (e.code === 4401) {
+        // The server ended the session's socket (logout, password change): try once more
+        // with the cookie the browser now holds; if that is refused, the session is over.
+        sessionEnded = true;
+        setTimeout(connect, 1500);
+        return;
+      }
+      if (sessionEnded) { location.reload(); return; }  // shows the login page
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 10000);
     };

@@ -340,7 +340,7 @@ async def test_malformed_requests_and_topics_are_refused():
     for bad in ({"subscribe": "vms"}, {"topics": ["vms"]}, ["vms"]):
         await communicator.send_json_to(bad)
         assert await communicator.receive_json_from(timeout=5) == {
-            "error": 'send {"subscribe": [topics]}'
+            "error": 'send {"subscribe": [topics]} or {"unsubscribe": [topics]}'
         }
     malformed = ["VM.1", "vm.1.2.3", "vm.x", "vm..1", "", "vm 1", "live.vm.1*"]
     reply = await subscribe(communicator, [*malformed, 7, None, "nosuchkind.1", "vm.999999"])
