@@ -3,6 +3,7 @@ Redis db, its own VAR_DIR (test-driver node files), all set in os.environ before
 """
 
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -69,7 +70,10 @@ class BenchEnv:
             "VIREO_CHANNEL_PREFIX": "vireo-bench",
             # Production-like: DEBUG off (no template debug, no query log).
             "VIREO_DEBUG": os.environ.get("VIREO_DEBUG", "0"),
-            "VIREO_SECRET_KEY": os.environ.get("VIREO_SECRET_KEY", "bench-only-not-a-secret"),
+            "VIREO_SECRET_KEY": os.environ.get("VIREO_SECRET_KEY", secrets.token_urlsafe(50)),
+            # Served over plain HTTP on loopback: no redirect to HTTPS, cookies sent over HTTP.
+            "VIREO_SSL_REDIRECT": "0",
+            "VIREO_SECURE_COOKIES": "0",
             "VIREO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
             "VIREO_LOG_LEVEL": os.environ.get("VIREO_LOG_LEVEL", "WARNING"),
             "PYTHONPATH": os.pathsep.join(
