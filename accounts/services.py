@@ -7,7 +7,7 @@ import re
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm
 
@@ -175,13 +175,24 @@ def _role_validate(name: str, actions, exclude_pk=None) -> tuple[str, list[str]]
     return name, actions
 
 
+def _role_save(role: Role) -> Role:
+    """Save a role; a name another request took meanwhile (in any case) is a refusal. The
+    check in _role_validate answers the common case, the unique constraint the race."""
+    try:
+        with transaction.atomic():
+            role.save()
+    except IntegrityError:
+        raise ActionRefused(f"A role named {role.name} already exists.") from None
+    return role
+
+
 def role_create(*, user, name: str, description: str, is_admin: bool, actions) -> Role:
     """New custom role."""
     if not can(user, "manage_roles", System.get()):
         raise ActionRefused("You may not create roles.")
     name, actions = _role_validate(name, actions)
     with transaction.atomic():
-        role = Role.objects.create(name=name, description=description[:1000], is_admin=is_admin)
+        role = _role_save(Role(name=name, description=description[:1000], is_admin=is_admin))
         _role_actions_set(role, actions)
         event_record(
             action="add_role",
@@ -209,7 +220,7 @@ def role_update(
             raise ActionRefused(f"{role.name} is a built-in role; it cannot be edited.")
         name, actions = _role_validate(name, actions, exclude_pk=role.pk)
         role.name, role.description, role.is_admin = name, description[:1000], is_admin
-        role.save()
+        _role_save(role)
         _role_actions_set(role, actions)
         event_record(
             action="edit_role",

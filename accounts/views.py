@@ -11,7 +11,9 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 
 from portal.access import admin_portal_required
+from portal.converters import parse_id
 from portal.errors import ActionRefused
+from portal.search import SEARCH_MAX, SearchError, search_text
 from portal.views import modal_done
 from vms.choices import VMAction
 from vms.selectors import can_create_vm, vm_rows
@@ -76,11 +78,12 @@ def permission_add(request, kind: str, pk: int):
     obj = _target(request, kind, pk, "manage_permissions")
     roles = services.assignable_roles(request.user, obj)
     q = request.GET.get("q", request.POST.get("q", ""))
-    users, groups = (
-        services.principals_search(q)
-        if "q" in request.GET or request.method == "POST"
-        else ([], [])
-    )
+    users, groups, search_error = [], [], None
+    if "q" in request.GET or request.method == "POST":
+        try:
+            users, groups = services.principals_search(search_text(q))
+        except SearchError as exc:
+            search_error = str(exc)
     error = None
     if request.method == "POST":
         chosen = request.POST.getlist("principal")
@@ -102,7 +105,8 @@ def permission_add(request, kind: str, pk: int):
                     principals = principals.filter(is_active=True).exclude(
                         username=guardian_settings.ANONYMOUS_USER_NAME
                     )
-                principal = principals.filter(pk=ident).first() if ident.isdigit() else None
+                pk = parse_id(ident)
+                principal = principals.filter(pk=pk).first() if pk is not None else None
                 if principal is None:
                     results.append(("error", "That user or group does not exist any more."))
                     continue
@@ -121,8 +125,9 @@ def permission_add(request, kind: str, pk: int):
         "roles": roles,
         "users": users,
         "groups": groups,
-        "q": q,
+        "q": q[:SEARCH_MAX],
         "searched": "q" in request.GET,
+        "search_error": search_error,
         "error": error,
     }
     return render(request, "accounts/_permission_add.html", context)
