@@ -87,7 +87,15 @@
     if (!box) return;
     const url = box.dataset.detailUrl.replace("/0/", "/" + id + "/");
     htmx.ajax("GET", url, {target: "#details-pane", swap: "innerHTML"});
-    history.replaceState(null, "", "?selected=" + id);
+    history.replaceState(null, "", addressWithSelected(id));
+  }
+
+  // The address bar keeps the list's search, sort and page; only `selected` changes.
+  function addressWithSelected(id) {
+    const params = new URLSearchParams(location.search);
+    if (id) params.set("selected", id); else params.delete("selected");
+    const query = params.toString();
+    return location.pathname + (query ? "?" + query : "");
   }
 
   function select(row, event) {
@@ -194,7 +202,7 @@
     selected = selected.filter(id => id !== elt.dataset.vm);
     if (elt.id === "vm-details") {
       elt.outerHTML = '<p class="hint">Select a virtual machine to see its details.</p>';
-      history.replaceState(null, "", location.pathname);
+      history.replaceState(null, "", addressWithSelected(null));
     } else {
       elt.remove();
     }
@@ -208,6 +216,15 @@
       : status === 403 ? "Refused: your session may have expired; reload the page." : "The request failed (" + status + ").";
     box.insertAdjacentHTML("beforeend", '<div class="msg error" role="status"></div>');
     box.lastChild.textContent = text;
+  });
+
+  // ---- Enter in a window's search box searches (clicks its Go button), never submits ----
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || !e.target.matches || !e.target.matches("input[data-enter-clicks]")) return;
+    e.preventDefault();
+    const scope = e.target.form || document;
+    const go = scope.querySelector('[data-enter-target="' + e.target.dataset.enterClicks + '"]');
+    if (go) go.click();
   });
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -113,6 +113,9 @@ class VirtualMachine(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "virtual machine"
+        # The search box's `memory > 2048`; `name = web*` has a pattern index on UPPER(name)
+        # (PostgreSQL only, made in migration 0004).
+        indexes = [models.Index(fields=["memory_mb"], name="vm_memory_idx")]
 
     def __str__(self) -> str:
         return self.name
