@@ -166,23 +166,27 @@ def vm_action(request, action: str):
             "remove_form": RemoveForm(),
         }
         return render(request, "vms/_action_dialog.html", context)
+    shutdown_form, remove_form = ShutdownForm(request.POST), RemoveForm(request.POST)
+    if not shutdown_form.is_valid():  # a reason no VM may keep (too long, NUL): nothing is done
+        return modal_done(
+            request, [("error", f"Reason: {e}") for e in shutdown_form.errors["reason"]]
+        )
+    remove_form.is_valid()  # a check box: always valid
     results = []
     for vm in vms:
         try:
             if action == VMAction.REMOVE:
-                form = RemoveForm(request.POST)
-                form.is_valid()
                 services.vm_remove(
                     vm_id=vm.pk,
                     user=request.user,
-                    remove_disks=form.cleaned_data.get("remove_disks", False),
+                    remove_disks=remove_form.cleaned_data["remove_disks"],
                 )
             else:
                 services.vm_action(
                     vm_id=vm.pk,
                     action=action,
                     user=request.user,
-                    reason=request.POST.get("reason", ""),
+                    reason=shutdown_form.cleaned_data["reason"],
                 )
         except ActionRefused as exc:
             results.append(("error", str(exc)))
