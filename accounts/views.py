@@ -6,6 +6,7 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group
+from django.core.validators import RegexValidator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
@@ -179,7 +180,17 @@ def configure(request):
 
 
 class RoleForm(forms.Form):
-    name = forms.CharField(max_length=126)
+    """Checks every field at once (the service checks again, and the name's uniqueness)."""
+
+    name = forms.CharField(
+        max_length=126,
+        validators=[
+            RegexValidator(
+                services.ROLE_NAME_RE,
+                "Role name is required: letters, digits, '-', '_' and '.', at most 126 characters.",
+            )
+        ],
+    )
     description = forms.CharField(max_length=1000, required=False)
     account_type = forms.ChoiceField(
         label="Account Type",
@@ -190,7 +201,7 @@ class RoleForm(forms.Form):
         label="Check Boxes to Allow Action",
         choices=list(ACTIONS.items()),
         widget=forms.CheckboxSelectMultiple,
-        required=False,
+        error_messages={"required": "Tick at least one action permission."},
     )
 
 

@@ -68,4 +68,6 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"revoked": revoked})
 
     async def live_changed(self, message):
-        await self.send_json({"topic": message["topic"]})
+        await self.send_json(
+            {"topic": message["topic"], **({"gone": True} if message.get("gone") else {})}
+        )

@@ -29,6 +29,22 @@
     });
   }
 
+  // The object behind `topic` was deleted (a removed VM): take its row, card and panes off the
+  // page instead of asking for them (which would only answer 404).
+  function gone(topic) {
+    document.querySelectorAll("[data-live]").forEach(el => {
+      if (!el.dataset.live.split(/\s+/).includes(topic)) return;
+      if (el.id === "vm-details") {
+        el.outerHTML = '<p class="hint">Select a virtual machine to see its details.</p>';
+        history.replaceState(null, "", addressWithSelected(null));
+      } else {
+        el.remove();
+      }
+    });
+    subscribed.delete(topic);
+    document.dispatchEvent(new CustomEvent("vireo:gone", {detail: {topic}}));
+  }
+
   function connect() {
     const path = document.body.dataset.ws;
     if (!path) return;
@@ -45,7 +61,8 @@
     };
     socket.onmessage = (e) => {
       const msg = JSON.parse(e.data);
-      if (msg.topic) changed(msg.topic);
+      if (msg.topic && msg.gone) gone(msg.topic);
+      else if (msg.topic) changed(msg.topic);
       // Something busy may have finished between rendering and subscribing: fetch it once more.
       if (msg.subscribed) {
         const fresh = new Set(msg.subscribed);
@@ -209,6 +226,11 @@
     paint();
   });
   document.body.addEventListener("htmx:afterSettle", () => { paint(); subscribeNew(); });
+  document.addEventListener("vireo:gone", (e) => {
+    const id = e.detail.topic.replace(/^vm\./, "");
+    selected = selected.filter(x => x !== id);
+    paint();
+  });
   document.body.addEventListener("htmx:responseError", (e) => {
     const box = document.getElementById("messages");
     const status = e.detail.xhr.status;

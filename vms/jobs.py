@@ -9,7 +9,7 @@ from django.utils import timezone
 
 import hypervisor
 from portal.audit import event_record
-from portal.live import broadcast
+from portal.live import broadcast, broadcast_gone
 from portal.models import Job, Phase, Severity
 from portal.tasks import job_handler, job_progress
 from storage.choices import DiskStatus
@@ -314,7 +314,8 @@ def vm_remove_job(job: Job) -> None:
             + (" with its disks." if remove_disks else "; its disks are now floating disks."),
         )
         vm.delete()
-        broadcast(f"vm.{job.vm_id}", "vms", "disks")
+        broadcast_gone(f"vm.{job.vm_id}")
+        broadcast("vms", "disks")
 
 
 def _create_failed(job: Job, message: str) -> None:
@@ -342,7 +343,8 @@ def _create_failed(job: Job, message: str) -> None:
     with transaction.atomic():
         vm.disks.all().delete()
         vm.delete()
-        broadcast(f"vm.{job.vm_id}", "vms", "disks")
+        broadcast_gone(f"vm.{job.vm_id}")
+        broadcast("vms", "disks")
 
 
 @job_handler("vm_create", on_fail=_create_failed)
@@ -396,7 +398,8 @@ def _clone_failed(job: Job, message: str) -> None:
         with transaction.atomic():
             clone.disks.all().delete()
             clone.delete()
-            broadcast(f"vm.{job.result_vm_id}", "vms", "disks")
+            broadcast_gone(f"vm.{job.result_vm_id}")
+            broadcast("vms", "disks")
     source = VirtualMachine.objects.filter(pk=job.vm_id).first()
     snapshot = _clone_snapshot(job)
     if snapshot is not None:
