@@ -10,6 +10,7 @@ for, and `RoleAction` rows are the role's actions, so the resolver can ask the d
 
 from django.contrib.auth.models import Permission
 from django.db import models
+from django.db.models.functions import Lower
 
 
 class System(models.Model):
@@ -35,6 +36,10 @@ class Role(models.Model):
 
     class Meta:
         ordering = ["-is_admin", "name"]
+        constraints = [
+            # "RaceRole" and "racerole" are one name: two requests racing cannot both create it.
+            models.UniqueConstraint(Lower("name"), name="role_name_unique_ci")
+        ]
 
     def __str__(self) -> str:
         return self.name

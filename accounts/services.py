@@ -7,7 +7,7 @@ import re
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm
 
@@ -182,6 +182,17 @@ def _role_validate(name: str, actions, exclude_pk=None) -> tuple[str, list[str]]
     return name, actions
 
 
+def _role_save(role: Role) -> Role:
+    """Save a role; a name another request took meanwhile (in any case) is a refusal. The
+    check in _role_validate answers the common case, the unique constraint the race."""
+    try:
+        with transaction.atomic():
+            role.save()
+    except IntegrityError:
+        raise ActionRefused(f"A role named {role.name} already exists.") from None
+    return role
+
+
 def role_create(*, user, name: str, description: str, is_admin: bool, actions) -> Role:
     """New custom role."""
     if not can(user, "manage_roles", System.get()):
@@ -189,7 +200,7 @@ def role_create(*, user, name: str, description: str, is_admin: bool, actions) -
     name, actions = _role_validate(name, actions)
     with transaction.atomic():
         description = text_check(description, "Description")[:1000]
-        role = Role.objects.create(name=name, description=description, is_admin=is_admin)
+        role = _role_save(Role(name=name, description=description, is_admin=is_admin))
         _role_actions_set(role, actions)
         event_record(
             action="add_role",
@@ -218,7 +229,7 @@ def role_update(
         name, actions = _role_validate(name, actions, exclude_pk=role.pk)
         description = text_check(description, "Description")[:1000]
         role.name, role.description, role.is_admin = name, description, is_admin
-        role.save()
+        _role_save(role)
         _role_actions_set(role, actions)
         event_record(
             action="edit_role",

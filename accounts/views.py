@@ -6,12 +6,15 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group
+from django.core.validators import RegexValidator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 
 from portal.access import admin_portal_required
+from portal.converters import parse_id
 from portal.errors import ActionRefused
+from portal.search import SEARCH_MAX, SearchError, search_text
 from portal.views import modal_done
 from vms.choices import VMAction
 from vms.selectors import can_create_vm, vm_rows
@@ -79,11 +82,12 @@ def permission_add(request, kind: str, pk: int):
     obj = _target(request, kind, pk, "manage_permissions")
     roles = services.assignable_roles(request.user, obj)
     q = request.GET.get("q", request.POST.get("q", ""))
-    users, groups = (
-        services.principals_search(q)
-        if "q" in request.GET or request.method == "POST"
-        else ([], [])
-    )
+    users, groups, search_error = [], [], None
+    if "q" in request.GET or request.method == "POST":
+        try:
+            users, groups = services.principals_search(search_text(q))
+        except SearchError as exc:
+            search_error = str(exc)
     error = None
     if request.method == "POST":
         chosen = request.POST.getlist("principal")
@@ -105,7 +109,8 @@ def permission_add(request, kind: str, pk: int):
                     principals = principals.filter(is_active=True).exclude(
                         username=guardian_settings.ANONYMOUS_USER_NAME
                     )
-                principal = principals.filter(pk=ident).first() if ident.isdigit() else None
+                pk = parse_id(ident)
+                principal = principals.filter(pk=pk).first() if pk is not None else None
                 if principal is None:
                     results.append(("error", "That user or group does not exist any more."))
                     continue
@@ -124,8 +129,9 @@ def permission_add(request, kind: str, pk: int):
         "roles": roles,
         "users": users,
         "groups": groups,
-        "q": q,
+        "q": q[:SEARCH_MAX],
         "searched": "q" in request.GET,
+        "search_error": search_error,
         "error": error,
     }
     return render(request, "accounts/_permission_add.html", context)
@@ -177,7 +183,17 @@ def configure(request):
 
 
 class RoleForm(forms.Form):
-    name = forms.CharField(max_length=126)
+    """Checks every field at once (the service checks again, and the name's uniqueness)."""
+
+    name = forms.CharField(
+        max_length=126,
+        validators=[
+            RegexValidator(
+                services.ROLE_NAME_RE,
+                "Role name is required: letters, digits, '-', '_' and '.', at most 126 characters.",
+            )
+        ],
+    )
     description = forms.CharField(max_length=1000, required=False)
     account_type = forms.ChoiceField(
         label="Account Type",
@@ -188,7 +204,7 @@ class RoleForm(forms.Form):
         label="Check Boxes to Allow Action",
         choices=list(ACTIONS.items()),
         widget=forms.CheckboxSelectMultiple,
-        required=False,
+        error_messages={"required": "Tick at least one action permission."},
     )
 
 

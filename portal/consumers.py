@@ -242,4 +242,6 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def live_changed(self, message):
         if not self.ended:
-            await self.send_json({"topic": message["topic"]})
+            await self.send_json(
+                {"topic": message["topic"], **({"gone": True} if message.get("gone") else {})}
+            )

@@ -171,12 +171,14 @@ def group_name(topic: str) -> str:
     return f"live.{topic}"
 
 
-def send_now(*topics: str) -> None:
-    """Send "changed" for the topics at once (callers outside a transaction)."""
+def send_now(*topics: str, gone: bool = False) -> None:
+    """Send "changed" for the topics at once (callers outside a transaction); `gone`: the
+    object behind them was deleted, so pages take it off rather than re-fetch it."""
+    extra = {"gone": True} if gone else {}
     try:
         _group_send(
             [
-                (group_name(topic), {"type": "live.changed", "topic": topic})
+                (group_name(topic), {"type": "live.changed", "topic": topic, **extra})
                 for topic in dict.fromkeys(topics)
             ]
         )
@@ -187,6 +189,12 @@ def send_now(*topics: str) -> None:
 def broadcast(*topics: str) -> None:
     """Send "changed" for the topics once the current transaction commits."""
     transaction.on_commit(lambda: send_now(*topics))
+
+
+def broadcast_gone(*topics: str) -> None:
+    """Once the current transaction commits, tell pages that the objects behind these topics
+    (a removed VM's "vm.12") are deleted: they take the row or pane off and stop asking."""
+    transaction.on_commit(lambda: send_now(*topics, gone=True))
 
 
 def user_group(user_id: int) -> str:

@@ -14,6 +14,7 @@ from accounts.permissions import is_admin, restrict
 
 from .access import admin_portal_required
 from .models import Event, Job
+from .search import SEARCH_MAX, SearchError, search_text
 
 
 def modal_done(
@@ -44,12 +45,18 @@ def home(request):
 def event_list(request):
     """The Events page: every action as requested, started, succeeded or failed."""
     events = restrict(request.user, Event.objects.select_related("user", "vm"), "view")
-    q = request.GET.get("q", "").strip()
-    if q:
+    q = request.GET.get("q", "")
+    search_error = None
+    try:
+        q = search_text(q)
+    except SearchError as exc:
+        search_error, q, events = str(exc), q[:SEARCH_MAX], events.none()
+    if q and not search_error:
         events = events.filter(message__icontains=q)
     page = Paginator(events, 100).get_page(request.GET.get("page"))
     template = "portal/_event_table.html" if request.htmx else "portal/events.html"
-    return render(request, template, {"page": page, "q": q, "tab": "events"})
+    context = {"page": page, "q": q, "search_error": search_error, "tab": "events"}
+    return render(request, template, context)
 
 
 @admin_portal_required

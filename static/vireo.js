@@ -72,6 +72,22 @@
     });
   }
 
+  // The object behind `topic` was deleted (a removed VM): take its row, card and panes off the
+  // page instead of asking for them (which would only answer 404).
+  function gone(topic) {
+    document.querySelectorAll("[data-live]").forEach(el => {
+      if (!el.dataset.live.split(/\s+/).includes(topic)) return;
+      if (el.id === "vm-details") {
+        el.outerHTML = '<p class="hint">Select a virtual machine to see its details.</p>';
+        history.replaceState(null, "", addressWithSelected(null));
+      } else {
+        el.remove();
+      }
+    });
+    subscribed.delete(topic);
+    document.dispatchEvent(new CustomEvent("vireo:gone", {detail: {topic}}));
+  }
+
   function connect() {
     const path = document.body.dataset.ws;
     if (!path) return;
@@ -97,7 +113,8 @@
         refused.clear();
         subscribeNew();
       }
-      if (msg.topic) changed(msg.topic);
+      if (msg.topic && msg.gone) gone(msg.topic);
+      else if (msg.topic) changed(msg.topic);
       const answered = ("subscribed" in msg || "unsubscribed" in msg || "error" in msg) && frames.shift();
       // Refused for sending too fast: take the frame back and send it again in a moment.
       if (msg.error && answered && !("subscribed" in msg)) {
@@ -154,7 +171,15 @@
     if (!box) return;
     const url = box.dataset.detailUrl.replace("/0/", "/" + id + "/");
     htmx.ajax("GET", url, {target: "#details-pane", swap: "innerHTML"});
-    history.replaceState(null, "", "?selected=" + id);
+    history.replaceState(null, "", addressWithSelected(id));
+  }
+
+  // The address bar keeps the list's search, sort and page; only `selected` changes.
+  function addressWithSelected(id) {
+    const params = new URLSearchParams(location.search);
+    if (id) params.set("selected", id); else params.delete("selected");
+    const query = params.toString();
+    return location.pathname + (query ? "?" + query : "");
   }
 
   function select(row, event) {
@@ -261,13 +286,18 @@
     selected = selected.filter(id => id !== elt.dataset.vm);
     if (elt.id === "vm-details") {
       elt.outerHTML = '<p class="hint">Select a virtual machine to see its details.</p>';
-      history.replaceState(null, "", location.pathname);
+      history.replaceState(null, "", addressWithSelected(null));
     } else {
       elt.remove();
     }
     paint();
   });
   document.body.addEventListener("htmx:afterSettle", () => { paint(); subscribeNew(); });
+  document.addEventListener("vireo:gone", (e) => {
+    const id = e.detail.topic.replace(/^vm\./, "");
+    selected = selected.filter(x => x !== id);
+    paint();
+  });
   document.body.addEventListener("htmx:responseError", (e) => {
     const box = document.getElementById("messages");
     const status = e.detail.xhr.status;
@@ -275,6 +305,15 @@
       : status === 403 ? "Refused: your session may have expired; reload the page." : "The request failed (" + status + ").";
     box.insertAdjacentHTML("beforeend", '<div class="msg error" role="status"></div>');
     box.lastChild.textContent = text;
+  });
+
+  // ---- Enter in a window's search box searches (clicks its Go button), never submits ----
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || !e.target.matches || !e.target.matches("input[data-enter-clicks]")) return;
+    e.preventDefault();
+    const scope = e.target.form || document;
+    const go = scope.querySelector('[data-enter-target="' + e.target.dataset.enterClicks + '"]');
+    if (go) go.click();
   });
 
   document.addEventListener("DOMContentLoaded", () => {

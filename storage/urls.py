@@ -1,11 +1,13 @@
 from django.urls import path
 
+import portal.converters  # noqa: F401  (registers the <id:...> path converter)
+
 from . import views
 
 app_name = "storage"
 urlpatterns = [
     path("", views.domain_list, name="domains"),
     path("disks/", views.disk_list, name="disks"),
-    path("disks/<int:pk>/attach/", views.disk_attach, name="disk_attach"),
-    path("disks/<int:pk>/remove/", views.disk_remove, name="disk_remove"),
+    path("disks/<id:pk>/attach/", views.disk_attach, name="disk_attach"),
+    path("disks/<id:pk>/remove/", views.disk_remove, name="disk_remove"),
 ]

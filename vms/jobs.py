@@ -11,7 +11,7 @@ from django.utils import timezone
 
 import hypervisor
 from portal.audit import event_record
-from portal.live import broadcast
+from portal.live import broadcast, broadcast_gone
 from portal.models import Job, Phase, Severity
 from portal.tasks import job_handler, job_progress
 from portal.validators import control_characters_strip
@@ -326,7 +326,8 @@ def vm_remove_job(job: Job) -> None:
         )
         vm_grants_drop(vm.pk)
         vm.delete()
-        broadcast(f"vm.{job.vm_id}", "vms", "disks")
+        broadcast_gone(f"vm.{job.vm_id}")
+        broadcast("vms", "disks")
 
 
 def _create_failed(job: Job, message: str) -> None:
@@ -355,7 +356,8 @@ def _create_failed(job: Job, message: str) -> None:
         vm_grants_drop(vm.pk)
         vm.disks.all().delete()
         vm.delete()
-        broadcast(f"vm.{job.vm_id}", "vms", "disks")
+        broadcast_gone(f"vm.{job.vm_id}")
+        broadcast("vms", "disks")
 
 
 @job_handler("vm_create", on_fail=_create_failed)
@@ -410,7 +412,8 @@ def _clone_failed(job: Job, message: str) -> None:
             vm_grants_drop(clone.pk)
             clone.disks.all().delete()
             clone.delete()
-            broadcast(f"vm.{job.result_vm_id}", "vms", "disks")
+            broadcast_gone(f"vm.{job.result_vm_id}")
+            broadcast("vms", "disks")
     source = VirtualMachine.objects.filter(pk=job.vm_id).first()
     snapshot = _clone_snapshot(job)
     if snapshot is not None:

@@ -1,6 +1,7 @@
 """Data centers, clusters, hosts and virtual machines."""
 
 import uuid as uuid_lib
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
@@ -73,6 +74,16 @@ class Host(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def address(self) -> str:
+        """The Hostname/IP column: the host part of the address, or for a local connection
+        the name the host reports (libvirt's test driver reports the portal's own machine for
+        every test host, so a test host has none)."""
+        parts = urlsplit(self.uri)
+        if parts.hostname:
+            return parts.hostname
+        return "" if parts.scheme == "test" else self.hostname
+
 
 class VirtualMachine(models.Model):
     """A virtual machine; its uuid is the libvirt domain's uuid on its host."""
@@ -119,6 +130,9 @@ class VirtualMachine(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "virtual machine"
+        # The search box's `memory > 2048`; `name = web*` has a pattern index on UPPER(name)
+        # (PostgreSQL only, made in migration 0004).
+        indexes = [models.Index(fields=["memory_mb"], name="vm_memory_idx")]
 
     def __str__(self) -> str:
         return self.name

@@ -19,6 +19,7 @@ from .choices import (
     job_shows_on,
 )
 from .models import SnapshotPreview, VirtualMachine
+from .search import vm_search
 
 SORTS = {
     "name": "name",
@@ -137,10 +138,11 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
 def vm_page(
     user, *, q: str = "", sort: str = "name", page: int | str = 1
 ) -> tuple[Page, list[VMRow], str]:
-    """One page of the results list, searched by name and sorted by a column."""
+    """One page of the results list, searched (oVirt's search syntax, `vms.search`) and sorted
+    by a column. A bad search raises SearchError before any query."""
     qs = vms_visible(user)
     if q:
-        qs = qs.filter(name__icontains=q)
+        qs = qs.filter(vm_search(q))
     key = sort.lstrip("-")
     if key not in SORTS:
         sort, key = "name", "name"

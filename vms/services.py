@@ -16,7 +16,7 @@ from accounts.permissions import can
 from accounts.services import permission_grant_creator
 from portal.audit import actor, event_record
 from portal.errors import ActionRefused
-from portal.live import broadcast
+from portal.live import broadcast, broadcast_gone
 from portal.models import Job, Phase
 from portal.tasks import job_create, queue_ensure_available
 from portal.validators import text_check
@@ -310,7 +310,8 @@ def vm_take_back(vm_id: int) -> None:
         vm_grants_drop(vm_id)
         Disk.objects.filter(vm_id=vm_id).delete()
         VirtualMachine.objects.filter(pk=vm_id).delete()
-        broadcast(f"vm.{vm_id}", "vms", "disks", "perms")
+        broadcast_gone(f"vm.{vm_id}")
+        broadcast("vms", "disks", "perms")
 
 
 def _pick_host(cluster: Cluster) -> Host:

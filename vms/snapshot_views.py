@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import can
+from portal.converters import parse_id
 from portal.errors import ActionRefused
 from portal.views import modal_done
 
@@ -30,9 +31,9 @@ def snapshots_context(request, vm, *, url: str | None = None, target: str = "#vm
     snapshots = list(vm.snapshots.prefetch_related("disks__disk"))
     state = services.snapshot_state(vm)
     selected = None
-    wanted = request.GET.get("snapshot", "")
-    if wanted.isdigit():
-        selected = next((s for s in snapshots if s.pk == int(wanted)), None)
+    wanted = parse_id(request.GET.get("snapshot"))
+    if wanted is not None:
+        selected = next((s for s in snapshots if s.pk == wanted), None)
     permitted = can(request.user, "snapshots", vm)
     actions = frozenset()
     if permitted:
@@ -112,7 +113,7 @@ def snapshot_preview(request, pk: int, sid: int):
             choice = {}
             for disk in disks:
                 value = request.POST.get(f"disk_{disk.pk}", "")
-                choice[disk.pk] = int(value) if value.isdigit() else None
+                choice[disk.pk] = parse_id(value)
             options = {
                 "vm_configuration": bool(request.POST.get("vm_configuration")),
                 "memory": bool(request.POST.get("memory")),

@@ -2,21 +2,26 @@
 permission-restricted queryset (404 when it is out of reach), call one service, render."""
 
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import can, may_read_permissions, restrict
 from portal.access import admin_portal_required
+from portal.converters import parse_id
 from portal.errors import ActionRefused
 from portal.models import Event
+from portal.search import SEARCH_MAX, SearchError
 from portal.views import modal_done
 
 from . import services
 from .choices import MULTI_VM_ACTIONS, VMAction
 from .forms import CloneForm, ClusterForm, EditVMForm, HostForm, NewVMForm, RemoveForm, ShutdownForm
 from .models import Cluster, Host
-from .selectors import can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
+from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 
 DIALOG_TITLES = {
     VMAction.SHUTDOWN: "Shut down Virtual Machine(s)",
@@ -32,13 +37,19 @@ DETAIL_TABS = ("general", "disks", "snapshots", "events", "permissions")
 
 def _list_context(request, selected=None, *, toolbar: bool = True):
     q = request.GET.get("q", "").strip()
-    page, rows, sort = vm_page(
-        request.user, q=q, sort=request.GET.get("sort", "name"), page=request.GET.get("page", 1)
-    )
+    sort = request.GET.get("sort", "name")
+    search_error = None
+    try:
+        page, rows, sort = vm_page(request.user, q=q, sort=sort, page=request.GET.get("page", 1))
+    except SearchError as exc:  # shown above the list, which then holds nothing
+        search_error = str(exc)
+        page, rows = Paginator([], 1).get_page(1), []
+        sort = sort if isinstance(sort, str) and sort.lstrip("-") in SORTS else "name"
     return {
         "page": page,
         "rows": rows,
-        "q": q,
+        "q": q[:SEARCH_MAX],
+        "search_error": search_error,
         "sort": sort,
         "tab": "vms",
         "selected": selected,
@@ -51,8 +62,9 @@ def _list_context(request, selected=None, *, toolbar: bool = True):
 def vm_list(request):
     """The Virtual Machines tab: results list, toolbar, and the details pane of the selection."""
     selected = None
-    if request.GET.get("selected", "").isdigit():
-        selected = vms_visible(request.user).filter(pk=request.GET["selected"]).first()
+    selected_id = parse_id(request.GET.get("selected"))
+    if selected_id is not None:
+        selected = vms_visible(request.user).filter(pk=selected_id).first()
     template = "vms/_vm_table.html" if request.htmx else "vms/vm_list.html"
     context = _list_context(request, selected, toolbar=not request.htmx)
     if selected is not None:
@@ -62,8 +74,20 @@ def vm_list(request):
 
 @admin_portal_required
 def vm_table(request):
-    """The results list alone (search, sort, paging and live refresh swap it)."""
-    return render(request, "vms/_vm_table.html", _list_context(request, toolbar=False))
+    """The results list alone (search, sort, paging and live refresh swap it). A search, sort
+    or page the user chose goes into the address bar, so a reload keeps it."""
+    context = _list_context(request, toolbar=False)
+    response = render(request, "vms/_vm_table.html", context)
+    if request.htmx and request.htmx.trigger != "vm-results":  # not the live refresh
+        response["HX-Replace-Url"] = _list_url(context)
+    return response
+
+
+def _list_url(context) -> str:
+    params = {"q": context["q"], "sort": context["sort"], "page": context["page"].number}
+    defaults = {"q": "", "sort": "name", "page": 1}
+    query = urlencode({k: v for k, v in params.items() if v != defaults[k]})
+    return reverse("vms:list") + (f"?{query}" if query else "")
 
 
 @admin_portal_required
@@ -110,12 +134,9 @@ def vm_details_pane(request, pk: int, tab: str):
 
 
 def _selected_vms(request, action: str):
-    ids = request.POST.getlist("vm") or request.GET.getlist("vm")
-    try:
-        ids = {int(i) for i in ids}
-    except ValueError:
-        raise Http404 from None
-    if not ids:
+    given = request.POST.getlist("vm") or request.GET.getlist("vm")
+    ids = {parse_id(i) for i in given}
+    if not ids or None in ids:
         raise Http404
     vms = list(vms_visible(request.user, action).filter(pk__in=ids).select_related("cluster"))
     if len(vms) != len(ids):
@@ -147,23 +168,27 @@ def vm_action(request, action: str):
             "remove_form": RemoveForm(),
         }
         return render(request, "vms/_action_dialog.html", context)
+    shutdown_form, remove_form = ShutdownForm(request.POST), RemoveForm(request.POST)
+    if not shutdown_form.is_valid():  # a reason no VM may keep (too long, NUL): nothing is done
+        return modal_done(
+            request, [("error", f"Reason: {e}") for e in shutdown_form.errors["reason"]]
+        )
+    remove_form.is_valid()  # a check box: always valid
     results = []
     for vm in vms:
         try:
             if action == VMAction.REMOVE:
-                form = RemoveForm(request.POST)
-                form.is_valid()
                 services.vm_remove(
                     vm_id=vm.pk,
                     user=request.user,
-                    remove_disks=form.cleaned_data.get("remove_disks", False),
+                    remove_disks=remove_form.cleaned_data["remove_disks"],
                 )
             else:
                 services.vm_action(
                     vm_id=vm.pk,
                     action=action,
                     user=request.user,
-                    reason=request.POST.get("reason", ""),
+                    reason=shutdown_form.cleaned_data["reason"],
                 )
         except ActionRefused as exc:
             results.append(("error", str(exc)))

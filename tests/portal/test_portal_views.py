@@ -37,7 +37,7 @@ def make_events(n: int, user=None, vm=None) -> list[Event]:
 
 
 def messages_in(response) -> list[str]:
-    return re.findall(r"<td>(event \d+)</td>", response.content.decode())
+    return re.findall(r'<td class="message">(event \d+)', response.content.decode())
 
 
 # ---- Anonymous ----------------------------------------------------------------------------
@@ -109,10 +109,10 @@ def test_events_page_lists_events(admin_client, admin):
     assert page.status_code == 200
     html = page.content.decode()
     assert "<html" in html and 'name="q"' in html
-    row = re.search(r'<tr class="sev-error">.*?</tr>', html, re.S).group(0)
+    row = re.search(r'<tr class="event sev-error">.*?</tr>', html, re.S).group(0)
     for text in (
         "Failed to shut down VM web1.",
-        "failed",
+        'title="Error"',
         admin.username,
         "VM web1",
         "maintenance",

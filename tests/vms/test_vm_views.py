@@ -909,7 +909,7 @@ def test_cluster_edit_window_toggles_reason_and_timeout(admin_client):
     [
         (2, "Graceful shutdown timeout must be between 5 and 3,600 seconds."),
         (4000, "Graceful shutdown timeout must be between 5 and 3,600 seconds."),
-        (-1, "Ensure this value is greater than or equal to 0."),
+        (-1, "Graceful shutdown timeout must be between 5 and 3,600 seconds."),
         ("soon", "Enter a whole number."),
         ("", "This field is required."),
     ],
