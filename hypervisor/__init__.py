@@ -1,16 +1,18 @@
 """Vireo's hypervisor layer: the only code that imports libvirt.
 
 It turns libvirt objects into small frozen dataclasses and libvirt errors into HypervisorError.
+Modules, each importing only those below it:
+
+- cache: the event loop thread, connect() (one shared connection per URI), disconnect();
+- testdriver: TestDriverConnection, the Connection for libvirt's test driver;
+- connection: Connection, composed of chains (snapshot chains), domains and storage,
+  each over base (opening, keepalive, callbacks, lookups);
+- domainxml (all libvirt XML), datatypes, errors; testnode renders test-driver node files.
 """
 
-from hypervisor.connection import (
-    LIFECYCLE_EVENTS,
-    Connection,
-    connect,
-    disconnect,
-    disconnect_all,
-    start_event_loop,
-)
+from hypervisor.base import LIFECYCLE_EVENTS
+from hypervisor.cache import connect, disconnect, disconnect_all, start_event_loop
+from hypervisor.connection import Connection
 from hypervisor.datatypes import (
     DiskSpec,
     DomainInfo,
@@ -28,6 +30,7 @@ from hypervisor.errors import (
     PoolNotFound,
     VolumeNotFound,
 )
+from hypervisor.testdriver import TestDriverConnection
 
 __all__ = [
     "LIFECYCLE_EVENTS",
@@ -43,6 +46,7 @@ __all__ = [
     "LifecycleEvent",
     "PoolInfo",
     "PoolNotFound",
+    "TestDriverConnection",
     "VolumeInfo",
     "VolumeNotFound",
     "connect",

@@ -1,4 +1,7 @@
-"""The one builder of domain XML, shared by define_domain and the test-node renderer."""
+"""The one place libvirt XML is built and read: domains, volumes, pools, snapshots, capabilities.
+
+The domain builder is shared by define_domain and the test-node renderer.
+"""
 
 from __future__ import annotations
 
@@ -137,3 +140,104 @@ def without_backing_stores(xml: str) -> str:
         for backing in disk.findall("backingStore"):
             disk.remove(backing)
     return ET.tostring(root, encoding="unicode")
+
+
+# -- volumes and pools -----------------------------------------------------------------------
+
+
+def volume_xml(name: str, capacity: int, allocation: int, fmt: str) -> str:
+    """The XML of a new volume of `fmt` (raw, qcow2); sizes in bytes."""
+    return ET.tostring(_volume_element(name, capacity, allocation, fmt), encoding="unicode")
+
+
+def overlay_xml(name: str, capacity: int, backing: tuple[str, str] | None = None) -> str:
+    """The XML of a new qcow2 (compat 1.1) overlay; `backing` = (file, format) below it."""
+    vol = _volume_element(name, capacity, 0, "qcow2")
+    _sub(vol.find("target"), "compat", "1.1")
+    if backing is not None:
+        store = _sub(vol, "backingStore")
+        _sub(store, "path", backing[0])
+        _sub(store, "format", type=backing[1])
+    return ET.tostring(vol, encoding="unicode")
+
+
+def _volume_element(name: str, capacity: int, allocation: int, fmt: str) -> ET.Element:
+    vol = ET.Element("volume")
+    _sub(vol, "name", name)
+    _sub(vol, "capacity", str(capacity), unit="bytes")
+    _sub(vol, "allocation", str(allocation), unit="bytes")
+    _sub(_sub(vol, "target"), "format", type=fmt)
+    return vol
+
+
+def _text(xml: str, path: str, attr: str | None = None, default: str = "") -> str:
+    node = ET.fromstring(xml).find(path)
+    if node is None:
+        return default
+    value = node.get(attr) if attr else node.text
+    return value if value is not None else default
+
+
+def volume_format(xml: str) -> str:
+    """The format (raw, qcow2 ...) of a volume's XML, "" if it names none."""
+    return _text(xml, "target/format", "type")
+
+
+def volume_backing_path(xml: str) -> str:
+    """The backing file a volume's XML names ("" for none), as written (maybe relative)."""
+    return _text(xml, "backingStore/path")
+
+
+def pool_type(xml: str) -> str:
+    """The type (dir, logical ...) of a pool's XML."""
+    return _text(xml, ".", "type")
+
+
+def pool_path(xml: str) -> str:
+    """The target path of a pool's XML."""
+    return _text(xml, "target/path")
+
+
+# -- host capabilities -----------------------------------------------------------------------
+
+
+def host_cpu_model(caps: str, default: str) -> str:
+    """The host CPU model the capabilities XML names, else `default`."""
+    return _text(caps, "host/cpu/model", default=default)
+
+
+def host_domain_types(caps: str) -> tuple[str, set[str]]:
+    """The host's arch (x86_64 if unsaid) and the domain types (kvm, qemu) offered for hvm
+    guests of that arch."""
+    root = ET.fromstring(caps)
+    arch = root.findtext("host/cpu/arch") or "x86_64"
+    offered = {
+        d.get("type")
+        for guest in root.findall("guest")
+        if guest.findtext("os_type") == "hvm" and guest.find("arch").get("name") == arch
+        for d in guest.findall("arch/domain")
+    }
+    return arch, offered
+
+
+# -- external snapshots ----------------------------------------------------------------------
+
+
+def external_snapshot_xml(
+    targets: list[str], overlays: dict[str, str], memory_file: str | None = None
+) -> str:
+    """The <domainsnapshot> of an external snapshot: each of `targets` (every disk of the
+    domain: one left out would get libvirt's default) gets a qcow2 overlay at the file
+    `overlays` names for it, or no snapshot; memory goes to `memory_file` if given."""
+    snapshot = ET.Element("domainsnapshot")
+    if memory_file is not None:
+        _sub(snapshot, "memory", snapshot="external", file=memory_file)
+    disks = _sub(snapshot, "disks")
+    for target in targets:
+        if target not in overlays:
+            _sub(disks, "disk", name=target, snapshot="no")
+            continue
+        disk = _sub(disks, "disk", name=target, snapshot="external")
+        _sub(disk, "driver", type="qcow2")
+        _sub(disk, "source", file=overlays[target])
+    return ET.tostring(snapshot, encoding="unicode")

@@ -1,4 +1,4 @@
-"""Snapshot support on libvirt's test driver (backing chains etc. emulated in hypervisor/emulated.py)."""
+"""Snapshot support on libvirt's test driver (chains etc. emulated by hypervisor/testdriver.py)."""
 
 import libvirt
 import pytest

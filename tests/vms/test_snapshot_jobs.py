@@ -1,4 +1,4 @@
-"""Snapshot jobs end to end on libvirt's test driver (chains emulated by hypervisor/emulated.py):
+"""Snapshot jobs end to end on libvirt's test driver (chains emulated by hypervisor/testdriver.py):
 service -> on-commit enqueue -> real RQ worker -> test host, and back to real statuses."""
 
 import xml.etree.ElementTree as ET

@@ -1,0 +1,151 @@
+"""Domains: list, define, undefine and run them (part of Connection)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import libvirt
+
+from hypervisor.base import ConnectionBase
+from hypervisor.datatypes import STATE_BY_NUMBER, DomainInfo, DomainSpec
+from hypervisor.domainxml import DiskSource, domain_xml, host_domain_types, volume_format
+from hypervisor.errors import DomainNotFound
+
+
+class DomainsMixin(ConnectionBase):
+    """The domains of the host."""
+
+    def _info(self, dom: libvirt.virDomain, *, saved: bool, persistent: bool) -> DomainInfo:
+        state, max_kib, _cur_kib, vcpus, _cpu_time = dom.info()
+        return DomainInfo(
+            uuid=dom.UUIDString(),
+            name=dom.name(),
+            state=STATE_BY_NUMBER[state] if 0 <= state < len(STATE_BY_NUMBER) else "nostate",
+            has_managed_save=saved,
+            memory_mb=max_kib // 1024,
+            vcpus=vcpus,
+            persistent=persistent,
+        )
+
+    def _domain_info(self, dom: libvirt.virDomain) -> DomainInfo:
+        with self._translated():
+            saved = bool(dom.hasManagedSaveImage(0))
+            return self._info(dom, saved=saved, persistent=bool(dom.isPersistent()))
+
+    def list_domains(self) -> list[DomainInfo]:
+        """Every domain of the host, active or not."""
+        with self._translated():
+            saved = {
+                d.UUIDString()
+                for d in self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
+            }
+            persistent = {
+                d.UUIDString()
+                for d in self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+            }
+            domains = self._conn.listAllDomains(0)
+        result = []
+        for dom in domains:
+            uuid = dom.UUIDString()
+            try:
+                with self._translated():
+                    result.append(
+                        self._info(dom, saved=uuid in saved, persistent=uuid in persistent)
+                    )
+            except DomainNotFound:
+                continue  # undefined while we were listing
+        return result
+
+    def get_domain(self, uuid: str) -> DomainInfo:
+        """The domain with this uuid (DomainNotFound if none)."""
+        return self._domain_info(self._domain(uuid))
+
+    def _domain_type(self) -> tuple[str, str | None]:
+        """The domain type and arch to define with: kvm when usable, else qemu."""
+        arch, offered = host_domain_types(self._caps())
+        return ("kvm" if "kvm" in offered and self._kvm_usable() else "qemu"), arch
+
+    def _kvm_usable(self) -> bool:
+        if urlsplit(self.uri).hostname:
+            return True  # remote: the host's capabilities already say kvm works there
+        try:
+            os.close(os.open("/dev/kvm", os.O_RDWR))
+        except OSError:
+            return False
+        return True
+
+    def _disk_source(self, pool: str, volume: str, target: str, bus: str) -> DiskSource:
+        vol = self._volume(self._pool(pool), volume)
+        with self._translated():
+            return DiskSource(vol.path(), volume_format(vol.XMLDesc(0)), target, bus)
+
+    def define_domain(self, spec: DomainSpec) -> DomainInfo:
+        """Define a persistent domain from `spec`; its disks must be existing volumes."""
+        disks = [self._disk_source(d.pool, d.volume, d.target, d.bus) for d in spec.disks]
+        domain_type, arch = self._domain_type()
+        xml = domain_xml(spec, domain_type=domain_type, disks=disks, arch=arch)
+        with self._translated():
+            dom = self._conn.defineXML(xml)
+        return self._domain_info(dom)
+
+    def undefine_domain(self, uuid: str, *, remove_managed_save: bool = True) -> None:
+        """Remove the domain's definition (and its managed-save image unless told not to)."""
+        dom = self._domain(uuid)
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE if remove_managed_save else 0
+        with self._translated():
+            try:
+                dom.undefineFlags(flags | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            except libvirt.libvirtError as err:
+                unsupported = (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT)
+                if err.get_error_code() not in unsupported:
+                    raise
+                dom.undefineFlags(flags)  # the driver does not know the NVRAM flag
+
+    def _act(self, uuid: str, action: Callable[[libvirt.virDomain], object]) -> None:
+        dom = self._domain(uuid)
+        with self._translated():
+            action(dom)
+
+    def start(self, uuid: str) -> None:
+        """Start the domain; restores its managed-save image if it has one."""
+        self._act(uuid, lambda d: d.create())
+
+    def shutdown(self, uuid: str) -> None:
+        """Ask the guest to shut down (ACPI); returns at once."""
+        self._act(uuid, lambda d: d.shutdown())
+
+    def destroy(self, uuid: str) -> None:
+        """Power the domain off at once."""
+        self._act(uuid, lambda d: d.destroy())
+
+    def managed_save(self, uuid: str) -> None:
+        """Save the domain's memory to its managed-save image and stop it (hibernate)."""
+        self._act(uuid, lambda d: d.managedSave(0))
+
+    def reboot(self, uuid: str) -> None:
+        """Ask the guest to reboot."""
+        self._act(uuid, lambda d: d.reboot(0))
+
+    def pause(self, uuid: str) -> None:
+        """Suspend the domain's vCPUs."""
+        self._act(uuid, lambda d: d.suspend())
+
+    def resume(self, uuid: str) -> None:
+        """Resume a paused domain."""
+        self._act(uuid, lambda d: d.resume())
+
+    def wait_for_state(
+        self, uuid: str, states: set[str] | frozenset[str], timeout: float, poll: float = 0.2
+    ) -> DomainInfo | None:
+        """Poll until the domain is in one of `states`; its info, or None after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.get_domain(uuid)
+            if info.state in states:
+                return info
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,127 @@
+"""TestDriverConnection: a Connection to libvirt's test driver, with what that driver lacks.
+
+The test driver (`test:///node.xml`, used by unit tests and the demo) keeps pools, volumes and
+domain definitions, but has no backing files, block jobs, external snapshots or restore from
+a file. This subclass stands in for exactly those, in process, by overriding Connection's
+hooks (its public methods stay Connection's own):
+
+- backing relations live in a dict (pool, volume) -> backing volume, per connection (a test
+  node's state is per connection too); overlays and memory files are ordinary test volumes,
+  so they show in list_volumes and in the pool's allocation;
+- a snapshot of a running test domain is taken like one of a shut-off domain (overlays, then
+  defineXML): the domain keeps running, and since the test driver cannot change a running
+  domain's live XML, its persistent definition is where the current disks are read from;
+- a merge rewires the dict (no data to move), restoring memory just starts the domain.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import libvirt
+
+from hypervisor.connection import Connection
+from hypervisor.datatypes import VolumeInfo
+from hypervisor.domainxml import overlay_xml, volume_xml
+
+
+class TestDriverConnection(Connection):
+    """A Connection to libvirt's test driver, with emulated backing chains, merges and memory."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, uri: str, *, timeout: float | None = None) -> None:
+        super().__init__(uri, timeout=timeout)
+        self._chains_lock = threading.Lock()
+        self._backing: dict[tuple[str, str], str] = {}
+
+    def _record(self, pool: str, name: str, backing: str) -> None:
+        """Volume `name` of `pool` now backs onto volume `backing` of the same pool."""
+        with self._chains_lock:
+            self._backing[pool, name] = backing
+
+    # -- domains ------------------------------------------------------------------------------
+
+    def _domain_type(self) -> tuple[str, str | None]:
+        return "test", None
+
+    def _current_xml(self, dom: libvirt.virDomain) -> str:
+        """The persistent XML of a persistent domain, running or not (see the module's text)."""
+        flags = libvirt.VIR_DOMAIN_XML_SECURE
+        with self._translated():
+            if dom.isPersistent():
+                flags |= libvirt.VIR_DOMAIN_XML_INACTIVE
+            return dom.XMLDesc(flags)
+
+    # -- backing chains -----------------------------------------------------------------------
+
+    def _backing_names(self, pool: str) -> dict[str, str | None]:
+        names = {v.name for v in self.list_volumes(pool)}
+        with self._chains_lock:
+            return {
+                name: below if (below := self._backing.get((pool, name))) in names else None
+                for name in names
+            }
+
+    def _overlay_xml(self, name: str, under: VolumeInfo) -> str:
+        return overlay_xml(name, under.capacity)  # a <backingStore> would only be echoed back
+
+    def create_overlay(self, pool: str, name: str, backing: str) -> VolumeInfo:
+        info = super().create_overlay(pool, name, backing)
+        self._record(pool, name, backing)
+        return info
+
+    def adopt_backing(self, pool: str, name: str, backing: str) -> None:
+        self._record(pool, name, backing)
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        super().delete_volume(pool, name)
+        with self._chains_lock:
+            self._backing.pop((pool, name), None)
+
+    # -- snapshots, merges, memory ------------------------------------------------------------
+
+    def _snapshot_running(
+        self,
+        dom: libvirt.virDomain,
+        xml: str,
+        layers: dict[str, tuple[str, str, str]],
+        memory_volume: tuple[str, str] | None,
+    ) -> None:
+        self._snapshot_by_overlays(dom, layers, memory_volume)
+
+    def _save_memory(self, dom: libvirt.virDomain, pool: str, name: str) -> None:
+        """The memory file of a snapshot: a raw volume as large as the domain's memory."""
+        with self._translated():
+            size = dom.info()[1] * 1024  # maximum memory, KiB
+            self._pool(pool).createXML(volume_xml(name, size, size, "raw"), 0)
+
+    def _merge(
+        self,
+        dom: libvirt.virDomain,
+        target: str,
+        pool: str,
+        path: str,
+        top: VolumeInfo,
+        base: VolumeInfo,
+        *,
+        active_layer: bool,
+        running: bool,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        """What backed onto `top` now backs onto `base` (merge_volumes redefines, deletes)."""
+        total = top.capacity
+        if progress:
+            progress(0, total)
+        with self._chains_lock:
+            for key, below in list(self._backing.items()):
+                if key[0] == pool and below == top.name:
+                    self._backing[key] = base.name
+        if progress:
+            progress(total, total)
+
+    def _restore(self, dom: libvirt.virDomain, memory: VolumeInfo) -> None:
+        """Start the domain (the test driver cannot restore from a file)."""
+        with self._translated():
+            dom.create()
