@@ -275,14 +275,31 @@
       [...e.detail.target.children].forEach(m => setTimeout(() => m.remove(), 8000));
     }
   });
-  // A live refresh answered 404: the object is gone (a removed VM). Take its row or details
+  // A live refresh says so (X-Vireo-Live), so that the server answers one for an object that is
+  // gone (a VM removed while the refresh was on its way) with 204 and X-Vireo-Gone, not 404.
+  const liveRefresh = (detail) => {
+    const cause = detail.requestConfig ? detail.requestConfig.triggeringEvent : detail.triggeringEvent;
+    return !!cause && cause.type === "vireo:changed";
+  };
+  document.body.addEventListener("htmx:configRequest", (e) => {
+    if (liveRefresh(e.detail)) e.detail.headers["X-Vireo-Live"] = "1";
+  });
+  document.body.addEventListener("htmx:afterRequest", (e) => {
+    const elt = e.detail.elt;
+    if (!e.detail.xhr.getResponseHeader("X-Vireo-Gone") || !elt.isConnected) return;
+    if (elt.matches("#vm-table tr.vm-row, #vm-details")) takeOff(elt);
+  });
+  // A live refresh answered 404 (an older server): the object is gone. Take its row or details
   // off the page quietly; an error message would only confuse whoever removed it.
   document.body.addEventListener("htmx:beforeSwap", (e) => {
-    const elt = e.detail.elt, cause = e.detail.requestConfig && e.detail.requestConfig.triggeringEvent;
-    if (e.detail.xhr.status !== 404 || !cause || cause.type !== "vireo:changed") return;
+    const elt = e.detail.elt;
+    if (e.detail.xhr.status !== 404 || !liveRefresh(e.detail)) return;
     if (!elt.matches("#vm-table tr.vm-row, #vm-details")) return;
     e.detail.shouldSwap = false;
     e.detail.isError = false;
+    takeOff(elt);
+  });
+  function takeOff(elt) {
     selected = selected.filter(id => id !== elt.dataset.vm);
     if (elt.id === "vm-details") {
       elt.outerHTML = '<p class="hint">Select a virtual machine to see its details.</p>';
@@ -291,7 +308,7 @@
       elt.remove();
     }
     paint();
-  });
+  }
   document.body.addEventListener("htmx:afterSettle", () => { paint(); subscribeNew(); });
   document.addEventListener("vireo:gone", (e) => {
     const id = e.detail.topic.replace(/^vm\./, "");

@@ -16,6 +16,7 @@ from accounts.models import System
 from accounts.permissions import can
 from portal.access import admin_portal_required
 from portal.errors import ActionRefused
+from portal.search import SEARCH_MAX, SearchError, search_text
 from portal.views import modal_done
 from storage.models import Disk
 
@@ -59,8 +60,12 @@ def quota_list(request):
         own_max_vms=Subquery(own.values("max_vms")),
         own_max_disk_gib=Subquery(own.values("max_disk_gib")),
     )
-    q = request.GET.get("q", "").strip()[:150]
-    if q:
+    q, search_error = request.GET.get("q", ""), ""
+    try:
+        q = search_text(q)
+    except SearchError as exc:
+        search_error, users = str(exc), users.none()
+    if q and not search_error:
         users = users.filter(username__icontains=q)
     page = Paginator(users.order_by("username"), 100).get_page(request.GET.get("page"))
     defaults = (settings.VIREO_QUOTA_MAX_VMS, settings.VIREO_QUOTA_MAX_DISK_GIB)
@@ -74,7 +79,8 @@ def quota_list(request):
     context = {
         "tab": "configure",
         "page": page,
-        "q": q,
+        "q": q[:SEARCH_MAX],
+        "search_error": search_error,
         "default_vms": defaults[0],
         "default_disk_gib": defaults[1],
     }

@@ -3,7 +3,7 @@ permission-restricted queryset (404 when it is out of reach), call one service, 
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -101,10 +101,25 @@ def vm_detail(request, pk: int):
     return render(request, "vms/vm_list.html", context)
 
 
+def _vm_live(request, pk: int):
+    """The VM a row or pane shows. A live refresh (the page's `X-Vireo-Live` header) of a VM that
+    is gone or out of reach gets 204 with `X-Vireo-Gone`, not 404: a refresh that set off just
+    before a removal committed is answered quietly and the page takes the row or pane off. A
+    deleted VM and one out of reach get the same answer, so neither tells of the other."""
+    vm = vms_visible(request.user).filter(pk=pk).first()
+    if vm is not None:
+        return vm, None
+    if request.headers.get("X-Vireo-Live"):
+        return None, HttpResponse(status=204, headers={"X-Vireo-Gone": "1"})
+    raise Http404
+
+
 @admin_portal_required
 def vm_row(request, pk: int):
     """One row of the results list, re-fetched when the VM changes."""
-    vm = get_object_or_404(vms_visible(request.user), pk=pk)
+    vm, gone = _vm_live(request, pk)
+    if gone:
+        return gone
     return render(request, "vms/_vm_row.html", {"row": vm_rows(request.user, [vm])[0]})
 
 
@@ -129,7 +144,9 @@ def vm_details_pane(request, pk: int, tab: str):
     """The details pane with its sub-tabs General, Disks and Events."""
     if tab not in DETAIL_TABS:
         raise Http404
-    vm = get_object_or_404(vms_visible(request.user), pk=pk)
+    vm, gone = _vm_live(request, pk)
+    if gone:
+        return gone
     return render(request, "vms/_vm_details.html", _details_context(request, vm, tab))
 
 
