@@ -78,3 +78,9 @@ def progress_bar(job, place: str = "row") -> dict:
 def yes_no(value) -> str:
     """A boolean as the portal shows it everywhere: Yes or No."""
     return "Yes" if value else "No"
+
+
+@register.filter
+def sort_toggle(sort: str, key: str) -> str:
+    """The sort a column header asks for: `key` ascending, or descending when it is already."""
+    return f"-{key}" if sort == key else key
