@@ -18,7 +18,13 @@ from .choices import RUNNING_STATUSES, SnapshotAction, SnapshotStatus, snapshot_
 from .models import Snapshot
 from .selectors import vms_visible
 
-SNAPSHOT_SUBTABS = ("general", "disks", "nics", "apps")
+# A selected snapshot's sub-tabs, in order: the template renders them from this list.
+SNAPSHOT_SUBTABS = {
+    "general": "General",
+    "disks": "Disks",
+    "nics": "Network Interfaces",
+    "apps": "Installed Applications",
+}
 
 
 def _vm(request, pk: int):
@@ -53,6 +59,7 @@ def snapshots_context(request, vm, *, url: str | None = None, target: str = "#vm
         "snapshot_actions": actions,
         "previewing": state["previewing"],
         "snapshot_sub": sub if sub in SNAPSHOT_SUBTABS else "general",
+        "snapshot_subtabs": SNAPSHOT_SUBTABS.items(),
         "can_snapshot": permitted,
         "vm_running": vm.status in RUNNING_STATUSES,
         "nics": vm.nics.select_related("network"),

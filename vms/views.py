@@ -3,7 +3,7 @@ permission-restricted queryset (404 when it is out of reach), call one service, 
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -32,7 +32,14 @@ DIALOG_TITLES = {
     VMAction.RUN: "Run Virtual Machine(s)",
     VMAction.SUSPEND: "Suspend Virtual Machine(s)",
 }
-DETAIL_TABS = ("general", "disks", "snapshots", "events", "permissions")
+# The details pane's sub-tabs, in order: the template renders them from this list.
+DETAIL_TABS = {
+    "general": "General",
+    "disks": "Disks",
+    "snapshots": "Snapshots",
+    "events": "Events",
+    "permissions": "Permissions",
+}
 
 
 def _list_context(request, selected=None, *, toolbar: bool = True):
@@ -45,7 +52,11 @@ def _list_context(request, selected=None, *, toolbar: bool = True):
         search_error = str(exc)
         page, rows = Paginator([], 1).get_page(1), []
         sort = sort if isinstance(sort, str) and sort.lstrip("-") in SORTS else "name"
+    # What the list's links carry (the sort headers and the pager add theirs), in this order.
+    list_query = QueryDict(mutable=True)
+    list_query.update({"q": q[:SEARCH_MAX], "sort": sort})
     return {
+        "list_query": list_query,
         "page": page,
         "rows": rows,
         "q": q[:SEARCH_MAX],
@@ -126,6 +137,7 @@ def vm_row(request, pk: int):
 def _details_context(request, vm, tab: str) -> dict:
     row = vm_rows(request.user, [vm])[0]
     context = {"vm": vm, "row": row, "detail_tab": tab, "can_edit": row.can_edit}
+    context["detail_tabs"] = DETAIL_TABS.items()
     if tab == "disks":
         context["disks"] = vm.disks.select_related("storage_domain").order_by("target")
     elif tab == "events":

@@ -56,7 +56,7 @@ def test_snapshot_with_memory_locked_then_ok_then_preview_and_commit(
     expect(snapshot_row.locator(".status-badge")).to_have_text("Locked", timeout=LIVE)
     release.set()
     expect(snapshot_row.locator(".status-badge")).to_have_text("Ok", timeout=LIVE)
-    expect(snapshot_row).to_contain_text("true")  # memory saved
+    expect(snapshot_row).to_contain_text("Yes")  # memory saved
     vm = VirtualMachine.objects.get(name="web-01")
     assert vm.status == "up" and Snapshot.objects.get(vm=vm).memory_saved
 

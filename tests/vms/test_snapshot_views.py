@@ -96,7 +96,7 @@ def test_subtab_lists_active_vm_and_snapshots(admin_client, vm, admin):
     assert "Active VM" in html and "Select a snapshot to see its details." in html
     rows = re.findall(r'<tr class="snapshot-row[^"]*" data-snapshot="(\d+)"', html)
     assert rows == [str(s2.pk), str(s1.pk)]  # newest first
-    for snapshot, description, memory in ((s1, "before upgrade", "true"), (s2, "—", "false")):
+    for snapshot, description, memory in ((s1, "before upgrade", "Yes"), (s2, "—", "No")):
         row = html.split(f'data-snapshot="{snapshot.pk}"', 1)[1].split("</tr>", 1)[0]
         date = timezone.localtime(snapshot.created_at).strftime("%Y-%m-%d %H:%M:%S")
         assert date in row and description in row and ">Ok</span>" in row

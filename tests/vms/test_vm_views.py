@@ -319,7 +319,7 @@ def test_vm_list_pagination(admin_client, settings):
     # Search and sort ride along on the paging links.
     searched = admin_client.get(reverse("vms:table"), {"q": "vm0", "sort": "-name"})
     assert names_in(searched)[0] == f"vm{total - 1:03d}"
-    assert 'href="?q=vm0&sort=-name&page=2"' in searched.content.decode()
+    assert 'href="?q=vm0&amp;sort=-name&amp;page=2"' in searched.content.decode()
 
 
 def _many_vms(n: int, host) -> list[VirtualMachine]:
