@@ -1,8 +1,12 @@
 """HTTP hardening that Django does not do by itself: the Content-Security-Policy header, and
 the page a locked-out login gets (django-axes, see settings "Login throttling")."""
 
+from django import forms
 from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
 from django.shortcuts import render
+
+from .validators import control_character
 
 
 class ContentSecurityPolicyMiddleware:
@@ -32,3 +36,22 @@ def lockout_response(request, original_response=None, credentials=None):
         "next": request.POST.get("next", request.GET.get("next", "")),
     }
     return render(request, "registration/login.html", context, status=429)
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, refusing a control character in anything posted before it reaches
+    authentication: the lockout records each attempt's user name and data in PostgreSQL, which
+    cannot store NUL (the attempt would fail with a server error instead of a message)."""
+
+    @property
+    def invalid_login(self) -> bool:
+        """The user name and password did not match (the page says so in its own words)."""
+        return self.has_error(forms.forms.NON_FIELD_ERRORS, "invalid_login")
+
+    def clean(self):
+        for _name, values in self.data.lists():
+            if any(control_character(str(v)) for v in values):
+                raise forms.ValidationError(
+                    "The user name or password contains a control character.", code="invalid"
+                )
+        return super().clean()

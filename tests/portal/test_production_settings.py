@@ -235,3 +235,19 @@ def test_a_successful_login_resets_the_count():
         client = Client()
         assert _login(client, "frank", "franks-pass-123").status_code == 302
         assert _logged_in(client)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", ["username", "password", "next"])
+def test_a_control_character_in_a_login_is_refused_with_a_message(field):
+    """A NUL anywhere in the login reached the lockout's records (PostgreSQL refuses NUL): 500."""
+    UserFactory(username="gina", password="ginas-pass-123")
+    data = {"username": "gina", "password": "ginas-pass-123", "next": "/"}
+    data[field] += "\x00"
+    client = Client()
+    response = client.post(reverse("login"), data)
+    assert response.status_code == 200
+    assert "contains a control character" in response.content.decode()
+    assert not _logged_in(client)
+    # Nothing was counted against the account: the right login still works.
+    assert _login(client, "gina", "ginas-pass-123").status_code == 302
