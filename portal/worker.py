@@ -26,6 +26,14 @@ class ThreadWorker(SimpleWorker):
     def _install_signal_handlers(self):
         pass
 
+    def heartbeat(self, timeout=None, pipeline=None):
+        """RQ's worker heartbeat (three commands, twice per job) in one round trip."""
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline)
+        with self.connection.pipeline() as pipe:
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
+
     def work(self, *args, **kwargs):
         db_keep_connections()
         try:
