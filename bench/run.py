@@ -119,7 +119,8 @@ def part_live(user, env: BenchEnv) -> dict:
 def _split_line(split: dict) -> str:
     return (
         f"    per job: {split['total_ms_per_job']:.1f} ms = "
-        f"live updates (send_now x {split['live_calls_per_job']:.1f}) "
+        f"live updates ({split['live_calls_per_job']:.1f} publishes for "
+        f"{split['send_calls_per_job']:.1f} send_now) "
         f"{split['live_ms_per_job']:.1f} ms + SQL (x {split['sql_calls_per_job']:.1f}) "
         f"{split['sql_ms_per_job']:.1f} ms + the rest (RQ, libvirt, Python) "
         f"{split['other_ms_per_job']:.1f} ms"

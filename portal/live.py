@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 from asgiref.sync import async_to_sync
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
@@ -149,8 +150,39 @@ def _redis_layer() -> bool:
     )
 
 
+# Per thread: the messages held by an open `coalesced()` block, else None.
+_held = threading.local()
+
+
+@contextmanager
+def coalesced():
+    """Hold this thread's live updates until the block ends, then send them together (each
+    group and message once, in the order first sent): one publish for a burst of changes, such
+    as a job's last writes. Open it around the transaction whose commit sends them, so they
+    still leave after the commit. A block inside another joins the outer one."""
+    if getattr(_held, "messages", None) is not None:
+        yield
+        return
+    _held.messages = []
+    try:
+        yield
+    finally:
+        messages, _held.messages = _held.messages, None
+        unique: dict[tuple, tuple[str, dict]] = {}
+        for group, message in messages:
+            unique.setdefault((group, tuple(sorted(message.items()))), (group, message))
+        try:
+            _group_send(list(unique.values()))
+        except Exception as exc:  # best effort, as send_now
+            log.warning("live updates for %s not sent: %s", [g for g, _ in messages], exc)
+
+
 def _group_send(messages: list[tuple[str, dict]]) -> None:
-    """Send each (group, message) in order."""
+    """Send each (group, message) in order (held until the end of a `coalesced()` block)."""
+    held = getattr(_held, "messages", None)
+    if held is not None:
+        held.extend(messages)
+        return
     if not messages or DEFAULT_CHANNEL_LAYER not in getattr(settings, "CHANNEL_LAYERS", {}):
         return
     if _redis_layer():

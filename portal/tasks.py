@@ -115,15 +115,23 @@ def job_progress(job: Job, percent: int, step: str = "") -> None:
     send_now(*job_topics(job))
 
 
-def job_finish(job_id: int, *, error: str = "") -> None:
-    """End a job: succeeded, or failed with the message (the hypervisor's own text)."""
+def job_finish(job_id: int, *, error: str = "", job: Job | None = None) -> None:
+    """End a job: succeeded, or failed with the message (the hypervisor's own text).
+
+    A handler that ends its job inside its own last transaction passes the Job row it holds
+    (its topics are then not read again, and `execute` sees the job ended); the live update
+    leaves after that transaction commits."""
     status = JobStatus.FAILED if error else JobStatus.SUCCEEDED
     updates = {"status": status, "ended_at": timezone.now(), "error": error}
     if not error:
         updates["progress"] = 100
-    Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(**updates)
-    job = Job.objects.get(pk=job_id)
-    send_now(*job_topics(job))
+    ended = Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(**updates)
+    if job is None:
+        job = Job.objects.get(pk=job_id)
+    elif ended:
+        for field, value in updates.items():
+            setattr(job, field, value)
+    broadcast(*job_topics(job))
 
 
 def job_fail(job: Job, message: str) -> bool:
@@ -169,7 +177,8 @@ def execute(job_id: int) -> None:
     if not claimed:
         log.warning("job %s is not queued any more; skipped", job_id)
         return
-    job = Job.objects.select_related("vm", "user").get(pk=job_id)
+    # The VM with its host and cluster: what VM handlers need (vms.jobs._load), in one query.
+    job = Job.objects.select_related("vm__host", "vm__cluster", "user").get(pk=job_id)
     send_now(*job_topics(job))
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(job_id, stop), daemon=True)
@@ -186,7 +195,8 @@ def execute(job_id: int) -> None:
         )
         job_fail(job, str(exc) or exc.__class__.__name__)
     else:
-        job_finish(job_id)
+        if job.status in Job.ACTIVE:  # not ended by the handler's own last transaction
+            job_finish(job_id)
     finally:
         stop.set()
         db_tidy()

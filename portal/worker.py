@@ -7,19 +7,39 @@ ordinary `manage.py rqworker` processes instead.
 
 import threading
 
+from django.db import connections
 from rq import SimpleWorker
 from rq.timeouts import TimerDeathPenalty
 
+from .db import db_keep_connections
 from .tasks import get_queue
 
 
 class ThreadWorker(SimpleWorker):
-    """SimpleWorker without signal handlers, with a timer instead of SIGALRM for timeouts."""
+    """SimpleWorker without signal handlers, with a timer instead of SIGALRM for timeouts.
+
+    Its thread keeps its database connection from job to job (checked before each job) and
+    closes it when the worker stops."""
 
     death_penalty_class = TimerDeathPenalty
 
     def _install_signal_handlers(self):
         pass
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        """RQ's worker heartbeat (three commands, twice per job) in one round trip."""
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline)
+        with self.connection.pipeline() as pipe:
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
+
+    def work(self, *args, **kwargs):
+        db_keep_connections()
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            connections.close_all()  # this thread's connections only
 
 
 def start_thread_workers(

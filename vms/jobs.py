@@ -11,9 +11,9 @@ from django.utils import timezone
 
 import hypervisor
 from portal.audit import event_record
-from portal.live import broadcast, broadcast_gone
+from portal.live import broadcast, broadcast_gone, coalesced
 from portal.models import Job, Phase, Severity
-from portal.tasks import job_handler, job_progress
+from portal.tasks import job_finish, job_handler, job_progress
 from portal.validators import control_characters_strip
 from storage.choices import DiskStatus
 from storage.models import Disk
@@ -84,7 +84,9 @@ def vm_settle(vm_id: int) -> None:
 
 
 def _load(job: Job) -> tuple[VirtualMachine, hypervisor.Connection]:
-    vm = VirtualMachine.objects.select_related("host", "cluster").get(pk=job.vm_id)
+    if job.vm_id is None:
+        raise VirtualMachine.DoesNotExist("VirtualMachine matching query does not exist.")
+    vm = job.vm  # portal.tasks.execute read it with its host and cluster, along with the Job
     if vm.host is None:
         raise JobError(f"{vm.name} is not placed on any host.")
     return vm, hypervisor.connect(vm.host.uri)
@@ -111,6 +113,31 @@ def _succeeded(job: Job, vm: VirtualMachine, action: str, message: str, reason: 
         message=message,
         reason=reason,
     )
+
+
+def _started_progress(job: Job, vm: VirtualMachine, action: str, percent: int, step: str) -> None:
+    """The Started Event and the first progress report, told to open pages in one update."""
+    with coalesced():
+        _started(job, vm, action)
+        job_progress(job, percent, step)
+
+
+def _done(
+    job: Job,
+    vm: VirtualMachine,
+    to_status: str,
+    action: str,
+    message: str,
+    *,
+    reason: str = "",
+    **fields,
+) -> None:
+    """A job's last writes in one transaction: the VM out of its busy status, the Succeeded
+    Event, the Job succeeded; open pages hear of all three in one update after the commit."""
+    with coalesced(), transaction.atomic():
+        _finish(job, vm, to_status, **fields)
+        _succeeded(job, vm, action, message, reason=reason)
+        job_finish(job.pk, job=job)
 
 
 def _finish(job: Job, vm: VirtualMachine, to_status: str, **fields) -> None:
@@ -169,19 +196,13 @@ def vm_run_job(job: Job) -> None:
     if conn.wait_for_state(uuid, RUNNING_STATES, timeout=START_TIMEOUT) is None:
         raise JobError(f"{vm.name} did not reach running within {START_TIMEOUT:.0f} seconds.")
     fields = {} if previous == VMStatus.PAUSED and vm.started_at else {"started_at": timezone.now()}
-    _finish(job, vm, VMStatus.UP, **fields)
     message = f"VM {vm.name} was started on host {vm.host.name}."
     if previous == VMStatus.SUSPENDED:
         message = f"VM {vm.name} was restored from its saved state on host {vm.host.name}."
     if vm.shutdown_reason and previous == VMStatus.DOWN:
         message += f" It had been shut down with the reason: {vm.shutdown_reason}"
-    _succeeded(
-        job,
-        vm,
-        VMAction.RUN,
-        message,
-        reason=vm.shutdown_reason if previous == VMStatus.DOWN else "",
-    )
+    reason = vm.shutdown_reason if previous == VMStatus.DOWN else ""
+    _done(job, vm, VMStatus.UP, VMAction.RUN, message, reason=reason, **fields)
 
 
 @job_handler("vm_shutdown", on_fail=_vm_action_failed(VMAction.SHUTDOWN))
@@ -189,8 +210,7 @@ def vm_shutdown_job(job: Job) -> None:
     vm, conn = _load(job)
     uuid = str(vm.uuid)
     reason = job.params.get("reason", "")
-    _started(job, vm, VMAction.SHUTDOWN)
-    job_progress(job, 10, "Asking the guest to shut down (ACPI)")
+    _started_progress(job, vm, VMAction.SHUTDOWN, 10, "Asking the guest to shut down (ACPI)")
     conn.shutdown(uuid)
     timeout = vm.cluster.shutdown_timeout
     if conn.wait_for_state(uuid, {hypervisor.DomainState.SHUTOFF}, timeout=timeout) is None:
@@ -198,13 +218,15 @@ def vm_shutdown_job(job: Job) -> None:
             f"{vm.name} did not shut down within {timeout} seconds and is still running. "
             "Use Power Off to force it."
         )
-    _finish(job, vm, VMStatus.DOWN, started_at=None, shutdown_reason=reason)
-    _succeeded(
+    _done(
         job,
         vm,
+        VMStatus.DOWN,
         VMAction.SHUTDOWN,
         f"VM {vm.name} was shut down." + (f" Reason: {reason}" if reason else ""),
         reason=reason,
+        started_at=None,
+        shutdown_reason=reason,
     )
 
 
@@ -219,18 +241,30 @@ def vm_poweroff_job(job: Job) -> None:
         if conn.get_domain(str(vm.uuid)).state != hypervisor.DomainState.SHUTOFF:
             raise
     # A power off is a stop without a reason: the next power on must not repeat an older one.
-    _finish(job, vm, VMStatus.DOWN, started_at=None, shutdown_reason="")
-    _succeeded(job, vm, VMAction.POWER_OFF, f"VM {vm.name} was powered off.")
+    _done(
+        job,
+        vm,
+        VMStatus.DOWN,
+        VMAction.POWER_OFF,
+        f"VM {vm.name} was powered off.",
+        started_at=None,
+        shutdown_reason="",
+    )
 
 
 @job_handler("vm_suspend", on_fail=_vm_action_failed(VMAction.SUSPEND))
 def vm_suspend_job(job: Job) -> None:
     vm, conn = _load(job)
-    _started(job, vm, VMAction.SUSPEND)
-    job_progress(job, 10, "Saving memory to disk")
+    _started_progress(job, vm, VMAction.SUSPEND, 10, "Saving memory to disk")
     conn.managed_save(str(vm.uuid))
-    _finish(job, vm, VMStatus.SUSPENDED, started_at=None)
-    _succeeded(job, vm, VMAction.SUSPEND, f"VM {vm.name} was suspended (hibernated).")
+    _done(
+        job,
+        vm,
+        VMStatus.SUSPENDED,
+        VMAction.SUSPEND,
+        f"VM {vm.name} was suspended (hibernated).",
+        started_at=None,
+    )
 
 
 @job_handler("vm_reboot", on_fail=_vm_action_failed(VMAction.REBOOT))
@@ -249,8 +283,14 @@ def vm_reboot_job(job: Job) -> None:
     if hold > 0:
         job_progress(job, 60, "Waiting for the guest to come back")
         time.sleep(hold)
-    _finish(job, vm, VMStatus.UP, started_at=timezone.now())
-    _succeeded(job, vm, VMAction.REBOOT, f"VM {vm.name} was rebooted.")
+    _done(
+        job,
+        vm,
+        VMStatus.UP,
+        VMAction.REBOOT,
+        f"VM {vm.name} was rebooted.",
+        started_at=timezone.now(),
+    )
 
 
 def disk_volumes(conn: hypervisor.Connection, disk: Disk) -> list[str]:
