@@ -22,6 +22,7 @@ from factories import (
     grant,
 )
 from guardian.conf import settings as guardian_settings
+from helpers import HX, GiB
 
 from accounts import services
 from accounts.models import Role, System
@@ -33,8 +34,6 @@ from portal.models import Event
 from vms.choices import VMStatus
 from vms.models import Template, VirtualMachine
 
-HX = {"HX-Request": "true"}
-
 
 def build_world():
     """Data center Paris (cluster, host, storage, a Down and an Up VM, a template), another
@@ -45,7 +44,7 @@ def build_world():
     sd = StorageDomainFactory(name="paris-data", data_center=dc)
     web = VMFactory(name="web1", host=host)
     db = VMFactory(name="db1", host=host, status=VMStatus.UP)
-    template = Template.objects.create(name="rhel9", data_center=dc, disk_bytes=2 * 1024**3)
+    template = Template.objects.create(name="rhel9", data_center=dc, disk_bytes=2 * GiB)
     elsewhere = VMFactory(name="far1", host=HostFactory(cluster=ClusterFactory()))
     engine = UserFactory(username="engine")
     grant(engine, "UserVmEngine", web)

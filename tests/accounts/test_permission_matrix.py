@@ -34,6 +34,7 @@ from factories import (
     grant,
 )
 from guardian.models import UserObjectPermission
+from helpers import HX
 
 from accounts.catalogue import ACTIONS, BUILTIN_ROLES
 from accounts.models import Role, RoleAction, System
@@ -42,8 +43,6 @@ from portal.consumers import LiveConsumer
 from vms.choices import SnapshotAction, SnapshotStatus, VMAction
 from vms.models import Network, Snapshot, Template
 from vms.views import DETAIL_TABS
-
-HX = {"HX-Request": "true"}
 
 
 @pytest.fixture(autouse=True)

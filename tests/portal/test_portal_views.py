@@ -9,10 +9,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from factories import UserFactory, VMFactory
+from helpers import HX
 
 from portal.models import Event, Job, JobStatus, Phase, Severity
-
-HX = {"HX-Request": "true"}
 
 # Measured, the same for 5 and for 60 events: session, user, count, the page of events (user
 # and VM joined).

@@ -16,12 +16,11 @@ from factories import (
     VMFactory,
     grant,
 )
+from helpers import HX
 
 from accounts.models import Role, System
 from portal.models import Event, Phase, Severity
 from vms.models import Host, VirtualMachine
-
-HX = {"HX-Request": "true"}
 
 
 def errors(response) -> list[str]:

@@ -15,6 +15,7 @@ import pytest
 from django.db import connections, transaction
 from django.utils import timezone
 from factories import DiskFactory, HostFactory, StorageDomainFactory, VMFactory
+from helpers import GiB
 from rq.job import Job as RQJob
 from rq.utils import utcformat
 
@@ -30,7 +31,6 @@ from vms.choices import HostStatus, VMStatus
 from vms.models import Host, VirtualMachine
 from vms.monitor import Monitor, QueueView, jobs_reconcile, vm_apply
 
-GiB = 1024**3
 OLD = timedelta(hours=1)
 
 pytestmark = pytest.mark.django_db

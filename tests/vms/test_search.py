@@ -7,13 +7,12 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 from factories import ClusterFactory, HostFactory, UserFactory, VMFactory, grant
+from helpers import HX
 
 from portal.search import SEARCH_MAX, SearchError
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
 from vms.search import vm_search
-
-HX = {"HX-Request": "true"}
 
 
 @pytest.fixture

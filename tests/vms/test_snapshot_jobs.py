@@ -4,6 +4,7 @@ service -> on-commit enqueue -> real RQ worker -> test host, and back to real st
 import xml.etree.ElementTree as ET
 
 import pytest
+from helpers import MiB
 
 import hypervisor
 from portal.errors import ActionRefused
@@ -13,8 +14,6 @@ from vms import snapshots as services
 from vms.choices import BUSY_STATUSES, SnapshotStatus, VMStatus
 from vms.models import Snapshot, SnapshotDisk, SnapshotPreview, VirtualMachine
 from vms.services import vm_poweroff, vm_remove, vm_run
-
-GiB = 1024**3
 
 
 def conn_of(vm) -> hypervisor.Connection:
@@ -177,7 +176,7 @@ def test_create_on_a_running_vm_with_memory(admin, make_vm, work, monkeypatch):
     memory = f"{vm.uuid}-s{snapshot.pk}.mem"
     assert snapshot.memory_volume == f"{pool}/{memory}" and snapshot.memory_saved
     assert memory in pool_volumes(vm)
-    assert conn_of(vm).get_volume(pool, memory).capacity == vm.memory_mb * 1024**2
+    assert conn_of(vm).get_volume(pool, memory).capacity == vm.memory_mb * MiB
     assert frozen(snapshot) == old
     assert chain(vm) == [f"{vm.uuid}-vda-s{snapshot.pk}.qcow2", old]
     event = Event.objects.get(job=last_job(vm), phase=Phase.SUCCEEDED)

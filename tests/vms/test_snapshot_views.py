@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from factories import DataCenterFactory, DiskFactory, UserFactory, VMFactory, grant
+from helpers import HX, GiB
 
 from portal.models import Job
 from vms.choices import SnapshotStatus, VMStatus
@@ -23,8 +24,6 @@ from vms.models import (
 
 pytestmark = pytest.mark.django_db
 
-HX = {"HX-Request": "true"}
-GiB = 1024**3
 BUTTONS = ("Create", "Preview", "Commit", "Undo", "Clone", "Delete")
 
 

@@ -14,6 +14,7 @@ from factories import (
     UserFactory,
     VMFactory,
 )
+from helpers import GiB
 from rq import Queue
 
 import portal.tasks
@@ -31,8 +32,6 @@ from vms.choices import (
     busy_status_for,
 )
 from vms.models import Cluster, Host, VirtualMachine
-
-GiB = 1024**3
 
 
 @pytest.fixture(autouse=True)

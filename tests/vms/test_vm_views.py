@@ -17,6 +17,7 @@ from factories import (
     SuperUserFactory,
     VMFactory,
 )
+from helpers import HX, GiB, assert_messages, html_find, html_one
 
 from portal.models import Event, Job, JobStatus
 from storage.choices import DiskStatus
@@ -24,7 +25,6 @@ from storage.models import Disk
 from vms.choices import TRANSITIONS, HostStatus, VMStatus, allowed_actions
 from vms.models import Cluster, Host, VirtualMachine
 
-HX = {"HX-Request": "true"}
 MISSING = 999_999_999
 S = VMStatus
 
@@ -35,17 +35,13 @@ VM_LIST_QUERIES = 6
 
 def names_in(response) -> list[str]:
     """The VM names of the results list's rows, top to bottom."""
-    return re.findall(
-        r'<tr id="vm-row-\d+" class="vm-row" data-vm="\d+" data-name="([^"]*)"',
-        response.content.decode(),
-    )
+    return [row.get("data-name") for row in html_find(response, "tr.vm-row[id^=vm-row-][data-vm]")]
 
 
 def row_actions(response) -> dict[str, set[str]]:
-    html = response.content.decode()
     return {
-        name: set(actions.split())
-        for name, actions in re.findall(r'data-name="([^"]*)" data-actions="([^"]*)"', html)
+        row.get("data-name"): set(row.get("data-actions").split())
+        for row in html_find(response, "[data-name][data-actions]")
     }
 
 
@@ -284,7 +280,7 @@ def test_vm_list_sorts_by_each_column(admin_client, sort, expected):
     assert f"sort=-{sort}" in html
     descending = admin_client.get(reverse("vms:table"), {"sort": f"-{sort}"}, headers=HX)
     assert names_in(descending) == expected[::-1]
-    assert re.search(r'class="sortable[^"]* desc"', descending.content.decode())
+    assert html_find(descending, ".sortable.desc")
     page = admin_client.get(reverse("vms:list"), {"sort": f"-{sort}"})
     assert names_in(page) == expected[::-1]
 
@@ -392,7 +388,9 @@ def test_rows_carry_the_actions_the_status_table_allows(admin_client):
         assert actions[f"vm-{status}"] == set(allowed_actions(status))
     # Every toolbar button names an action of the table.
     html = admin_client.get(reverse("vms:list")).content.decode()
-    assert set(re.findall(r'data-action="(\w+)"', html)) == set(TRANSITIONS)
+    assert {button.get("data-action") for button in html_find(html, "[data-action]")} == set(
+        TRANSITIONS
+    )
     # The single row partial carries the same.
     vm = VirtualMachine.objects.get(name="vm-up")
     row = admin_client.get(reverse("vms:row", args=[vm.pk]), headers=HX)
@@ -445,7 +443,9 @@ def test_action_windows(admin_client, action, status, title):
 def test_remove_window_has_remove_disks_checked(admin_client):
     vm = VMFactory()
     html = admin_client.get(action_url("remove", vm), headers=HX).content.decode()
-    assert re.search(r'<input type="checkbox" name="remove_disks" checked> Remove Disk\(s\)', html)
+    box = html_one(html, "input[type=checkbox][name=remove_disks]")
+    assert box.get("checked") is not None
+    assert (box.tail or "").strip().startswith("Remove Disk(s)")
 
 
 def test_window_for_several_vms(admin_client):
@@ -477,15 +477,6 @@ def test_action_methods_other_than_get_and_post(admin_client):
 
 
 # ---- Action POSTs -----------------------------------------------------------------------
-
-
-def assert_messages(response, level: str, *texts: str) -> None:
-    assert response.status_code == 200
-    assert response["HX-Retarget"] == "#messages"
-    assert "vireo:close-modal" in response["HX-Trigger-After-Swap"]
-    html = response.content.decode()
-    for text in texts:
-        assert f'<div class="msg {level}" role="status">{text}</div>' in html, html
 
 
 @pytest.mark.parametrize(
@@ -789,7 +780,7 @@ def test_new_vm_creates_image_locked_vm_with_locked_disk(admin_client, admin, pl
     disk = Disk.objects.get(vm=vm)
     assert (disk.status, disk.size_bytes, disk.storage_domain, disk.sparse) == (
         DiskStatus.LOCKED,
-        3 * 1024**3,
+        3 * GiB,
         domain,
         True,
     )
