@@ -1,8 +1,5 @@
 """Helpers shared by the modules split out of test_accounts_views.py."""
 
-import html
-import re
-
 from django.contrib.auth.models import Group
 from django.test import Client
 from factories import (
@@ -14,7 +11,7 @@ from factories import (
     VMFactory,
     grant,
 )
-from helpers import GiB
+from helpers import GiB, html_find, html_one, html_text
 
 from accounts.permissions import object_permissions
 from vms.choices import VMStatus
@@ -60,62 +57,48 @@ def client_for(user) -> Client:
     return client
 
 
-def text(fragment: str) -> str:
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", fragment))).strip()
-
-
 def permission_rows(response) -> list[tuple[str, str, str, str]]:
     """(User/Group badge, principal, role, inherited from) of each row of a Permissions list."""
-    rows = []
-    for row in re.findall(r'<tr class="perm-row">(.*?)</tr>', response.content.decode(), re.S):
-        cells = [text(c) for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
-        rows.append(tuple(cells[:4]))
-    return rows
+    return [
+        tuple(html_text(td) for td in row.findall("td")[:4])
+        for row in html_find(response, "tr.perm-row")
+    ]
 
 
 def picker(response) -> list[str]:
     """The principals the Add window offers: user:<username> or group:<name>."""
-    body = response.content.decode()
     found = []
-    for kind, _pk, label in re.findall(
-        r'name="principal" value="(user|group):(\d+)"[^>]*></td><td><label[^>]*>([^<]*)</label>',
-        body,
-    ):
-        found.append(f"{kind}:{label}")
+    for box in html_find(response, "input[name=principal]"):
+        kind, _, pk = box.get("value").partition(":")
+        if kind in ("user", "group") and pk.isdigit():
+            label = html_one(response, f"label[for={box.get('id')}]")
+            found.append(f"{kind}:{html_text(label)}")
     return found
 
 
 def role_options(response) -> set[str]:
-    select = re.search(r'<select name="role">(.*?)</select>', response.content.decode(), re.S)
-    return set(re.findall(r"<option [^>]*>([^<]+)</option>", select.group(1))) if select else set()
+    return {
+        html_text(option)
+        for option in html_find(response, "select[name=role] option[value]")
+        if html_text(option)
+    }
 
 
 def messages(response) -> list[str]:
-    return [
-        text(m)
-        for m in re.findall(
-            r'<div class="msg [^"]*"[^>]*>(.*?)</div>', response.content.decode(), re.S
-        )
-    ]
+    return [html_text(message) for message in html_find(response, "div.msg")]
 
 
 def card_ids(response) -> set[int]:
-    return {int(pk) for pk in re.findall(r'id="vm-card-(\d+)"', response.content.decode())}
+    return {int(card.get("id").removeprefix("vm-card-")) for card in html_find(response, ".card")}
 
 
 def card_buttons(response, vm) -> dict[str, bool]:
     """Each User Portal action button of a VM's card -> enabled?"""
-    card = re.search(
-        rf'id="vm-card-{vm.pk}".*?<div class="card-actions">(.*?)</div>',
-        response.content.decode(),
-        re.S,
-    )
-    assert card, f"no card for {vm.name}"
+    cards = html_find(response, f"#vm-card-{vm.pk}")
+    assert cards, f"no card for {vm.name}"
     return {
-        action: "disabled" not in attrs
-        for attrs, action in re.findall(
-            r'<button([^>]*data-card-action="(\w+)"[^>]*)>', card.group(1)
-        )
+        button.get("data-card-action"): button.get("disabled") is None
+        for button in html_find(cards[0], ".card-actions button[data-card-action]")
     }
 
 

@@ -1,8 +1,6 @@
 """Configure: Roles and System Permissions, and who may hand out an administrative role or read
 a Permissions window. (Split out of test_accounts_views.py.)"""
 
-import re
-
 import pytest
 from accounts_views_support import (
     build_world,
@@ -10,7 +8,6 @@ from accounts_views_support import (
     messages,
     permission_rows,
     row_id_of,
-    text,
 )
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -20,7 +17,7 @@ from factories import (
     UserFactory,
     grant,
 )
-from helpers import HX
+from helpers import HX, html_find, html_text
 
 from accounts import services
 from accounts.models import Role, System
@@ -35,9 +32,12 @@ from portal.models import Event
 def role_rows(response) -> dict[str, str]:
     """Role name -> the text of its row's buttons on the Roles list."""
     rows = {}
-    for row in re.findall(r"<tr><td>(.*?)</tr>", response.content.decode(), re.S):
-        name = text(row.split("</td>", 1)[0]).replace("(built-in)", "").strip()
-        rows[name] = " ".join(re.findall(r"<button[^>]*>([^<]*)</button>", row))
+    for row in html_find(response, "tr"):
+        cells = row.findall("td")
+        if row.attrib or not cells:
+            continue
+        name = html_text(cells[0]).replace("(built-in)", "").strip()
+        rows[name] = " ".join(button.text or "" for button in html_find(row, "button"))
     return rows
 
 
