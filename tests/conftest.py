@@ -113,6 +113,7 @@ def user_client(user):
 def make_vm(sync_hosts):
     """A VM with `disks` disks in `status`, present on its (freshly loaded) test host."""
     from factories import DiskFactory, VMFactory
+    from helpers import GiB, MiB
 
     from vms.choices import VMStatus
 
@@ -124,8 +125,8 @@ def make_vm(sync_hosts):
                 alias=f"{vm.name}_Disk{n + 1}",
                 target=f"vd{'abcdefgh'[n]}",
                 volume_name=f"{vm.uuid}-disk{n + 1}.qcow2",
-                size_bytes=(n + 1) * 1024**3,
-                actual_bytes=(n + 1) * 1024 * 1024,
+                size_bytes=(n + 1) * GiB,
+                actual_bytes=(n + 1) * MiB,
             )
         sync_hosts(vm.host)
         return vm

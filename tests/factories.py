@@ -5,13 +5,13 @@ import itertools
 
 import factory
 from django.contrib.auth import get_user_model
+from helpers import GiB
 
 from storage.choices import DiskStatus, DomainFunction, StorageDomainStatus
 from storage.models import Disk, StorageDomain
 from vms.choices import HostStatus, VMStatus
 from vms.models import Cluster, DataCenter, Host, VirtualMachine
 
-GiB = 1024**3
 _host_numbers = itertools.count(1)
 
 

@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
+from helpers import GiB
+
 from hypervisor import DiskSpec, DomainSpec, DomainState
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
 
-GiB = 1024**3
 RUNNING_UUID = "00000000-0000-4000-8000-000000000001"
 PAUSED_UUID = "00000000-0000-4000-8000-000000000002"
 SAVED_UUID = "00000000-0000-4000-8000-000000000003"

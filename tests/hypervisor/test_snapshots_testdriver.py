@@ -2,6 +2,7 @@
 
 import libvirt
 import pytest
+from helpers import MiB
 from hypervisor_nodes import OFF_UUID, PAUSED_UUID, RUNNING_UUID, GiB, spec
 
 from hypervisor import DiskSpec, DomainNotFound, DomainState, HypervisorError, VolumeNotFound
@@ -96,7 +97,7 @@ def test_snapshot_of_a_running_domain_with_memory(conn):
     assert files(conn, RUNNING_UUID) == {"vda": "s1.qcow2"}
     assert conn.volume_chain("data", "s1.qcow2") == ["s1.qcow2", "web.qcow2"]
     memory = conn.get_volume("data", "s1.mem")
-    assert (memory.format, memory.capacity) == ("raw", 512 * 1024**2)
+    assert (memory.format, memory.capacity) == ("raw", 512 * MiB)
     assert conn.get_pool("data").allocation == used + memory.allocation
 
     conn.snapshot_disks(PAUSED_UUID, {}, memory_volume=("data", "db.mem"))  # no disks at all

@@ -7,6 +7,7 @@ import threading
 import uuid
 
 import pytest
+from helpers import MiB
 from libvirtd import ADMIN_URI
 
 import hypervisor
@@ -22,8 +23,6 @@ from hypervisor import (
 )
 
 pytestmark = pytest.mark.integration
-
-MiB = 1024**2
 
 
 def kvm_usable() -> bool:

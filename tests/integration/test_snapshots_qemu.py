@@ -13,13 +13,13 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from helpers import MiB
 
 import hypervisor
 from hypervisor import DiskSpec, DomainNotFound, DomainSpec, DomainState, HypervisorError
 
 pytestmark = pytest.mark.integration
 
-MiB = 1024**2
 SECTORS = 4
 
 

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 from factories import ClusterFactory, HostFactory, StorageDomainFactory
+from helpers import MiB
 
 from hypervisor import DomainState, VolumeNotFound
 from portal.models import Event, Job, JobStatus, Phase
@@ -21,8 +22,6 @@ from vms.models import Snapshot, SnapshotDisk, SnapshotPreview, VirtualMachine
 from vms.services import vm_create, vm_poweroff, vm_remove, vm_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
-
-MiB = 1024**2
 
 
 # ---- markers ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import time
 import pytest
 from django.db import connection
 from factories import ClusterFactory, HostFactory, StorageDomainFactory
+from helpers import MiB
 
 from hypervisor import DomainNotFound, DomainState, VolumeNotFound
 from portal.models import Event, Job, JobStatus, Phase
@@ -33,7 +34,6 @@ from vms.services import (
 # Transactional: the monitor's thread must see what the test and the worker commit.
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-MiB = 1024**2
 SHUTDOWN_TIMEOUT = 2  # below cluster_update's minimum: set on the row, to keep the test short
 
 

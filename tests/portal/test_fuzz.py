@@ -28,6 +28,7 @@ from factories import (
     grant,
 )
 from guardian.models import UserObjectPermission
+from helpers import HX
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,7 +42,6 @@ from vms.views import DETAIL_TABS
 
 # FUZZ_EXAMPLES=500 for a long hunt; make test runs the bounded default.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
-HX = {"HX-Request": "true"}
 BIG = "99999999999999999999"
 
 

@@ -7,6 +7,7 @@ import pytest
 from django.db import connection, connections
 from django.urls import Resolver404, resolve, reverse
 from factories import UserFactory, VMFactory, grant
+from helpers import HX
 
 from accounts import services
 from accounts.models import Role
@@ -14,7 +15,6 @@ from portal.converters import ID_MAX, parse_id
 from portal.errors import ActionRefused
 
 BIG = "99999999999999999999"
-HX = {"HX-Request": "true"}
 
 
 @pytest.mark.parametrize(

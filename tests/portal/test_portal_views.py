@@ -9,10 +9,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from factories import UserFactory, VMFactory
+from helpers import HX, html_find
 
 from portal.models import Event, Job, JobStatus, Phase, Severity
-
-HX = {"HX-Request": "true"}
 
 # Measured, the same for 5 and for 60 events: session, user, count, the page of events (user
 # and VM joined).
@@ -37,7 +36,8 @@ def make_events(n: int, user=None, vm=None) -> list[Event]:
 
 
 def messages_in(response) -> list[str]:
-    return re.findall(r'<td class="message">(event \d+)', response.content.decode())
+    cells = [cell.text or "" for cell in html_find(response, "td.message")]
+    return [m.group(0) for m in (re.match(r"event \d+", text) for text in cells) if m]
 
 
 # ---- Anonymous ----------------------------------------------------------------------------

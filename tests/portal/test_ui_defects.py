@@ -3,8 +3,6 @@ once, the Hosts tab names each host, the User Portal has no lone separator, the 
 the administrator's words, events carry severity icons, the sort survives a reload, Enter in
 Add Permission's search searches, and a removed VM's row and pane are told it is gone."""
 
-import re
-
 import pytest
 from django.urls import reverse
 from factories import (
@@ -16,16 +14,15 @@ from factories import (
     VMFactory,
     grant,
 )
+from helpers import HX, html_find, html_one
 
 from accounts.models import Role, System
 from portal.models import Event, Phase, Severity
 from vms.models import Host, VirtualMachine
 
-HX = {"HX-Request": "true"}
-
 
 def errors(response) -> list[str]:
-    return re.findall(r'<span class="error">([^<]+)</span>', response.content.decode())
+    return [error.text for error in html_find(response, "span.error") if error.text]
 
 
 def test_new_vm_window_shows_every_field_error_at_once(admin_client):
@@ -97,9 +94,7 @@ def test_hosts_tab_shows_each_hosts_own_name_and_address(admin_client):
     html = admin_client.get(reverse("vms:hosts")).content.decode()
 
     def cell(host):
-        return re.search(
-            rf'<tr id="host-{host.pk}"><td>[^<]*</td><td class="hostname">([^<]*)</td>', html
-        ).group(1)
+        return html_one(html, f"tr#host-{host.pk} > td.hostname").text or ""
 
     assert (cell(remote), cell(local), cell(test)) == ("kvm1.example.com", "hv9", "—")
     assert "Hostname/IP" in html and "Address" in html
@@ -162,11 +157,12 @@ def test_events_carry_severity_icons_and_errors_stand_out(admin_client):
         )
     html = admin_client.get(reverse("events")).content.decode()
     for severity, label in (("normal", "Normal"), ("warning", "Warning"), ("error", "Error")):
-        assert re.search(
-            rf'<tr class="event sev-{severity}"><td class="sev"><span class="sev-icon sev-{severity}" '
-            rf'title="{label}" role="img" aria-label="{label}">',
-            html,
-        ), severity
+        icon = html_one(html, f"tr.event.sev-{severity} > td.sev > span.sev-icon.sev-{severity}")
+        assert (icon.get("title"), icon.get("role"), icon.get("aria-label")) == (
+            label,
+            "img",
+            label,
+        )
     css = open("static/vireo.css").read()
     assert "tr.event.sev-error td" in css and ".sev-icon.sev-error" in css
 
@@ -192,7 +188,8 @@ def test_add_permission_search_box_searches_on_enter(admin_client):
         reverse("permission_add", args=["system", System.get().pk]), headers=HX
     ).content.decode()
     assert 'name="q"' in html and 'data-enter-clicks="go"' in html
-    assert re.search(r'<button type="button" data-enter-target="go" hx-get=', html)
+    go = html_one(html, "button[data-enter-target=go]")
+    assert go.get("type") == "button" and go.get("hx-get")
     js = open("static/vireo.js").read()
     assert "data-enter-clicks" in js and "preventDefault" in js
 

@@ -1,21 +1,18 @@
 """Views of the Storage tab (storage domains, disks, the floating-disk windows), each tried
 anonymous, logged in without permission, permitted, and on an object that is not there."""
 
-import re
-
 import pytest
 from django.test import Client
 from django.urls import reverse
 from factories import DiskFactory, HostFactory, StorageDomainFactory, VMFactory
+from helpers import HX, GiB, assert_messages, html_find, html_one, html_text
 
 from portal.models import Job, JobStatus
 from storage.choices import DiskStatus
 from storage.models import Disk
 from vms.choices import VMStatus
 
-HX = {"HX-Request": "true"}
 MISSING = 999_999_999
-GiB = 1024**3
 
 # Measured, the same for 5 and for 60 disks: session, user, the disks (VM, storage domain and
 # host joined).
@@ -31,17 +28,13 @@ def floating():
     return disk, vm
 
 
-def disk_rows(response) -> dict[str, str]:
-    """alias -> the Attached To cell of each row of the Disks list."""
-    html = response.content.decode()
-    return dict(re.findall(r'<tr id="disk-\d+"><td>([^<]*)</td><td>(.*?)</td>', html))
-
-
-def assert_messages(response, level: str, text: str) -> None:
-    assert response.status_code == 200
-    assert response["HX-Retarget"] == "#messages"
-    assert "vireo:close-modal" in response["HX-Trigger-After-Swap"]
-    assert f'<div class="msg {level}" role="status">{text}</div>' in response.content.decode()
+def disk_rows(response) -> dict:
+    """alias -> the Attached To cell (an lxml element) of each row of the Disks list."""
+    rows = {}
+    for row in html_find(response, "tr[id^=disk-]"):
+        alias, attached_to = row.findall("td")[:2]
+        rows[html_text(alias)] = attached_to
+    return rows
 
 
 # ---- Anonymous ----------------------------------------------------------------------------
@@ -110,9 +103,10 @@ def test_domain_list_shows_total_used_free(admin_client):
     assert page.status_code == 200
     html = page.content.decode()
     assert "<html" in html and "Storage Domains" in html
-    row = re.search(r"<tr><td>data1</td>.*?</tr>", html, re.S).group(0)
-    cells = re.findall(r'<td class="num">([^<]*)</td>', row)
+    (row,) = [tr for tr in html_find(html, "tr") if tr.findtext("td") == "data1"]
+    cells = [html_text(td) for td in html_find(row, "td.num")]
     assert cells == ["100.0 GiB", "30.0 GiB", "70.0 GiB"]
+    row = html_text(row)
     assert domain.data_center.name in row and "Active" in row and "Data" in row
     partial = admin_client.get(reverse("storage:domains"), headers=HX).content.decode()
     assert partial.startswith('<div id="domain-results"') and "70.0 GiB" in partial
@@ -127,8 +121,11 @@ def test_disk_list_shows_vm_or_floating(admin_client, floating):
     page = admin_client.get(reverse("storage:disks"))
     assert page.status_code == 200
     rows = disk_rows(page)
-    assert rows["spare_Disk1"] == '<em class="floating">floating</em>'
-    assert rows["down1_Disk1"] == f'<a href="{reverse("vms:detail", args=[vm.pk])}">down1</a>'
+    floating_mark = html_one(rows["spare_Disk1"], "em.floating")
+    assert html_text(floating_mark) == html_text(rows["spare_Disk1"]) == "floating"
+    link = html_one(rows["down1_Disk1"], "a")
+    assert (link.get("href"), html_text(link)) == (reverse("vms:detail", args=[vm.pk]), "down1")
+    assert html_text(rows["down1_Disk1"]) == "down1"
     html = page.content.decode()
     # Attach and Remove are offered for the floating disk only.
     assert reverse("storage:disk_attach", args=[disk.pk]) in html
@@ -174,7 +171,9 @@ def test_attach_window_lists_down_vms_of_the_data_center(admin_client, floating)
     assert response.status_code == 200
     html = response.content.decode()
     assert "Attach Disk spare_Disk1" in html
-    assert re.findall(r'<option value="\d+"[^>]*>([^<]*)</option>', html) == ["down1"]
+    assert [html_text(o) for o in html_find(html, "option") if o.get("value", "").isdigit()] == [
+        "down1"
+    ]
     assert dc.name  # the window is about this data center only
 
 

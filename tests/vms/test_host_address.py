@@ -12,6 +12,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 from factories import ClusterFactory, SuperUserFactory, UserFactory, grant
+from helpers import HX
 
 import hypervisor
 from accounts.models import System
@@ -21,7 +22,6 @@ from vms import services
 from vms.host_address import host_address_check
 from vms.models import Host
 
-HX = {"HX-Request": "true"}
 OK = None
 SSH = "qemu+ssh://root@kvm1.example.com/system"
 

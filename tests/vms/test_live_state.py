@@ -7,7 +7,8 @@ import time
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from factories import GiB, UserFactory
+from factories import UserFactory
+from helpers import GiB
 
 import portal.live
 import portal.tasks

@@ -7,13 +7,12 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 from factories import ClusterFactory, HostFactory, UserFactory, VMFactory, grant
+from helpers import HX, html_find
 
 from portal.search import SEARCH_MAX, SearchError
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
 from vms.search import vm_search
-
-HX = {"HX-Request": "true"}
 
 
 @pytest.fixture
@@ -139,7 +138,9 @@ def test_memory_search_uses_an_index(inventory):
 
 
 def listed(response) -> list[str]:
-    return sorted(re.findall(r'data-name="([^"]+)"', response.content.decode()))
+    return sorted(
+        e.get("data-name") for e in html_find(response, "[data-name]") if e.get("data-name")
+    )
 
 
 def test_admin_searches_the_list(admin_client, inventory):

@@ -2,6 +2,7 @@
 
 import pytest
 from factories import DiskFactory, VMFactory
+from helpers import GiB
 
 from portal.errors import ActionRefused
 from portal.models import Job
@@ -11,7 +12,6 @@ from vms.models import Snapshot, SnapshotDisk, SnapshotPreview, VirtualMachine
 from vms.services import vm_remove, vm_shutdown
 
 pytestmark = pytest.mark.django_db
-GiB = 1024**3
 
 
 def snap(vm, status=SnapshotStatus.OK, disks=(), **fields):

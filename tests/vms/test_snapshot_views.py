@@ -2,13 +2,12 @@
 what they show, the buttons the snapshot table enables, what OK does, and who may use them
 (anonymous, UserRole on the VM, UserVmEngine on the VM, UserVmEngine on another VM)."""
 
-import re
-
 import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from factories import DataCenterFactory, DiskFactory, UserFactory, VMFactory, grant
+from helpers import HX, GiB, html_find, html_one, html_text
 
 from portal.models import Job
 from vms.choices import SnapshotStatus, VMStatus
@@ -23,8 +22,6 @@ from vms.models import (
 
 pytestmark = pytest.mark.django_db
 
-HX = {"HX-Request": "true"}
-GiB = 1024**3
 BUTTONS = ("Create", "Preview", "Commit", "Undo", "Clone", "Delete")
 
 
@@ -69,12 +66,12 @@ def pane(client, vm, **params):
 def enabled_buttons(html: str) -> set[str]:
     """The toolbar buttons of the sub-tab that are not disabled."""
     found = {}
-    for attrs, label in re.findall(r"<button([^>]*)>(\w+)</button>", html):
-        if label in BUTTONS:
-            found[label] = "disabled" not in attrs
+    for button in html_find(html, "button"):
+        if button.text_content() in BUTTONS:
+            found[button.text_content()] = button.get("disabled") is None
     assert set(found) == set(BUTTONS), found
-    caret = re.search(r'<button class="caret" title="Custom Preview Snapshot"([^>]*)>', html)
-    assert ("disabled" not in caret.group(1)) == found["Preview"]  # the drop-down follows
+    caret = html_one(html, 'button.caret[title="Custom Preview Snapshot"]')
+    assert (caret.get("disabled") is None) == found["Preview"]  # the drop-down follows
     return {label for label, on in found.items() if on}
 
 
@@ -94,7 +91,7 @@ def test_subtab_lists_active_vm_and_snapshots(admin_client, vm, admin):
     html = pane(admin_client, vm)
     assert html.startswith('<div id="vm-details"')
     assert "Active VM" in html and "Select a snapshot to see its details." in html
-    rows = re.findall(r'<tr class="snapshot-row[^"]*" data-snapshot="(\d+)"', html)
+    rows = [row.get("data-snapshot") for row in html_find(html, "tr.snapshot-row[data-snapshot]")]
     assert rows == [str(s2.pk), str(s1.pk)]  # newest first
     for snapshot, description, memory in ((s1, "before upgrade", "Yes"), (s2, "—", "No")):
         row = html.split(f'data-snapshot="{snapshot.pk}"', 1)[1].split("</tr>", 1)[0]
@@ -185,7 +182,8 @@ def test_create_window(admin_client, vm):
     html = admin_client.get(url, headers=HX).content.decode()
     assert "Create snapshot" in html and "Description" in html and "Disks to include" in html
     for disk in disks(vm):
-        assert re.search(rf'name="disks" value="{disk.pk}"\s+checked', html), disk.alias
+        box = html_one(html, f'input[name=disks][value="{disk.pk}"]')
+        assert box.get("checked") is not None, disk.alias
         assert disk.alias in html
     assert "Save Memory" not in html  # a Down VM has no memory to save
     VirtualMachine.objects.filter(pk=vm.pk).update(status=VMStatus.UP)
@@ -248,18 +246,25 @@ def test_custom_preview_window(admin_client, vm):
     ).content.decode()
     assert "Custom Preview Snapshot" in html and 'name="custom" value="1"' in html
     assert "VM Configuration" in html and "(1024 MB, 1 vCPU)" in html
-    assert re.search(r'name="memory"\s+disabled', html) and "not saved in this snapshot" in html
-    selects = dict(re.findall(r'<select name="disk_(\d+)">(.*?)</select>', html, re.S))
+    assert html_one(html, "input[name=memory]").get("disabled") is not None
+    assert "not saved in this snapshot" in html
+    selects = {
+        select.get("name").removeprefix("disk_"): select
+        for select in html_find(html, "select[name^=disk_]")
+    }
     assert set(selects) == {str(vda.pk), str(vdb.pk)}
-    assert "Active VM (keep as it is)" in selects[str(vda.pk)]
-    options = {d: re.findall(r'<option value="(\d+)"', html) for d, html in selects.items()}
+    assert "Active VM (keep as it is)" in html_text(selects[str(vda.pk)])
+    options = {
+        d: [o.get("value") for o in html_find(select, "option") if o.get("value", "").isdigit()]
+        for d, select in selects.items()
+    }
     assert sorted(options[str(vda.pk)]) == sorted([str(s1.pk), str(s2.pk)])  # not the Locked one
     assert options[str(vdb.pk)] == [str(s1.pk)]
-    assert f'<option value="{s1.pk}" selected>' in selects[str(vdb.pk)]
+    assert html_one(selects[str(vdb.pk)], f'option[value="{s1.pk}"]').get("selected") is not None
     html = admin_client.get(
         reverse("vms:snapshot_preview", args=[vm.pk, s2.pk]), headers=HX
     ).content.decode()
-    assert re.search(r'name="memory"\s+checked', html)
+    assert html_one(html, "input[name=memory]").get("checked") is not None
 
 
 def test_preview_ok_and_custom_preview_ok(admin_client, vm):
@@ -427,7 +432,7 @@ def test_user_role_sees_the_snapshots_but_every_snapshot_url_is_404(vm):
     client = client_with("UserRole", vm)
     html = pane(client, vm, snapshot=s1.pk)
     assert "s1" in html and "You may see this VM's snapshots but not act on them." in html
-    assert not re.search(r"<button[^>]*>(Create|Preview|Commit|Undo|Clone|Delete)</button>", html)
+    assert not [b for b in html_find(html, "button") if b.text_content() in BUTTONS]
     for url in snapshot_urls(vm, s1):
         assert client.get(url, headers=HX).status_code == 404, url
         assert client.post(url, {"disks": [d.pk for d in disks(vm)]}, headers=HX).status_code == 404

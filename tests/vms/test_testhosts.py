@@ -6,6 +6,7 @@ import threading
 import pytest
 from django.db import connections
 from factories import DiskFactory, HostFactory, StorageDomainFactory, VMFactory
+from helpers import GiB
 
 import hypervisor
 from portal.models import Event, Job, JobStatus, Phase
@@ -13,8 +14,6 @@ from vms import services, testhosts
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
 from vms.monitor import Monitor, host_unreachable
-
-GiB = 1024**3
 
 pytestmark = pytest.mark.django_db
 

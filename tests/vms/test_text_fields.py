@@ -3,7 +3,7 @@ by one validator (portal.validators) in the services; the windows show its messa
 
 import pytest
 from django.urls import reverse
-from factories import GiB
+from helpers import GiB
 
 import hypervisor
 from accounts.models import Role

@@ -5,8 +5,9 @@ and take back everything they made when the task queue refuses the job."""
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
-from factories import GiB, UserFactory, grant
+from factories import UserFactory, grant
 from guardian.models import UserObjectPermission
+from helpers import HX, GiB
 
 from portal.errors import ActionRefused
 from portal.models import Event, Job, JobStatus
@@ -16,8 +17,6 @@ from vms import services, snapshots
 from vms.choices import SnapshotStatus, VMStatus
 from vms.models import Quota, Snapshot, SnapshotPreview, VirtualMachine
 from vms.quotas import quota_set, quota_usage
-
-HX = {"HX-Request": "true"}
 
 
 def state() -> tuple:
