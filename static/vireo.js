@@ -281,8 +281,25 @@
     const cause = detail.requestConfig ? detail.requestConfig.triggeringEvent : detail.triggeringEvent;
     return !!cause && cause.type === "vireo:changed";
   };
+  // A live refresh that set off before a request of the user's (a click on a snapshot row
+  // inside the pane) must not land after it with the older view: it is dropped and made again
+  // from the element now on the page. userRequests counts the user's requests.
+  let userRequests = 0;
   document.body.addEventListener("htmx:configRequest", (e) => {
-    if (liveRefresh(e.detail)) e.detail.headers["X-Vireo-Live"] = "1";
+    if (liveRefresh(e.detail)) {
+      e.detail.headers["X-Vireo-Live"] = "1";
+      e.detail.vireoUserRequests = userRequests;
+    } else {
+      userRequests += 1;
+    }
+  });
+  document.body.addEventListener("htmx:beforeSwap", (e) => {
+    const config = e.detail.requestConfig;
+    if (!config || config.vireoUserRequests === undefined) return;
+    if (config.vireoUserRequests === userRequests) return;
+    e.detail.shouldSwap = false;
+    const now = current(e.detail.elt);
+    if (now) setTimeout(() => refresh(now), 0);
   });
   document.body.addEventListener("htmx:afterRequest", (e) => {
     const elt = e.detail.elt;
