@@ -1,8 +1,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from . import views
-from .security import LoginForm
+from portal.shell import views
+from portal.shell.security import LoginForm
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -3,10 +3,10 @@
 from django.db import transaction
 
 import hypervisor
-from portal.audit import event_record
-from portal.live import broadcast
-from portal.models import Job, Phase
-from portal.tasks import job_handler
+from portal.kernel.audit import event_record
+from portal.kernel.live import broadcast
+from portal.kernel.models import Job, Phase
+from portal.kernel.tasks import job_handler
 from vms.choices import VMStatus
 from vms.jobs import disk_volumes_delete, vm_domain_spec, vm_settle
 from vms.models import VirtualMachine

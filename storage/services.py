@@ -4,11 +4,11 @@ import string
 
 from django.db import transaction
 
-from portal.audit import actor, event_record
-from portal.errors import ActionRefused
-from portal.live import broadcast
-from portal.models import Job, Phase
-from portal.tasks import job_create, queue_ensure_available
+from portal.kernel.audit import actor, event_record
+from portal.kernel.errors import ActionRefused
+from portal.kernel.live import broadcast
+from portal.kernel.models import Job, Phase
+from portal.kernel.tasks import job_create, queue_ensure_available
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
 from vms.services import vm_status_move

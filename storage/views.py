@@ -5,9 +5,9 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import restrict
-from portal.access import admin_portal_required
-from portal.errors import ActionRefused
-from portal.views import modal_done
+from portal.kernel.errors import ActionRefused
+from portal.shell.access import admin_portal_required
+from portal.shell.views import modal_done
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
 

@@ -10,11 +10,11 @@ from django.db import transaction
 from django.utils import timezone
 
 import hypervisor
-from portal.audit import event_record
-from portal.live import broadcast, broadcast_gone, coalesced
-from portal.models import Job, Phase, Severity
-from portal.tasks import job_finish, job_handler, job_progress
-from portal.validators import control_characters_strip
+from portal.kernel.audit import event_record
+from portal.kernel.live import broadcast, broadcast_gone, coalesced
+from portal.kernel.models import Job, Phase, Severity
+from portal.kernel.tasks import job_finish, job_handler, job_progress
+from portal.kernel.validators import control_characters_strip
 from storage.choices import DiskStatus
 from storage.models import Disk
 
@@ -86,7 +86,7 @@ def vm_settle(vm_id: int) -> None:
 def _load(job: Job) -> tuple[VirtualMachine, hypervisor.Connection]:
     if job.vm_id is None:
         raise VirtualMachine.DoesNotExist("VirtualMachine matching query does not exist.")
-    vm = job.vm  # portal.tasks.execute read it with its host and cluster, along with the Job
+    vm = job.vm  # portal.kernel.tasks.execute read it with its host and cluster, along with the Job
     if vm.host is None:
         raise JobError(f"{vm.name} is not placed on any host.")
     return vm, hypervisor.connect(vm.host.uri)

@@ -14,10 +14,10 @@ from guardian.conf import settings as guardian_settings
 
 from accounts.models import System
 from accounts.permissions import can
-from portal.access import admin_portal_required
-from portal.errors import ActionRefused
-from portal.search import SEARCH_MAX, SearchError, search_text
-from portal.views import modal_done
+from portal.kernel.errors import ActionRefused
+from portal.kernel.search import SEARCH_MAX, SearchError, search_text
+from portal.shell.access import admin_portal_required
+from portal.shell.views import modal_done
 from storage.models import Disk
 
 from .models import Quota, VirtualMachine

@@ -14,12 +14,12 @@ from django.utils import timezone
 
 from accounts.permissions import can
 from accounts.services import permission_grant_creator
-from portal.audit import actor, event_record
-from portal.errors import ActionRefused
-from portal.live import broadcast, broadcast_gone
-from portal.models import Job, Phase
-from portal.tasks import job_create, queue_ensure_available
-from portal.validators import text_check
+from portal.kernel.audit import actor, event_record
+from portal.kernel.errors import ActionRefused
+from portal.kernel.live import broadcast, broadcast_gone
+from portal.kernel.models import Job, Phase
+from portal.kernel.tasks import job_create, queue_ensure_available
+from portal.kernel.validators import text_check
 from storage.choices import DiskStatus, DomainFunction
 from storage.models import Disk, StorageDomain
 

@@ -8,10 +8,10 @@ import logging
 from django.db import transaction
 
 import hypervisor
-from portal.audit import event_record
-from portal.live import broadcast
-from portal.models import Job, Phase
-from portal.tasks import job_handler, job_progress
+from portal.kernel.audit import event_record
+from portal.kernel.live import broadcast
+from portal.kernel.models import Job, Phase
+from portal.kernel.tasks import job_handler, job_progress
 from storage.models import Disk
 
 from .choices import SnapshotStatus, VMStatus

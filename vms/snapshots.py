@@ -7,12 +7,12 @@ the host (a chain of qcow2 volumes per disk) is described in docs/architecture.m
 
 from django.db import transaction
 
-from portal.audit import actor, event_record
-from portal.errors import ActionRefused
-from portal.live import broadcast
-from portal.models import Job, Phase
-from portal.tasks import job_create, queue_ensure_available
-from portal.validators import text_check
+from portal.kernel.audit import actor, event_record
+from portal.kernel.errors import ActionRefused
+from portal.kernel.live import broadcast
+from portal.kernel.models import Job, Phase
+from portal.kernel.tasks import job_create, queue_ensure_available
+from portal.kernel.validators import text_check
 from storage.models import Disk
 
 from .choices import (

@@ -76,7 +76,7 @@ def node_xml(host: Host) -> str:
 
 
 def _node_xml(host: Host) -> str:
-    from portal.models import Job, JobStatus
+    from portal.kernel.models import Job, JobStatus
 
     from .jobs import vm_domain_spec
 

@@ -14,7 +14,7 @@ from factories import ClusterFactory, HostFactory, StorageDomainFactory
 from helpers import MiB
 
 from hypervisor import DomainNotFound, DomainState, VolumeNotFound
-from portal.models import Event, Job, JobStatus, Phase
+from portal.kernel.models import Event, Job, JobStatus, Phase
 from storage.choices import DiskStatus
 from storage.models import Disk
 from storage.services import disk_remove

@@ -9,8 +9,8 @@ from factories import UserFactory, grant
 from guardian.models import UserObjectPermission
 from helpers import HX, GiB
 
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus
 from storage.choices import DiskStatus
 from storage.models import Disk
 from vms import services, snapshots

@@ -7,8 +7,8 @@ import pytest
 from factories import DiskFactory, HostFactory, StorageDomainFactory
 
 import hypervisor
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus, Phase, Severity
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus, Phase, Severity
 from storage import services as disk_services
 from storage.choices import DiskStatus
 from storage.models import Disk

@@ -11,10 +11,10 @@ from django.urls import reverse_lazy
 from django_htmx.http import trigger_client_event
 
 from accounts.permissions import is_admin, restrict
+from portal.kernel.models import Event, Job
+from portal.kernel.search import SEARCH_MAX, SearchError, search_text
 
 from .access import admin_portal_required
-from .models import Event, Job
-from .search import SEARCH_MAX, SearchError, search_text
 
 
 def modal_done(
