@@ -4,10 +4,10 @@ from django import forms
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 
+from accounts.access import admin_portal_required
 from accounts.permissions import restrict
+from portal.kernel.dialogs import modal_done
 from portal.kernel.errors import ActionRefused
-from portal.shell.access import admin_portal_required
-from portal.shell.views import modal_done
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
 

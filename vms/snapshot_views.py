@@ -10,8 +10,8 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import can
 from portal.kernel.converters import parse_id
+from portal.kernel.dialogs import modal_done
 from portal.kernel.errors import ActionRefused
-from portal.shell.views import modal_done
 
 from . import snapshots as services
 from .choices import RUNNING_STATUSES, SnapshotAction, SnapshotStatus, snapshot_actions_allowed

@@ -2,6 +2,7 @@
 the login and security middleware, and the template context.
 
 It sits above the domain apps (it may import vms, storage and accounts) and below the project
-config (settings, urls, asgi). No app imports it, except for the shared view helpers
-(modal_done, admin_portal_required) — see pyproject.toml's contracts.
+config (settings, urls, asgi). No app imports it: the helpers the apps' views share live below,
+modal_done in portal/kernel/dialogs.py and admin_portal_required in accounts/access.py. The
+import-linter contracts in pyproject.toml hold this.
 """
