@@ -15,6 +15,7 @@ from django.db import connection, transaction
 
 import hypervisor
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
+from portal.models import JobKind
 from storage.choices import DiskStatus
 from storage.models import Disk, StorageDomain
 
@@ -86,7 +87,7 @@ def _node_xml(host: Host) -> str:
         )
     )
     # VMs a job is making: not defined on the host yet, nor the disks it has still to make.
-    making = {vm_id for kind, _s, vm_id, _r, _p in active if kind == "vm_create"}
+    making = {vm_id for kind, _s, vm_id, _r, _p in active if kind == JobKind.VM_CREATE}
     making |= {result_vm_id for *_x, result_vm_id, _p in active if result_vm_id}
     waiting = {
         vm_id: params["from_status"]
