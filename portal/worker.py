@@ -1,8 +1,8 @@
 """An RQ worker that runs in a thread of its process.
 
 The demo's test-driver hosts live inside the process that opened them, so the demo runs its
-workers as threads of the monitor process (`manage.py monitor --workers N`). Production runs
-ordinary `manage.py rqworker` processes instead.
+workers as threads of its monitor process (`manage.py demo_monitor --workers N`). Production
+runs ordinary `manage.py rqworker` processes instead.
 """
 
 import threading
