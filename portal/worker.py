@@ -5,7 +5,8 @@ anything new.
 Production runs `manage.py rqworker default --worker-class portal.worker.Worker`: a job then
 costs no fork, no new PostgreSQL backend and no new libvirt connection (the process's cached
 one is reused). The demo's test-driver hosts live inside the process that opened them, so the
-demo runs `ThreadWorker`s as threads of the monitor process (`manage.py demo_monitor --workers N`).
+demo runs `ThreadWorker`s as threads of its monitor process
+(`manage.py demo_monitor --workers N`).
 """
 
 import threading
