@@ -2,14 +2,16 @@
 
 Besides the totals it reports where the time went: publishing live updates (the process's
 publisher; `send_now` calls inside a `coalesced()` block share one publish), executing SQL, and
-the rest (RQ, libvirt, Python). The split comes from thin wrappers around `send_now`, the
-publisher and an execute_wrapper; they add microseconds per call.
+the rest (RQ, libvirt, Python), with the Redis round trips (RQ's and the publishes). The split
+comes from thin wrappers around `send_now`, the publisher, redis-py's send and an
+execute_wrapper; they add microseconds per call.
 """
 
 import time
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 
+import redis.connection
 from django.db import connection
 
 import hypervisor
@@ -30,12 +32,17 @@ class Split:
 
     def __init__(self) -> None:
         self.live_s = self.sql_s = 0.0
-        self.live_calls = self.send_calls = self.sql_calls = 0
+        self.live_calls = self.send_calls = self.sql_calls = self.redis_calls = 0
 
     @contextmanager
     def watching(self):
         original = portal.kernel.live.send_now
         publish = portal.kernel.live.publisher.group_send
+        redis_send = redis.connection.AbstractConnection.send_packed_command
+
+        def counted_send(conn, *args, **kwargs):
+            self.redis_calls += 1
+            return redis_send(conn, *args, **kwargs)
 
         def timed_send_now(*topics):
             self.send_calls += 1
@@ -64,6 +71,10 @@ class Split:
                 module.send_now = timed_send_now
             stack.callback(setattr, portal.kernel.live.publisher, "group_send", publish)
             portal.kernel.live.publisher.group_send = timed_publish
+            stack.callback(
+                setattr, redis.connection.AbstractConnection, "send_packed_command", redis_send
+            )
+            redis.connection.AbstractConnection.send_packed_command = counted_send
             stack.enter_context(connection.execute_wrapper(sql))
             yield self
 
@@ -75,6 +86,7 @@ class Split:
             "send_calls_per_job": self.send_calls / jobs if jobs else 0.0,
             "sql_ms_per_job": self.sql_s * per,
             "sql_calls_per_job": self.sql_calls / jobs if jobs else 0.0,
+            "redis_calls_per_job": self.redis_calls / jobs if jobs else 0.0,
             "other_ms_per_job": (total_s - self.live_s - self.sql_s) * per,
             "total_ms_per_job": total_s * per,
         }

@@ -10,7 +10,15 @@ Modules, each importing only those below it:
 - domainxml (all libvirt XML), datatypes, errors; testnode renders test-driver node files.
 """
 
-from hypervisor.base import LIFECYCLE_EVENTS
+import os
+
+# GLib (under libvirt) hands out small blocks from its own slice allocator, whose lock a fork
+# copies as it stood: a child forked while another thread held it (libvirt's event loop thread
+# allocates all the time) hangs in its first virConnectOpen. Plain malloc is fork-safe. GLib
+# reads this once, at its first allocation, so it is set before libvirt is loaded.
+os.environ.setdefault("G_SLICE", "always-malloc")
+
+from hypervisor.base import LIFECYCLE_EVENTS  # noqa: E402
 from hypervisor.cache import connect, disconnect, disconnect_all, start_event_loop
 from hypervisor.connection import Connection
 from hypervisor.datatypes import (

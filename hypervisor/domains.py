@@ -18,8 +18,10 @@ from hypervisor.errors import DomainNotFound
 class DomainsMixin(ConnectionBase):
     """The domains of the host."""
 
-    def _info(self, dom: libvirt.virDomain, *, saved: bool, persistent: bool) -> DomainInfo:
-        state, max_kib, _cur_kib, vcpus, _cpu_time = dom.info()
+    def _info(
+        self, dom: libvirt.virDomain, *, saved: bool, persistent: bool, info: list | None = None
+    ) -> DomainInfo:
+        state, max_kib, _cur_kib, vcpus, _cpu_time = info or dom.info()
         return DomainInfo(
             uuid=dom.UUIDString(),
             name=dom.name(),
@@ -140,12 +142,20 @@ class DomainsMixin(ConnectionBase):
     def wait_for_state(
         self, uuid: str, states: set[str] | frozenset[str], timeout: float, poll: float = 0.2
     ) -> DomainInfo | None:
-        """Poll until the domain is in one of `states`; its info, or None after `timeout` s."""
+        """Poll until the domain is in one of `states`; its info, or None after `timeout` s.
+
+        The domain is looked up once; each poll is one call (its info), and the managed-save and
+        persistence flags are asked only once it is there (a real host: a round trip each)."""
         deadline = time.monotonic() + timeout
+        dom = self._domain(uuid)
         while True:
-            info = self.get_domain(uuid)
-            if info.state in states:
-                return info
+            with self._translated():
+                raw = dom.info()
+                state = STATE_BY_NUMBER[raw[0]] if 0 <= raw[0] < len(STATE_BY_NUMBER) else "nostate"
+                if state in states:
+                    saved = bool(dom.hasManagedSaveImage(0))
+                    persistent = bool(dom.isPersistent())
+                    return self._info(dom, saved=saved, persistent=persistent, info=raw)
             if time.monotonic() >= deadline:
                 return None
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))

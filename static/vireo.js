@@ -38,10 +38,26 @@
   const inFlight = new Map(), deferred = new Set();
   const busy = (el) => [...inFlight.keys()].some(e => el === e || el.contains(e));
 
+  // Content htmx has swapped in but not yet processed (it does so when the swap settles, 20 ms
+  // on) has no hx-trigger listener: a vireo:changed sent to it then would be lost. It waits
+  // for its htmx:load.
+  const unsettled = new Set();
+  const unprocessed = (el) => !!el.closest("." + htmx.config.addedClass);
+
   function refresh(el) {
     if (busy(el)) { deferred.add(el); return; }
+    if (unprocessed(el)) { unsettled.add(el); return; }
     el.dispatchEvent(new CustomEvent("vireo:changed", {bubbles: false}));
   }
+
+  document.body.addEventListener("htmx:load", () => {
+    [...unsettled].forEach(el => {
+      if (el.isConnected && unprocessed(el)) return;
+      unsettled.delete(el);
+      const now = current(el);
+      if (now) refresh(now);
+    });
+  });
 
   // The element now on the page in place of `el` (a swap replaces it).
   function current(el) {
@@ -62,7 +78,7 @@
     [...deferred].forEach(el => {
       deferred.delete(el);
       const now = current(el);
-      if (now) setTimeout(() => refresh(now), 0);  // after htmx has settled the swap
+      if (now) setTimeout(() => refresh(now), 0);  // after htmx has made the swap
     });
   });
 

@@ -1,12 +1,10 @@
-"""What RQ workers do for disks."""
-
-from django.db import transaction
+"""What RQ workers do for disks. Each handler returns its Succeeded message and last writes;
+the job frame records the Events and ends the Job."""
 
 import hypervisor
-from portal.kernel.audit import event_record
 from portal.kernel.live import broadcast
-from portal.kernel.models import Job, Phase
-from portal.kernel.tasks import job_handler
+from portal.kernel.models import Job, JobKind
+from portal.kernel.tasks import Outcome, job_handler
 from vms.choices import VMStatus
 from vms.jobs import disk_volumes_delete, vm_domain_spec, vm_settle
 from vms.models import VirtualMachine
@@ -20,23 +18,20 @@ from .services import _unlock
 def _attach_failed(job: Job, message: str) -> None:
     _unlock(job.params["disk_id"])(job)
     vm_settle(job.vm_id)
-    event_record(
-        action="attach_disk",
-        phase=Phase.FAILED,
-        user=job.user,
-        vm=job.vm,
-        job=job,
-        error=message,
-        message=f"Failed to attach a disk to VM {job.vm.name if job.vm else ''}.",
-    )
 
 
-@job_handler("disk_attach", on_fail=_attach_failed)
-def disk_attach_job(job: Job) -> None:
+@job_handler(
+    JobKind.DISK_ATTACH,
+    action="attach_disk",
+    failed=lambda job, vm: f"Failed to attach a disk to VM {vm.name if vm else ''}.",
+    on_fail=_attach_failed,
+)
+def disk_attach_job(job: Job) -> Outcome:
     vm = VirtualMachine.objects.select_related("host").get(pk=job.vm_id)
     disk = Disk.objects.select_related("host").get(pk=job.params["disk_id"])
     host = vm.host or disk.host
-    with transaction.atomic():
+
+    def last_writes() -> None:
         Disk.objects.filter(pk=disk.pk).update(
             vm=vm, target=job.params["target"], status=DiskStatus.OK
         )
@@ -46,43 +41,36 @@ def disk_attach_job(job: Job) -> None:
         # Redefine the domain with the disk; if the host refuses, the transaction rolls back.
         hypervisor.connect(host.uri).define_domain(vm_domain_spec(vm))
         vm_status_move(vm_id=vm.pk, from_status=VMStatus.IMAGE_LOCKED, to_status=VMStatus.DOWN)
-        event_record(
-            action="attach_disk",
-            phase=Phase.SUCCEEDED,
-            user=job.user,
-            vm=vm,
-            job=job,
-            message=f"Disk {disk.alias} was attached to VM {vm.name}.",
-        )
         broadcast("disks", f"vm.{vm.pk}")
+
+    return Outcome(
+        message=f"Disk {disk.alias} was attached to VM {vm.name}.",
+        event={"vm": vm},
+        last_writes=last_writes,
+    )
 
 
 def _remove_failed(job: Job, message: str) -> None:
     _unlock(job.params["disk_id"])(job)
-    event_record(
-        action="remove_disk",
-        phase=Phase.FAILED,
-        user=job.user,
-        job=job,
-        object_type="disk",
-        error=message,
-        message="Failed to remove a floating disk.",
-    )
 
 
-@job_handler("disk_remove", on_fail=_remove_failed)
-def disk_remove_job(job: Job) -> None:
+@job_handler(
+    JobKind.DISK_REMOVE,
+    action="remove_disk",
+    object_type="disk",
+    failed=lambda job, vm: "Failed to remove a floating disk.",
+    on_fail=_remove_failed,
+)
+def disk_remove_job(job: Job) -> Outcome:
     disk = Disk.objects.select_related("host", "storage_domain").get(pk=job.params["disk_id"])
     disk_volumes_delete(disk)
-    with transaction.atomic():
-        event_record(
-            action="remove_disk",
-            phase=Phase.SUCCEEDED,
-            user=job.user,
-            job=job,
-            object_type="disk",
-            object_name=disk.alias,
-            message=f"Disk {disk.alias} was removed.",
-        )
+
+    def last_writes() -> None:
         disk.delete()
         broadcast("disks")
+
+    return Outcome(
+        message=f"Disk {disk.alias} was removed.",
+        event={"object_name": disk.alias},
+        last_writes=last_writes,
+    )

@@ -7,7 +7,7 @@ from django.db import transaction
 from portal.kernel.audit import actor, event_record
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast
-from portal.kernel.models import Job, Phase
+from portal.kernel.models import Job, JobKind, Phase
 from portal.kernel.tasks import job_create, queue_ensure_available
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
@@ -84,7 +84,7 @@ def disk_attach(*, disk_id: int, vm_id: int, user) -> Job:
             vm_status_move(vm_id=vm.pk, from_status=VMStatus.IMAGE_LOCKED, to_status=VMStatus.DOWN)
 
         job = job_create(
-            kind="disk_attach",
+            kind=JobKind.DISK_ATTACH,
             description=f"Attach disk {disk.alias} to {vm.name}",
             vm=vm,
             user=user,
@@ -109,7 +109,7 @@ def disk_remove(*, disk_id: int, user) -> Job:
         disk = _floating_disk(disk_id)
         _lock(disk)
         job = job_create(
-            kind="disk_remove",
+            kind=JobKind.DISK_REMOVE,
             description=f"Remove disk {disk.alias}",
             user=user,
             params={"disk_id": disk.pk},

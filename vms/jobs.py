@@ -1,6 +1,8 @@
-"""What RQ workers do for VM actions. Each handler loads its Job's VM by id, talks to the
-host through `hypervisor`, reports progress and ends in a real status. Each kind's on_fail
-hook returns the VM to what its host says it is, so no VM stays busy after a failure."""
+"""What RQ workers do for VM actions. Each handler takes its Job's VM (read by the job
+frame, `portal.kernel.tasks.execute`), talks to the host through `hypervisor`, reports progress and
+returns its Succeeded message with its last writes; the frame records the Events and ends the
+Job. Each kind's on_fail hook returns the VM to what its host says it is, so no VM stays busy
+after a failure."""
 
 import logging
 import time
@@ -10,10 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 
 import hypervisor
-from portal.kernel.audit import event_record
-from portal.kernel.live import broadcast, broadcast_gone, coalesced
-from portal.kernel.models import Job, Phase, Severity
-from portal.kernel.tasks import job_finish, job_handler, job_progress
+from portal.kernel.live import broadcast, broadcast_gone
+from portal.kernel.models import Job, JobKind
+from portal.kernel.tasks import Outcome, job_handler, job_progress
 from portal.kernel.validators import control_characters_strip
 from storage.choices import DiskStatus
 from storage.models import Disk
@@ -92,56 +93,62 @@ def _load(job: Job) -> tuple[VirtualMachine, hypervisor.Connection]:
     return vm, hypervisor.connect(vm.host.uri)
 
 
-def _started(job: Job, vm: VirtualMachine, action: str) -> None:
-    event_record(
+def _vm_started(action: str):
+    """The Started Event's message of a VM action (none when the job cannot start: no VM, or
+    a VM on no host, which the handler then refuses)."""
+
+    def started(job: Job) -> str | None:
+        vm = job.vm
+        if vm is None or vm.host is None:
+            return None
+        return f"Started to {ACTION_VERBS[action]} VM {vm.name} on host {vm.host.name}."
+
+    return started
+
+
+def _vm_failed(action: str):
+    """The Failed Event's message of a VM action."""
+
+    def failed(job: Job, vm: VirtualMachine | None) -> str:
+        return f"Failed to {ACTION_VERBS[action]} VM {vm.name if vm else ''}."
+
+    return failed
+
+
+def _vm_settle_hook(job: Job, message: str) -> None:
+    """on_fail of a VM action: the VM back in the status its host reports."""
+    vm_settle(job.vm_id)
+
+
+def vm_action_handler(kind: str, action: str, *, on_fail=_vm_settle_hook, **options):
+    """Register a VM action's handler: its Events are the action's (verb from ACTION_VERBS)."""
+    return job_handler(
+        kind,
         action=action,
-        phase=Phase.STARTED,
-        user=job.user,
-        vm=vm,
-        job=job,
-        message=f"Started to {ACTION_VERBS[action]} VM {vm.name} on host {vm.host.name}.",
+        started=_vm_started(action),
+        failed=_vm_failed(action),
+        on_fail=on_fail,
+        **options,
     )
-
-
-def _succeeded(job: Job, vm: VirtualMachine, action: str, message: str, reason: str = "") -> None:
-    event_record(
-        action=action,
-        phase=Phase.SUCCEEDED,
-        user=job.user,
-        vm=vm,
-        job=job,
-        message=message,
-        reason=reason,
-    )
-
-
-def _started_progress(job: Job, vm: VirtualMachine, action: str, percent: int, step: str) -> None:
-    """The Started Event and the first progress report, told to open pages in one update."""
-    with coalesced():
-        _started(job, vm, action)
-        job_progress(job, percent, step)
 
 
 def _done(
-    job: Job,
-    vm: VirtualMachine,
-    to_status: str,
-    action: str,
-    message: str,
-    *,
-    reason: str = "",
-    **fields,
-) -> None:
-    """A job's last writes in one transaction: the VM out of its busy status, the Succeeded
-    Event, the Job succeeded; open pages hear of all three in one update after the commit."""
-    with coalesced(), transaction.atomic():
-        _finish(job, vm, to_status, **fields)
-        _succeeded(job, vm, action, message, reason=reason)
-        job_finish(job.pk, job=job)
+    job: Job, vm: VirtualMachine, to_status: str, message: str, *, reason: str = "", **fields
+) -> Outcome:
+    """A VM job's end: the VM out of its busy status, committed by the frame in one
+    transaction with the Succeeded Event and the Job succeeded (one live update)."""
+    return Outcome(
+        message=message,
+        reason=reason,
+        last_writes=lambda: _finish(job, vm, to_status, **fields),
+    )
 
 
 def _finish(job: Job, vm: VirtualMachine, to_status: str, **fields) -> None:
-    """Move the VM out of the busy status the job put it in."""
+    """Move the VM out of the busy status the job put it in: the status read with the Job,
+    else (it changed meanwhile) the one it is in now."""
+    if vm_status_move(vm_id=vm.pk, from_status=vm.status, to_status=to_status, **fields):
+        return
     busy = VirtualMachine.objects.filter(pk=vm.pk).values_list("status", flat=True).first()
     if busy is None:
         raise JobError(f"{vm.name} was removed while the job ran.")
@@ -155,29 +162,10 @@ def _ensure_defined(conn: hypervisor.Connection, vm: VirtualMachine) -> None:
         conn.define_domain(vm_domain_spec(vm))
 
 
-def _vm_action_failed(action: str):
-    def on_fail(job: Job, message: str) -> None:
-        vm_settle(job.vm_id)
-        vm = VirtualMachine.objects.filter(pk=job.vm_id).select_related("host").first()
-        event_record(
-            action=action,
-            phase=Phase.FAILED,
-            user=job.user,
-            vm=vm,
-            job=job,
-            object_name=vm.name if vm else "",
-            error=message,
-            message=f"Failed to {ACTION_VERBS[action]} VM {vm.name if vm else ''}.",
-        )
-
-    return on_fail
-
-
-@job_handler("vm_run", on_fail=_vm_action_failed(VMAction.RUN))
-def vm_run_job(job: Job) -> None:
+@vm_action_handler(JobKind.VM_RUN, VMAction.RUN)
+def vm_run_job(job: Job) -> Outcome:
     vm, conn = _load(job)
     uuid = str(vm.uuid)
-    _started(job, vm, VMAction.RUN)
     previous = job.params.get("from_status")
     if previous == VMStatus.PAUSED:
         job_progress(job, 30, "Resuming")
@@ -202,15 +190,16 @@ def vm_run_job(job: Job) -> None:
     if vm.shutdown_reason and previous == VMStatus.DOWN:
         message += f" It had been shut down with the reason: {vm.shutdown_reason}"
     reason = vm.shutdown_reason if previous == VMStatus.DOWN else ""
-    _done(job, vm, VMStatus.UP, VMAction.RUN, message, reason=reason, **fields)
+    return _done(job, vm, VMStatus.UP, message, reason=reason, **fields)
 
 
-@job_handler("vm_shutdown", on_fail=_vm_action_failed(VMAction.SHUTDOWN))
-def vm_shutdown_job(job: Job) -> None:
+@vm_action_handler(
+    JobKind.VM_SHUTDOWN, VMAction.SHUTDOWN, first_step=(10, "Asking the guest to shut down (ACPI)")
+)
+def vm_shutdown_job(job: Job) -> Outcome:
     vm, conn = _load(job)
     uuid = str(vm.uuid)
     reason = job.params.get("reason", "")
-    _started_progress(job, vm, VMAction.SHUTDOWN, 10, "Asking the guest to shut down (ACPI)")
     conn.shutdown(uuid)
     timeout = vm.cluster.shutdown_timeout
     if conn.wait_for_state(uuid, {hypervisor.DomainState.SHUTOFF}, timeout=timeout) is None:
@@ -218,11 +207,10 @@ def vm_shutdown_job(job: Job) -> None:
             f"{vm.name} did not shut down within {timeout} seconds and is still running. "
             "Use Power Off to force it."
         )
-    _done(
+    return _done(
         job,
         vm,
         VMStatus.DOWN,
-        VMAction.SHUTDOWN,
         f"VM {vm.name} was shut down." + (f" Reason: {reason}" if reason else ""),
         reason=reason,
         started_at=None,
@@ -230,10 +218,9 @@ def vm_shutdown_job(job: Job) -> None:
     )
 
 
-@job_handler("vm_poweroff", on_fail=_vm_action_failed(VMAction.POWER_OFF))
-def vm_poweroff_job(job: Job) -> None:
+@vm_action_handler(JobKind.VM_POWER_OFF, VMAction.POWER_OFF)
+def vm_poweroff_job(job: Job) -> Outcome:
     vm, conn = _load(job)
-    _started(job, vm, VMAction.POWER_OFF)
     try:
         conn.destroy(str(vm.uuid))
     except hypervisor.HypervisorError:
@@ -241,37 +228,33 @@ def vm_poweroff_job(job: Job) -> None:
         if conn.get_domain(str(vm.uuid)).state != hypervisor.DomainState.SHUTOFF:
             raise
     # A power off is a stop without a reason: the next power on must not repeat an older one.
-    _done(
+    return _done(
         job,
         vm,
         VMStatus.DOWN,
-        VMAction.POWER_OFF,
         f"VM {vm.name} was powered off.",
         started_at=None,
         shutdown_reason="",
     )
 
 
-@job_handler("vm_suspend", on_fail=_vm_action_failed(VMAction.SUSPEND))
-def vm_suspend_job(job: Job) -> None:
+@vm_action_handler(JobKind.VM_SUSPEND, VMAction.SUSPEND, first_step=(10, "Saving memory to disk"))
+def vm_suspend_job(job: Job) -> Outcome:
     vm, conn = _load(job)
-    _started_progress(job, vm, VMAction.SUSPEND, 10, "Saving memory to disk")
     conn.managed_save(str(vm.uuid))
-    _done(
+    return _done(
         job,
         vm,
         VMStatus.SUSPENDED,
-        VMAction.SUSPEND,
         f"VM {vm.name} was suspended (hibernated).",
         started_at=None,
     )
 
 
-@job_handler("vm_reboot", on_fail=_vm_action_failed(VMAction.REBOOT))
-def vm_reboot_job(job: Job) -> None:
+@vm_action_handler(JobKind.VM_REBOOT, VMAction.REBOOT)
+def vm_reboot_job(job: Job) -> Outcome:
     vm, conn = _load(job)
     uuid = str(vm.uuid)
-    _started(job, vm, VMAction.REBOOT)
     began = time.monotonic()
     job_progress(job, 20, "Rebooting the guest")
     conn.reboot(uuid)
@@ -283,11 +266,10 @@ def vm_reboot_job(job: Job) -> None:
     if hold > 0:
         job_progress(job, 60, "Waiting for the guest to come back")
         time.sleep(hold)
-    _done(
+    return _done(
         job,
         vm,
         VMStatus.UP,
-        VMAction.REBOOT,
         f"VM {vm.name} was rebooted.",
         started_at=timezone.now(),
     )
@@ -333,15 +315,16 @@ def _memory_volumes_delete(conn: hypervisor.Connection, vm: VirtualMachine) -> N
 
 def _remove_failed(job: Job, message: str) -> None:
     Disk.objects.filter(vm_id=job.vm_id, status=DiskStatus.LOCKED).update(status=DiskStatus.OK)
-    _vm_action_failed(VMAction.REMOVE)(job, message)
+    vm_settle(job.vm_id)
 
 
-@job_handler("vm_remove", on_fail=_remove_failed)
-def vm_remove_job(job: Job) -> None:
-    vm = VirtualMachine.objects.select_related("host", "cluster").get(pk=job.vm_id)
+@vm_action_handler(JobKind.VM_REMOVE, VMAction.REMOVE, on_fail=_remove_failed)
+def vm_remove_job(job: Job) -> Outcome:
+    vm = job.vm  # read by the frame with its host and cluster
+    if vm is None:
+        raise VirtualMachine.DoesNotExist("VirtualMachine matching query does not exist.")
     remove_disks = job.params.get("remove_disks", True)
     if vm.host is not None:
-        _started(job, vm, VMAction.REMOVE)
         try:
             hypervisor.connect(vm.host.uri).undefine_domain(str(vm.uuid), remove_managed_save=True)
         except hypervisor.DomainNotFound:
@@ -354,20 +337,22 @@ def vm_remove_job(job: Job) -> None:
             job_progress(job, 10 + 80 * n // len(disks), f"Removing disk {disk.alias}")
             disk_volumes_delete(disk)
             disk.delete()
-    with transaction.atomic():
+
+    def last_writes() -> None:  # after the Succeeded Event, which names the VM
         if not remove_disks:
             Disk.objects.filter(vm=vm).update(vm=None, status=DiskStatus.OK)
-        _succeeded(
-            job,
-            vm,
-            VMAction.REMOVE,
-            f"VM {vm.name} was removed"
-            + (" with its disks." if remove_disks else "; its disks are now floating disks."),
-        )
-        vm_grants_drop(vm.pk)
+        vm_id = vm.pk
+        vm_grants_drop(vm_id)
         vm.delete()
-        broadcast_gone(f"vm.{job.vm_id}")
+        broadcast_gone(f"vm.{vm_id}")
         broadcast("vms", "disks")
+        job.vm = None  # gone: the Job's end tells no page to fetch it again
+
+    return Outcome(
+        message=f"VM {vm.name} was removed"
+        + (" with its disks." if remove_disks else "; its disks are now floating disks."),
+        last_writes=last_writes,
+    )
 
 
 def _create_failed(job: Job, message: str) -> None:
@@ -380,18 +365,6 @@ def _create_failed(job: Job, message: str) -> None:
             disk_volumes_delete(disk)
         except hypervisor.HypervisorError as exc:
             log.warning("could not delete volume %s: %s", disk.volume_name, exc)
-    event_record(
-        action="create",
-        phase=Phase.FAILED,
-        user=job.user,
-        vm=None,
-        job=job,
-        object_name=vm.name,
-        cluster=vm.cluster,
-        host=vm.host,
-        error=message,
-        message=f"Failed to create VM {vm.name}.",
-    )
     with transaction.atomic():
         vm_grants_drop(vm.pk)
         vm.disks.all().delete()
@@ -400,17 +373,23 @@ def _create_failed(job: Job, message: str) -> None:
         broadcast("vms", "disks")
 
 
-@job_handler("vm_create", on_fail=_create_failed)
-def vm_create_job(job: Job) -> None:
+def _create_started(job: Job) -> str | None:
+    vm = job.vm
+    if vm is None or vm.host is None:
+        return None
+    return f"Started to create VM {vm.name} on host {vm.host.name}."
+
+
+@job_handler(
+    JobKind.VM_CREATE,
+    action="create",
+    started=_create_started,
+    # The Failed Event keeps the VM's name, cluster and host: on_fail takes the VM away.
+    failed=lambda job, vm: f"Failed to create VM {vm.name}." if vm else "",
+    on_fail=_create_failed,
+)
+def vm_create_job(job: Job) -> str:
     vm, conn = _load(job)
-    event_record(
-        action="create",
-        phase=Phase.STARTED,
-        user=job.user,
-        vm=vm,
-        job=job,
-        message=f"Started to create VM {vm.name} on host {vm.host.name}.",
-    )
     disks = list(vm.disks.select_related("storage_domain"))
     for n, disk in enumerate(disks, 1):
         job_progress(job, 10 + 70 * (n - 1) // len(disks), f"Creating disk {disk.alias}")
@@ -425,7 +404,7 @@ def vm_create_job(job: Job) -> None:
     conn.define_domain(vm_domain_spec(vm))
     _finish(job, vm, VMStatus.DOWN)
     broadcast("disks")
-    _succeeded(job, vm, "create", f"VM {vm.name} was created on host {vm.host.name}.")
+    return f"VM {vm.name} was created on host {vm.host.name}."
 
 
 def _clone_snapshot(job: Job) -> Snapshot | None:
@@ -466,24 +445,12 @@ def _clone_failed(job: Job, message: str) -> None:
             from_status=VMStatus.IMAGE_LOCKED,
             to_status=job.params.get("from_status", VMStatus.DOWN),
         )
-    event_record(
-        action=VMAction.CLONE,
-        phase=Phase.FAILED,
-        user=job.user,
-        vm=source,
-        job=job,
-        object_name=source.name if source else "",
-        error=message,
-        message=f"Failed to clone VM {source.name if source else ''}.",
-        severity=Severity.ERROR,
-    )
 
 
-@job_handler("vm_clone", on_fail=_clone_failed)
-def vm_clone_job(job: Job) -> None:
+@vm_action_handler(JobKind.VM_CLONE, VMAction.CLONE, on_fail=_clone_failed)
+def vm_clone_job(job: Job) -> Outcome:
     vm, conn = _load(job)
     clone = VirtualMachine.objects.select_related("host").get(pk=job.result_vm_id)
-    _started(job, vm, VMAction.CLONE)
     snapshot = _clone_snapshot(job)
     if snapshot is not None:
         # From a snapshot: each included disk as it was then (the copy flattens its chain).
@@ -538,6 +505,7 @@ def vm_clone_job(job: Job) -> None:
         _finish(job, vm, job.params.get("from_status", VMStatus.DOWN))
     broadcast("disks")
     source = f"snapshot '{snapshot}' of VM {vm.name}" if snapshot else f"VM {vm.name}"
-    _succeeded(
-        job, clone, VMAction.CLONE, f"{source[0].upper()}{source[1:]} was cloned to {clone.name}."
+    return Outcome(
+        message=f"{source[0].upper()}{source[1:]} was cloned to {clone.name}.",
+        event={"vm": clone},
     )

@@ -33,7 +33,6 @@ from portal.kernel.tasks import get_queue, job_fail
 from storage.choices import StorageDomainStatus
 from storage.models import StorageDomain
 
-from . import testhosts
 from .choices import (
     BUSY_STATUSES,
     RUNNING_STATUSES,
@@ -327,7 +326,6 @@ class Monitor:
         self.connect_timeout = connect_timeout or settings.VIREO_HOST_CONNECT_TIMEOUT
         self.events: queue.Queue = queue.Queue()
         self.watched: dict[int, hypervisor.Connection] = {}
-        self.prepared: set[int] = set()  # test hosts whose node file this process wrote
         self.polling: dict[int, Future] = {}  # host id -> its poll, while it runs
         self.stop = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="monitor-host")
@@ -338,17 +336,15 @@ class Monitor:
 
         return callback
 
+    def host_connect(self, host: Host) -> hypervisor.Connection:
+        """The host's connection (the process's cached one, or a new one)."""
+        return hypervisor.connect(host.uri, timeout=self.connect_timeout)
+
     def host_poll(self, host: Host, busy_ids: set[int]) -> None:
         """Connect (registering for events on a new connection), then reconcile the host."""
         seen_at = timezone.now()  # the domain list is as of now: newer changes win over it
         try:
-            if host.pk not in self.prepared:
-                # Once per process: after an outage the host's own state is the truth again.
-                testhosts.node_file_write(host)
-                self.prepared.add(host.pk)
-            conn = hypervisor.connect(host.uri, timeout=self.connect_timeout)
-            if host.pk not in self.watched and testhosts.node_file(host) is not None:
-                testhosts.chains_adopt(host, conn)
+            conn = self.host_connect(host)
             fresh = self.watched.get(host.pk) is not conn
             if fresh:
                 conn.on_lifecycle(self._on_lifecycle(host.pk))

@@ -17,7 +17,7 @@ from accounts.services import permission_grant_creator
 from portal.kernel.audit import actor, event_record
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast, broadcast_gone
-from portal.kernel.models import Job, Phase
+from portal.kernel.models import Job, JobKind, Phase
 from portal.kernel.tasks import job_create, queue_ensure_available
 from portal.kernel.validators import text_check
 from storage.choices import DiskStatus, DomainFunction
@@ -150,7 +150,7 @@ def _vm_begin(
             on_enqueue_failure(job)
 
     job = job_create(
-        kind=kind or f"vm_{action}",
+        kind=kind or JobKind(f"vm_{action}"),
         description=f"{VMAction(action).label} {vm.name}",
         vm=vm,
         result_vm=result_vm,
@@ -408,7 +408,7 @@ def vm_create(
             status=DiskStatus.LOCKED,
         )
         job = job_create(
-            kind="vm_create",
+            kind=JobKind.VM_CREATE,
             description=f"Create VM {name}",
             vm=vm,
             user=user,

@@ -1,6 +1,7 @@
 """What RQ workers do for snapshots. A disk is a chain of qcow2 volumes on its host; the
 inventory (Disk.volume_name = the active top, SnapshotDisk = the frozen volume of each
 snapshot, SnapshotPreview = what a preview put aside) is the truth the domain is defined from.
+Each handler returns its Succeeded message; the job frame records the Events ("snapshot").
 """
 
 import logging
@@ -8,9 +9,7 @@ import logging
 from django.db import transaction
 
 import hypervisor
-from portal.kernel.audit import event_record
-from portal.kernel.live import broadcast
-from portal.kernel.models import Job, Phase
+from portal.kernel.models import Job, JobKind
 from portal.kernel.tasks import job_handler, job_progress
 from storage.models import Disk
 
@@ -21,13 +20,6 @@ from .models import Snapshot, SnapshotDisk, SnapshotPreview, VirtualMachine
 log = logging.getLogger(__name__)
 
 
-def _event(job: Job, vm, phase: str, message: str, error: str = "") -> None:
-    event_record(
-        action="snapshot", phase=phase, user=job.user, vm=vm, job=job, message=message, error=error
-    )
-    broadcast(f"vm.{vm.pk}" if vm else "vms")
-
-
 def _back_to(job: Job, vm: VirtualMachine, status: str | None = None) -> None:
     """A VM Image Locked for the job goes back (to Down, or where it started)."""
     current = VirtualMachine.objects.filter(pk=vm.pk).values_list("status", flat=True).first()
@@ -35,7 +27,35 @@ def _back_to(job: Job, vm: VirtualMachine, status: str | None = None) -> None:
         _finish(job, vm, status or job.params.get("from_status") or VMStatus.DOWN)
 
 
-def _failed(label: str, snapshot_status: str | None, *, drop_snapshot: bool = False):
+def _snapshot(job: Job) -> Snapshot:
+    return Snapshot.objects.get(pk=job.params["snapshot_id"])
+
+
+def _previewed(job: Job) -> Snapshot:
+    return SnapshotPreview.objects.select_related("snapshot").get(vm=job.vm).snapshot
+
+
+def snapshot_handler(kind: str, label: str, on_fail, started):
+    """Register a snapshot job's handler: Events "snapshot", "Failed to <label> of VM ..."
+    after on_fail, and the Started message `started(job, vm)` (none for a VM on no host,
+    which the handler then refuses)."""
+
+    def started_message(job: Job) -> str | None:
+        vm = job.vm
+        if vm is None or vm.host is None:
+            return None
+        return started(job, vm)
+
+    return job_handler(
+        kind,
+        action="snapshot",
+        started=started_message,
+        failed=lambda job, vm: f"Failed to {label} of VM {vm.name if vm else ''}.",
+        on_fail=on_fail,
+    )
+
+
+def _failed(snapshot_status: str | None, *, drop_snapshot: bool = False):
     """on_fail hook: the snapshot back to its status (or gone), the VM settled to its host."""
 
     def on_fail(job: Job, message: str) -> None:
@@ -47,20 +67,17 @@ def _failed(label: str, snapshot_status: str | None, *, drop_snapshot: bool = Fa
                 status=snapshot_status
             )
         vm_settle(job.vm_id)
-        vm = VirtualMachine.objects.filter(pk=job.vm_id).first()
-        _event(
-            job,
-            vm,
-            Phase.FAILED,
-            f"Failed to {label} of VM {vm.name if vm else ''}.",
-            error=message,
-        )
 
     return on_fail
 
 
-@job_handler("snapshot_create", on_fail=_failed("create a snapshot", None, drop_snapshot=True))
-def snapshot_create_job(job: Job) -> None:
+@snapshot_handler(
+    JobKind.SNAPSHOT_CREATE,
+    "create a snapshot",
+    _failed(None, drop_snapshot=True),
+    lambda job, vm: f"Started a snapshot of VM {vm.name} on host {vm.host.name}.",
+)
+def snapshot_create_job(job: Job) -> str:
     vm, conn = _load(job)
     snapshot = Snapshot.objects.get(pk=job.params["snapshot_id"])
     disks = list(
@@ -72,7 +89,6 @@ def snapshot_create_job(job: Job) -> None:
     memory = None
     if job.params.get("save_memory"):
         memory = (disks[0].storage_domain.pool_name, f"{vm.uuid}-s{snapshot.pk}.mem")
-    _event(job, vm, Phase.STARTED, f"Started a snapshot of VM {vm.name} on host {vm.host.name}.")
     job_progress(job, 20, "Saving memory and creating overlays" if memory else "Creating overlays")
     conn.snapshot_disks(str(vm.uuid), overlays, memory_volume=memory)
     with transaction.atomic():
@@ -83,20 +99,20 @@ def snapshot_create_job(job: Job) -> None:
             status=SnapshotStatus.OK, memory_volume="/".join(memory) if memory else ""
         )
         _back_to(job, vm)
-        _event(
-            job,
-            vm,
-            Phase.SUCCEEDED,
-            f"Snapshot '{snapshot}' of VM {vm.name} was created"
-            + (" with memory." if memory else "."),
-        )
+    return f"Snapshot '{snapshot}' of VM {vm.name} was created" + (
+        " with memory." if memory else "."
+    )
 
 
-@job_handler("snapshot_preview", on_fail=_failed("preview a snapshot", SnapshotStatus.OK))
-def snapshot_preview_job(job: Job) -> None:
+@snapshot_handler(
+    JobKind.SNAPSHOT_PREVIEW,
+    "preview a snapshot",
+    _failed(SnapshotStatus.OK),
+    lambda job, vm: f"Started to preview snapshot '{_snapshot(job)}' of VM {vm.name}.",
+)
+def snapshot_preview_job(job: Job) -> str:
     vm, conn = _load(job)
-    snapshot = Snapshot.objects.get(pk=job.params["snapshot_id"])
-    _event(job, vm, Phase.STARTED, f"Started to preview snapshot '{snapshot}' of VM {vm.name}.")
+    snapshot = _snapshot(job)
     kept = {}
     created = []
     try:
@@ -133,12 +149,6 @@ def snapshot_preview_job(job: Job) -> None:
             conn.define_domain(vm_domain_spec(vm))  # the host now uses the previewed images
             Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.IN_PREVIEW)
             _back_to(job, vm, VMStatus.DOWN)
-            _event(
-                job,
-                vm,
-                Phase.SUCCEEDED,
-                f"Snapshot '{snapshot}' of VM {vm.name} is in Preview Mode.",
-            )
     except Exception:
         for pool, name in created:
             try:
@@ -146,18 +156,18 @@ def snapshot_preview_job(job: Job) -> None:
             except hypervisor.HypervisorError as exc:
                 log.warning("preview overlay %s not removed: %s", name, exc)
         raise
+    return f"Snapshot '{snapshot}' of VM {vm.name} is in Preview Mode."
 
 
-@job_handler("snapshot_undo", on_fail=_failed("undo a snapshot preview", SnapshotStatus.IN_PREVIEW))
-def snapshot_undo_job(job: Job) -> None:
+@snapshot_handler(
+    JobKind.SNAPSHOT_UNDO,
+    "undo a snapshot preview",
+    _failed(SnapshotStatus.IN_PREVIEW),
+    lambda job, vm: f"Started to undo the preview of snapshot '{_previewed(job)}' of VM {vm.name}.",
+)
+def snapshot_undo_job(job: Job) -> str:
     vm, conn = _load(job)
     preview = SnapshotPreview.objects.select_related("snapshot").get(vm=vm)
-    _event(
-        job,
-        vm,
-        Phase.STARTED,
-        f"Started to undo the preview of snapshot '{preview.snapshot}' of VM {vm.name}.",
-    )
     with transaction.atomic():
         for disk_id, state in preview.disks.items():
             Disk.objects.filter(pk=int(disk_id)).update(volume_name=state["active"])
@@ -181,22 +191,19 @@ def snapshot_undo_job(job: Job) -> None:
         except hypervisor.VolumeNotFound:
             pass
     _back_to(job, vm, VMStatus.DOWN)
-    _event(
-        job,
-        vm,
-        Phase.SUCCEEDED,
-        f"The preview of snapshot '{preview.snapshot}' of VM {vm.name} was undone.",
-    )
+    return f"The preview of snapshot '{preview.snapshot}' of VM {vm.name} was undone."
 
 
-@job_handler(
-    "snapshot_commit", on_fail=_failed("commit a snapshot preview", SnapshotStatus.IN_PREVIEW)
+@snapshot_handler(
+    JobKind.SNAPSHOT_COMMIT,
+    "commit a snapshot preview",
+    _failed(SnapshotStatus.IN_PREVIEW),
+    lambda job, vm: f"Started to commit snapshot '{_previewed(job)}' of VM {vm.name}.",
 )
-def snapshot_commit_job(job: Job) -> None:
+def snapshot_commit_job(job: Job) -> str:
     vm, conn = _load(job)
     preview = SnapshotPreview.objects.select_related("snapshot").get(vm=vm)
     snapshot = preview.snapshot
-    _event(job, vm, Phase.STARTED, f"Started to commit snapshot '{snapshot}' of VM {vm.name}.")
     dropped: dict[str, str] = {}  # volume -> pool
     for disk_id, state in preview.disks.items():
         disk = Disk.objects.select_related("storage_domain").get(pk=int(disk_id))
@@ -228,23 +235,23 @@ def snapshot_commit_job(job: Job) -> None:
         except hypervisor.HypervisorError as exc:
             log.warning("volume %s of pool %s not removed: %s", name, pool, exc)
             left.append(name)
-    with transaction.atomic():
-        _back_to(job, vm, VMStatus.DOWN)
-        _event(
-            job,
-            vm,
-            Phase.SUCCEEDED,
-            f"Snapshot '{snapshot}' of VM {vm.name} was committed"
-            + (f"; {len(later)} later snapshot(s) erased." if later else ".")
-            + (f" Volumes left on the host: {', '.join(left)}." if left else ""),
-        )
+    _back_to(job, vm, VMStatus.DOWN)
+    return (
+        f"Snapshot '{snapshot}' of VM {vm.name} was committed"
+        + (f"; {len(later)} later snapshot(s) erased." if later else ".")
+        + (f" Volumes left on the host: {', '.join(left)}." if left else "")
+    )
 
 
-@job_handler("snapshot_delete", on_fail=_failed("delete a snapshot", SnapshotStatus.OK))
-def snapshot_delete_job(job: Job) -> None:
+@snapshot_handler(
+    JobKind.SNAPSHOT_DELETE,
+    "delete a snapshot",
+    _failed(SnapshotStatus.OK),
+    lambda job, vm: f"Started to delete snapshot '{_snapshot(job)}' of VM {vm.name}.",
+)
+def snapshot_delete_job(job: Job) -> str:
     vm, conn = _load(job)
-    snapshot = Snapshot.objects.get(pk=job.params["snapshot_id"])
-    _event(job, vm, Phase.STARTED, f"Started to delete snapshot '{snapshot}' of VM {vm.name}.")
+    snapshot = _snapshot(job)
     parts = list(snapshot.disks.select_related("disk__storage_domain").order_by("disk__target"))
     for n, part in enumerate(parts):
         disk = Disk.objects.select_related("storage_domain").get(pk=part.disk_id)
@@ -285,9 +292,4 @@ def snapshot_delete_job(job: Job) -> None:
                 pk=vm.pk, resume_memory_volume=snapshot.memory_volume
             ).update(resume_memory_volume="")
         _back_to(job, vm)
-        _event(
-            job,
-            vm,
-            Phase.SUCCEEDED,
-            f"Snapshot '{snapshot}' of VM {vm.name} was deleted; its data was merged.",
-        )
+    return f"Snapshot '{snapshot}' of VM {vm.name} was deleted; its data was merged."

@@ -10,7 +10,7 @@ from django.db import transaction
 from portal.kernel.audit import actor, event_record
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast
-from portal.kernel.models import Job, Phase
+from portal.kernel.models import Job, JobKind, Phase
 from portal.kernel.tasks import job_create, queue_ensure_available
 from portal.kernel.validators import text_check
 from storage.models import Disk
@@ -163,7 +163,7 @@ def snapshot_create(
             created_by=user if user.is_authenticated else None,
         )
         job = job_create(
-            kind="snapshot_create",
+            kind=JobKind.SNAPSHOT_CREATE,
             description=f"Create snapshot of {vm.name}",
             vm=vm,
             user=user,
@@ -231,7 +231,7 @@ def snapshot_preview(
         previous = _lock_vm_if_down(vm)
         _set_snapshot_status(snapshot.pk, SnapshotStatus.OK, SnapshotStatus.LOCKED)
         job = job_create(
-            kind="snapshot_preview",
+            kind=JobKind.SNAPSHOT_PREVIEW,
             description=f"Preview snapshot of {vm.name}",
             vm=vm,
             user=user,
@@ -259,7 +259,7 @@ def _end_preview(*, vm_id: int, user, action: str) -> Job:
         _set_snapshot_status(preview.snapshot_id, SnapshotStatus.IN_PREVIEW, SnapshotStatus.LOCKED)
         label = SnapshotAction(action).label
         job = job_create(
-            kind=f"snapshot_{action}",
+            kind=JobKind(f"snapshot_{action}"),
             description=f"{label} snapshot preview of {vm.name}",
             vm=vm,
             user=user,
@@ -328,7 +328,7 @@ def snapshot_clone(
             broadcast(f"vm.{vm.pk}")
 
         job = job_create(
-            kind="vm_clone",
+            kind=JobKind.VM_CLONE,
             description=f"Clone {name} from a snapshot of {vm.name}",
             vm=vm,
             result_vm=clone,
@@ -381,7 +381,7 @@ def snapshot_delete(*, vm_id: int, snapshot_id: int, user) -> Job:
         previous = _lock_vm_if_down(vm)
         _set_snapshot_status(snapshot.pk, SnapshotStatus.OK, SnapshotStatus.LOCKED)
         job = job_create(
-            kind="snapshot_delete",
+            kind=JobKind.SNAPSHOT_DELETE,
             description=f"Delete snapshot of {vm.name}",
             vm=vm,
             user=user,

@@ -12,10 +12,30 @@ class JobStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class JobKind(models.TextChoices):
+    """Every kind of job; each has one handler (`portal.kernel.tasks.job_handler`)."""
+
+    VM_CREATE = "vm_create", "Create VM"
+    VM_RUN = "vm_run", "Run VM"
+    VM_SHUTDOWN = "vm_shutdown", "Shut down VM"
+    VM_POWER_OFF = "vm_poweroff", "Power off VM"
+    VM_SUSPEND = "vm_suspend", "Suspend VM"
+    VM_REBOOT = "vm_reboot", "Reboot VM"
+    VM_REMOVE = "vm_remove", "Remove VM"
+    VM_CLONE = "vm_clone", "Clone VM"
+    SNAPSHOT_CREATE = "snapshot_create", "Create snapshot"
+    SNAPSHOT_PREVIEW = "snapshot_preview", "Preview snapshot"
+    SNAPSHOT_UNDO = "snapshot_undo", "Undo snapshot preview"
+    SNAPSHOT_COMMIT = "snapshot_commit", "Commit snapshot preview"
+    SNAPSHOT_DELETE = "snapshot_delete", "Delete snapshot"
+    DISK_ATTACH = "disk_attach", "Attach disk"
+    DISK_REMOVE = "disk_remove", "Remove disk"
+
+
 class Job(models.Model):
     """One piece of long work on the hypervisors, carried out by an RQ worker from its id."""
 
-    kind = models.CharField(max_length=64)
+    kind = models.CharField(max_length=64, choices=JobKind.choices)
     description = models.CharField(max_length=500)
     status = models.CharField(
         max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True

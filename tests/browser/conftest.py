@@ -315,9 +315,7 @@ def inventory(transactional_db):
 def monitor(inventory, rq_workers):
     """The monitor in a thread of this process (polling every second), started once the
     inventory and its node files exist; it has connected to every host when this returns."""
-    from vms.monitor import Monitor
-
-    mon = Monitor(poll_seconds=1.0)
+    mon = testhosts.TestHostMonitor(poll_seconds=1.0)
     thread = threading.Thread(target=mon.run, name="vireo-monitor", daemon=True)
     thread.start()
     _wait_for(lambda: inventory.host.pk in mon.watched, 10, "the monitor to connect")

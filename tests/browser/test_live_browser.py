@@ -1,6 +1,6 @@
 """Live updates in headless Chromium: what a change refreshes, a grant reaching an open User
-Portal, a card action that a live refresh must not orphan, and logout ending other tabs'
-sockets."""
+Portal, a card action that a live refresh must not orphan, a change heard while a card is
+being fetched, and logout ending other tabs' sockets."""
 
 import re
 import threading
@@ -111,6 +111,50 @@ def test_a_live_refresh_waits_for_the_cards_request(page, inventory, console_err
         held[0].continue_()
         expect(page.locator("#messages")).to_contain_text("Run: batch-02 requested.")
     page.unroute(re.compile(r"/vms/action/run/"))
+
+
+def test_a_change_heard_while_the_card_is_fetched_is_fetched_again(page, inventory, console_errors):
+    """A change heard while the card's refresh was in flight was fetched again only in theory:
+    the new refresh was set off on the card just swapped in, before htmx had processed it (it
+    does so when the swap settles, 20 ms later), so nothing heard it and the card kept the
+    older answer (a card left Powering Up after its Run had ended)."""
+    from factories import UserFactory, grant
+
+    from vms.choices import VMStatus
+    from vms.models import VirtualMachine
+
+    vm = inventory.vms["batch-01"]
+    user = UserFactory(username="card-user", password=PASSWORD)
+    grant(user, "UserRole", vm)
+    log_in(page, user)
+    expect(page).to_have_url(re.compile(r"/user/$"))
+    badge = page.locator(f"#vm-card-{vm.pk} .status-badge")
+    expect(badge).to_have_text("Down")
+    wait_subscribed(page, f"vm.{vm.pk}")
+
+    card_url = re.compile(rf"/user/vms/{vm.pk}/card/")
+    held = []  # (route, the answer fetched at once, given to the page later)
+
+    def hold_first(route):
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))
+
+    page.route(card_url, hold_first)
+    send_now(f"vm.{vm.pk}")
+    while not held:
+        page.wait_for_timeout(20)
+    # The VM changes while the refresh, answered "Down", is on its way back.
+    VirtualMachine.objects.filter(pk=vm.pk).update(status=VMStatus.UP)
+    send_now(f"vm.{vm.pk}")
+    page.wait_for_function(
+        "t => window.__wsLog.filter(m => m.topic === t).length === 2", arg=f"vm.{vm.pk}"
+    )
+    route, answer = held[0]
+    route.fulfill(response=answer)
+    expect(badge).to_have_text("Up", timeout=LIVE)
+    page.unroute(card_url)
 
 
 def test_logout_ends_the_sessions_other_tabs(inventory, admin_page, console_errors):

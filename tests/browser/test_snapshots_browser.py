@@ -1,6 +1,7 @@
 """The Snapshots sub-tab in headless Chromium: a snapshot with memory of a running VM goes
 Locked then Ok without a reload; a preview puts it in Preview Mode, and Commit ends it."""
 
+import dataclasses
 import re
 import threading
 
@@ -25,13 +26,13 @@ def _held(monkeypatch, request, kind):
     """Hold jobs of `kind` until released, so the page can be seen in the busy state."""
     release = threading.Event()
     request.addfinalizer(release.set)
-    handler = tasks.HANDLERS[kind]
+    job_type = tasks.JOB_TYPES[kind]
 
     def held(job):
         release.wait(timeout=15)
-        handler(job)
+        return job_type.handler(job)
 
-    monkeypatch.setitem(tasks.HANDLERS, kind, held)
+    monkeypatch.setitem(tasks.JOB_TYPES, kind, dataclasses.replace(job_type, handler=held))
     return release
 
 

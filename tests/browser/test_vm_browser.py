@@ -2,6 +2,7 @@
 menu and the windows, and the rows following every change live (no reload), whether the
 portal or the host made it."""
 
+import dataclasses
 import re
 import threading
 from pathlib import Path
@@ -152,13 +153,15 @@ def test_clone_vm_asks_for_a_name_and_shows_the_clone(portal, console_errors, mo
     # copy would otherwise end before the row could be seen in that state).
     release = threading.Event()
     request.addfinalizer(release.set)
-    clone_job = tasks.HANDLERS["vm_clone"]
+    clone_type = tasks.JOB_TYPES["vm_clone"]
 
     def held_clone_job(job):
         release.wait(timeout=15)
-        clone_job(job)
+        return clone_type.handler(job)
 
-    monkeypatch.setitem(tasks.HANDLERS, "vm_clone", held_clone_job)
+    monkeypatch.setitem(
+        tasks.JOB_TYPES, "vm_clone", dataclasses.replace(clone_type, handler=held_clone_job)
+    )
     mark_page(page)
     click_row(page, "golden")
     page.locator("#vm-toolbar button[data-action=clone]").click()

@@ -260,6 +260,18 @@ def test_wait_for_state(conn):
     assert info is not None and info.state == DomainState.RUNNING
 
 
+def test_wait_for_state_looks_the_domain_up_once(conn, monkeypatch):
+    """Each poll asks the looked-up domain for its state: on a real host one round trip, not a
+    lookup and three calls."""
+    lookups = []
+    real = conn._conn.lookupByUUIDString
+    monkeypatch.setattr(conn._conn, "lookupByUUIDString", lambda u: lookups.append(u) or real(u))
+    assert conn.wait_for_state(PAUSED_UUID, {DomainState.RUNNING}, timeout=0.3, poll=0.05) is None
+    info = conn.wait_for_state(PAUSED_UUID, {DomainState.PAUSED}, timeout=1)
+    assert (info.uuid, info.state, info.persistent) == (PAUSED_UUID, DomainState.PAUSED, True)
+    assert lookups == [PAUSED_UUID, PAUSED_UUID]  # one per wait, however many polls
+
+
 # -- storage -------------------------------------------------------------------------------------
 
 

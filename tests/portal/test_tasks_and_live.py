@@ -55,8 +55,13 @@ def probe(monkeypatch):
         calls["fail"].append((job.pk, message))
         behaviour["fail"](job, message)
 
-    monkeypatch.setitem(tasks.HANDLERS, KIND, handler)
-    monkeypatch.setitem(tasks.ON_FAIL, KIND, on_fail)
+    monkeypatch.setitem(
+        tasks.JOB_TYPES,
+        KIND,
+        tasks.JobType(
+            kind=KIND, handler=handler, action="probe", failed=lambda job, vm: "", on_fail=on_fail
+        ),
+    )
     return calls, behaviour
 
 

@@ -105,9 +105,16 @@ def test_reconcile_during_a_backlog_never_fails_a_job_that_a_worker_finished(
 def probe_kind(monkeypatch):
     """A job kind whose handler and on_fail hook only record that they ran."""
     calls: dict[str, list] = {"run": [], "fail": []}
-    monkeypatch.setitem(tasks.HANDLERS, "probe", lambda job: calls["run"].append(job.pk))
     monkeypatch.setitem(
-        tasks.ON_FAIL, "probe", lambda job, message: calls["fail"].append((job.pk, message))
+        tasks.JOB_TYPES,
+        "probe",
+        tasks.JobType(
+            kind="probe",
+            handler=lambda job: calls["run"].append(job.pk),
+            action="probe",
+            failed=lambda job, vm: "",
+            on_fail=lambda job, message: calls["fail"].append((job.pk, message)),
+        ),
     )
     return calls
 

@@ -11,8 +11,8 @@ from helpers import GiB
 import hypervisor
 from portal.kernel.models import Event, Job, JobStatus, Phase
 from vms import services, testhosts
-from vms.choices import VMStatus
-from vms.models import VirtualMachine
+from vms.choices import HostStatus, VMStatus
+from vms.models import Host, VirtualMachine
 from vms.monitor import Monitor, host_unreachable
 
 pytestmark = pytest.mark.django_db
@@ -91,7 +91,8 @@ def test_unknown_vms_come_back_as_they_were_after_a_restart(make_vm):
     host_unreachable(host, "The host did not answer.", set())
     assert {status_of(vm) for s, vm in vms.items() if s != VMStatus.DOWN} == {VMStatus.UNKNOWN}
 
-    monitor = Monitor(poll_seconds=60, stale_seconds=30)
+    hypervisor.disconnect(host.uri)
+    monitor = testhosts.TestHostMonitor(poll_seconds=60, stale_seconds=30)
     monitor.pool.shutdown()
     try:
         monitor.host_poll(host, set())  # a new monitor process: writes the node file first
@@ -124,3 +125,30 @@ def test_the_node_file_is_written_from_one_view_of_the_inventory(monkeypatch):
     xml = testhosts.node_xml(vm.host)
     assert not VirtualMachine.objects.filter(pk=vm.pk).exists()  # it was removed meanwhile
     assert (disk.volume_name in xml) == (str(vm.uuid) in xml)
+
+
+def test_only_the_test_host_monitor_writes_node_files(make_vm):
+    """The production monitor knows nothing of node files: a test host whose file is missing
+    does not answer it. The demo's monitor writes the file once, before its first connection."""
+    host = HostFactory()
+    StorageDomainFactory(data_center=host.cluster.data_center)
+    vm = make_vm(status=VMStatus.UP, host=host)
+    path = testhosts.node_file(host)
+    hypervisor.disconnect(host.uri)
+    path.unlink()
+
+    plain = Monitor(poll_seconds=60, stale_seconds=30)
+    plain.pool.shutdown()
+    plain.host_poll(host, set())
+    assert not path.exists()
+    assert Host.objects.get(pk=host.pk).status == HostStatus.NON_RESPONSIVE
+
+    demo = testhosts.TestHostMonitor(poll_seconds=60, stale_seconds=30)
+    demo.pool.shutdown()
+    assert demo.prepare() >= 1  # every test host, up front
+    assert path.exists()
+    assert demo.prepare() == 0  # once per process
+    host.refresh_from_db()
+    demo.host_poll(host, set())
+    assert Host.objects.get(pk=host.pk).status == HostStatus.UP
+    assert status_of(vm) == VMStatus.UP

@@ -28,7 +28,7 @@ class Command(BaseCommand):
                 env=env,
             ),
             subprocess.Popen(
-                [python, "manage.py", "monitor", "--workers", str(workers)],
+                [python, "manage.py", "demo_monitor", "--workers", str(workers)],
                 cwd=settings.BASE_DIR,
                 env=env,
             ),

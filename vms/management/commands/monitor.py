@@ -18,11 +18,17 @@ class Command(BaseCommand):
             type=int,
             default=0,
             help="also run N RQ workers as threads of this process (needed for test:/// hosts, "
-            "whose state lives in this process: the demo)",
+            "whose state lives in this process: the demo's demo_monitor)",
         )
 
+    monitor_class = Monitor
+
+    def monitor_ready(self, monitor: Monitor) -> None:
+        """Before the monitor starts (the demo's command prepares its test hosts here)."""
+
     def handle(self, *args, poll=None, workers=0, **options):
-        monitor = Monitor(poll_seconds=poll)
+        monitor = self.monitor_class(poll_seconds=poll)
+        self.monitor_ready(monitor)
         signal.signal(signal.SIGTERM, lambda *a: monitor.stop.set())
         signal.signal(signal.SIGINT, lambda *a: monitor.stop.set())
         if workers:
