@@ -7,7 +7,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from guardian.shortcuts import assign_perm
 
+from accounts.models import Role
+from accounts.services import role_permission
 from storage.choices import DomainFunction, StorageDomainStatus
 from storage.models import Disk, StorageDomain
 
@@ -167,11 +170,6 @@ def demo_seed(*, hosts: int = 2) -> bool:
 
 
 def _demo_users(dc: DataCenter, lab: Cluster) -> None:
-    from guardian.shortcuts import assign_perm
-
-    from accounts.models import Role
-    from accounts.services import role_permission
-
     User = get_user_model()
     targets = {"dc": dc, "lab": lab}
     for username, (role_name, key, _what) in DEMO_USERS.items():

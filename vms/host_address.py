@@ -23,6 +23,9 @@ from pathlib import Path
 
 from django.conf import settings
 
+from accounts.catalogue import ACTIONS
+from accounts.models import System
+from accounts.permissions import actions_on
 from portal.kernel.errors import ActionRefused
 
 URI_MAX = 1000
@@ -56,10 +59,6 @@ def _refuse(message: str):
 
 def is_superuser(user) -> bool:
     """A superuser account, or a user holding every action on the System (the SuperUser role)."""
-    from accounts.catalogue import ACTIONS
-    from accounts.models import System
-    from accounts.permissions import actions_on
-
     if user is None or not user.is_authenticated or not user.is_active:
         return False
     return user.is_superuser or actions_on(user, System.get()) >= set(ACTIONS)
