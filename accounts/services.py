@@ -11,11 +11,11 @@ from django.db import IntegrityError, transaction
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm
 
-from portal.audit import actor, event_record
-from portal.errors import ActionRefused
-from portal.live import broadcast, recheck_users
-from portal.models import Phase
-from portal.validators import text_check
+from portal.kernel.audit import actor, event_record
+from portal.kernel.errors import ActionRefused
+from portal.kernel.live import broadcast, recheck_users
+from portal.kernel.models import Phase
+from portal.kernel.validators import text_check
 
 from .catalogue import ACTIONS, BUILTIN_ROLES, CREATOR_ROLE
 from .models import Role, RoleAction, RolePermission, System

@@ -1,6 +1,6 @@
 from django.urls import path
 
-import portal.converters  # noqa: F401  (registers the <id:...> path converter)
+import portal.kernel.converters  # noqa: F401  (registers the <id:...> path converter)
 
 from . import views
 

@@ -11,11 +11,11 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 
-from portal.access import admin_portal_required
-from portal.converters import parse_id
-from portal.errors import ActionRefused
-from portal.search import SEARCH_MAX, SearchError, search_text
-from portal.views import modal_done
+from accounts.access import admin_portal_required
+from portal.kernel.converters import parse_id
+from portal.kernel.dialogs import modal_done
+from portal.kernel.errors import ActionRefused
+from portal.kernel.search import SEARCH_MAX, SearchError, search_text
 from vms.choices import VMAction
 from vms.selectors import can_create_vm, vm_rows
 

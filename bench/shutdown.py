@@ -15,11 +15,11 @@ import redis.connection
 from django.db import connection
 
 import hypervisor
-import portal.live
-import portal.tasks
-from portal.models import Job
-from portal.tasks import get_queue
-from portal.worker import ThreadWorker
+import portal.kernel.live
+import portal.kernel.tasks
+from portal.kernel.models import Job
+from portal.kernel.tasks import get_queue
+from portal.kernel.worker import ThreadWorker
 from vms import services, testhosts
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
@@ -36,8 +36,8 @@ class Split:
 
     @contextmanager
     def watching(self):
-        original = portal.live.send_now
-        publish = portal.live.publisher.group_send
+        original = portal.kernel.live.send_now
+        publish = portal.kernel.live.publisher.group_send
         redis_send = redis.connection.AbstractConnection.send_packed_command
 
         def counted_send(conn, *args, **kwargs):
@@ -65,12 +65,12 @@ class Split:
                 self.sql_calls += 1
 
         with ExitStack() as stack:
-            # portal.live.broadcast looks send_now up at call time; portal.tasks imported it.
-            for module in (portal.live, portal.tasks):
+            # portal.kernel.live.broadcast looks send_now up at call time; portal.kernel.tasks imported it.
+            for module in (portal.kernel.live, portal.kernel.tasks):
                 stack.callback(setattr, module, "send_now", module.send_now)
                 module.send_now = timed_send_now
-            stack.callback(setattr, portal.live.publisher, "group_send", publish)
-            portal.live.publisher.group_send = timed_publish
+            stack.callback(setattr, portal.kernel.live.publisher, "group_send", publish)
+            portal.kernel.live.publisher.group_send = timed_publish
             stack.callback(
                 setattr, redis.connection.AbstractConnection, "send_packed_command", redis_send
             )
@@ -150,7 +150,7 @@ def measure(user, *, vms: int = 500, hosts: int = 5) -> dict:
 
 
 def _send_with_own_loop(*topics: str) -> None:
-    """How portal.live.send_now sent before issue 7 item 20: a fresh event loop (async_to_sync)
+    """How portal.kernel.live.send_now sent before issue 7 item 20: a fresh event loop (async_to_sync)
     and so a fresh Redis connection for every update. Kept here only to compare against."""
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
@@ -160,7 +160,7 @@ def _send_with_own_loop(*topics: str) -> None:
     async def send():
         for topic in dict.fromkeys(topics):
             await layer.group_send(
-                portal.live.group_name(topic), {"type": "live.changed", "topic": topic}
+                portal.kernel.live.group_name(topic), {"type": "live.changed", "topic": topic}
             )
 
     async_to_sync(send)()
@@ -172,7 +172,7 @@ def live_cost(*, rounds: int = 200) -> dict:
     import statistics
 
     timings: dict[str, list[float]] = {"publisher": [], "own_loop": []}
-    ways = {"publisher": portal.live.send_now, "own_loop": _send_with_own_loop}
+    ways = {"publisher": portal.kernel.live.send_now, "own_loop": _send_with_own_loop}
     for n in range(rounds):
         topics = (f"job.{n}", "jobs", f"vm.{n}")
         for name, send in ways.items():

@@ -5,6 +5,6 @@ class PortalConfig(AppConfig):
     name = "portal"
 
     def ready(self) -> None:
-        from .live import connect_signals
+        from portal.kernel.live import connect_signals
 
         connect_signals()

@@ -51,7 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "portal.security.ContentSecurityPolicyMiddleware",
+    "portal.shell.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -77,7 +77,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "portal.context.portal_nav",
+                "portal.shell.context.portal_nav",
             ],
         },
     },
@@ -100,7 +100,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}}
-# Services enqueue from their own on-commit callback (portal.tasks), so RQ enqueues at once.
+# Services enqueue from their own on-commit callback (portal.kernel.tasks), so RQ enqueues at once.
 RQ = {"COMMIT_MODE": "auto"}
 # Each consumer blocks on Redis for channels-redis's 5 s pop; redis-py 8 defaults the socket
 # timeout to the same 5 s, which killed every socket (channels_redis#422). A read timeout well
@@ -149,7 +149,7 @@ AXES_FAILURE_LIMIT = int(os.environ.get("VIREO_LOGIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("VIREO_LOGIN_LOCKOUT_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "portal.security.lockout_response"
+AXES_LOCKOUT_CALLABLE = "portal.shell.security.lockout_response"
 AXES_VERBOSE = False
 
 # HTTPS (README, "Running in production"): each on by default when debug is off.
@@ -169,7 +169,7 @@ _proxy_header = os.environ.get(
 if _proxy_header.strip():
     _name, _, _value = _proxy_header.partition(":")
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip())
-# Content-Security-Policy (portal.security): scripts and styles from the portal only, never
+# Content-Security-Policy (portal.shell.security): scripts and styles from the portal only, never
 # inline script; style attributes are allowed (the progress bars' widths).
 CONTENT_SECURITY_POLICY = os.environ.get(
     "VIREO_CONTENT_SECURITY_POLICY",

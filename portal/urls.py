@@ -1,8 +1,10 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from . import views
-from .security import LoginForm
+from portal.shell import views
+from portal.shell.security import LoginForm
+from storage import urls as storage_urls
+from vms import disk_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -12,6 +14,13 @@ urlpatterns = [
     path("events/", views.event_list, name="events"),
     path("jobs/", views.job_list, name="jobs"),
     path("vms/", include("vms.urls")),
-    path("storage/", include("storage.urls")),
+    # The Storage tab: storage's lists and vms' disk windows (vms owns disk actions), one namespace.
+    path(
+        "storage/",
+        include(
+            (storage_urls.urlpatterns + disk_views.disk_urlpatterns, storage_urls.app_name),
+            namespace="storage",
+        ),
+    ),
     path("", include("accounts.urls")),
 ]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-import portal.converters  # noqa: F401  (registers the <id:...> path converter)
+import portal.kernel.converters  # noqa: F401  (registers the <id:...> path converter)
 
 from . import views
 
@@ -8,6 +8,4 @@ app_name = "storage"
 urlpatterns = [
     path("", views.domain_list, name="domains"),
     path("disks/", views.disk_list, name="disks"),
-    path("disks/<id:pk>/attach/", views.disk_attach, name="disk_attach"),
-    path("disks/<id:pk>/remove/", views.disk_remove, name="disk_remove"),
 ]

@@ -1,18 +1,11 @@
-"""The Storage tab: storage domains and, under Disks, every disk with its VM or floating."""
+"""The Storage tab: storage domains and, under Disks, every disk with its VM or floating.
+The disks' windows (attach, remove) are vms' (vms/disk_views.py): vms owns disk actions."""
 
-from django import forms
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_http_methods
+from django.shortcuts import render
 
+from accounts.access import admin_portal_required
 from accounts.permissions import restrict
-from portal.access import admin_portal_required
-from portal.errors import ActionRefused
-from portal.views import modal_done
-from vms.choices import VMStatus
-from vms.models import VirtualMachine
 
-from . import services
-from .choices import DiskStatus
 from .models import Disk, StorageDomain
 
 
@@ -44,75 +37,4 @@ def disk_list(request):
             "subtab": "disks",
             "floating": bool(request.GET.get("floating")),
         },
-    )
-
-
-def _refusal(disk: Disk) -> str:
-    """Why a window cannot act on this disk (the service refuses the same on OK), or ""."""
-    if disk.vm_id is not None:
-        return f"Disk {disk.alias} is attached to a VM; only floating disks can be changed here."
-    if disk.status != DiskStatus.OK:
-        return f"Disk {disk.alias} is {disk.get_status_display()}."
-    return ""
-
-
-class AttachForm(forms.Form):
-    vm = forms.ModelChoiceField(
-        label="Virtual Machine", queryset=VirtualMachine.objects.none(), empty_label=None
-    )
-
-
-@admin_portal_required
-@require_http_methods(["GET", "POST"])
-def disk_attach(request, pk: int):
-    """Attach a floating disk to a Down virtual machine."""
-    disk = get_object_or_404(
-        restrict(request.user, Disk.objects.select_related("storage_domain"), "edit_disk"), pk=pk
-    )
-    form = AttachForm(request.POST or None)
-    form.fields["vm"].queryset = restrict(
-        request.user,
-        VirtualMachine.objects.filter(
-            status=VMStatus.DOWN, cluster__data_center_id=disk.storage_domain.data_center_id
-        ),
-        "edit_vm",
-    )
-    refused = _refusal(disk) if request.method == "GET" else ""
-    error = refused or None
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.disk_attach(
-                disk_id=disk.pk, vm_id=form.cleaned_data["vm"].pk, user=request.user
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(
-                request, [("success", f"Attaching {disk.alias}.")], redirect_to="storage:disks"
-            )
-    return render(
-        request,
-        "storage/_attach_dialog.html",
-        {"disk": disk, "form": form, "error": error, "refused": refused},
-    )
-
-
-@admin_portal_required
-@require_http_methods(["GET", "POST"])
-def disk_remove(request, pk: int):
-    """Remove a floating disk (confirmation window)."""
-    disk = get_object_or_404(restrict(request.user, Disk.objects.all(), "edit_disk"), pk=pk)
-    if request.method == "POST":
-        try:
-            services.disk_remove(disk_id=disk.pk, user=request.user)
-        except ActionRefused as exc:
-            return modal_done(request, [("error", str(exc))], redirect_to="storage:disks")
-        return modal_done(
-            request, [("success", f"Removing disk {disk.alias}.")], redirect_to="storage:disks"
-        )
-    refused = _refusal(disk)
-    return render(
-        request,
-        "storage/_remove_dialog.html",
-        {"disk": disk, "error": refused or None, "refused": refused},
     )

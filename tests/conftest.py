@@ -7,7 +7,7 @@ import pytest
 from rq import SimpleWorker
 
 import hypervisor
-from portal.tasks import get_queue
+from portal.kernel.tasks import get_queue
 from vms import testhosts
 
 
@@ -146,7 +146,7 @@ def refusing_queue(tmp_path, monkeypatch):
     from redis import Redis
     from rq import Queue
 
-    import portal.tasks
+    import portal.kernel.tasks
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -164,7 +164,7 @@ def refusing_queue(tmp_path, monkeypatch):
         except Exception:
             time.sleep(0.05)
     queue = Queue("default", connection=connection)
-    monkeypatch.setattr(portal.tasks, "get_queue", lambda: queue)
+    monkeypatch.setattr(portal.kernel.tasks, "get_queue", lambda: queue)
     yield queue
     connection.close()
     server.terminate()

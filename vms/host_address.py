@@ -23,7 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from portal.errors import ActionRefused
+from portal.kernel.errors import ActionRefused
 
 URI_MAX = 1000
 EXAMPLE = "qemu+ssh://root@host.example.com/system"

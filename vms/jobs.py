@@ -1,5 +1,5 @@
 """What RQ workers do for VM actions. Each handler takes its Job's VM (read by the job
-frame, `portal.tasks.execute`), talks to the host through `hypervisor`, reports progress and
+frame, `portal.kernel.tasks.execute`), talks to the host through `hypervisor`, reports progress and
 returns its Succeeded message with its last writes; the frame records the Events and ends the
 Job. Each kind's on_fail hook returns the VM to what its host says it is, so no VM stays busy
 after a failure."""
@@ -12,10 +12,10 @@ from django.db import transaction
 from django.utils import timezone
 
 import hypervisor
-from portal.live import broadcast, broadcast_gone
-from portal.models import Job, JobKind
-from portal.tasks import Outcome, job_handler, job_progress
-from portal.validators import control_characters_strip
+from portal.kernel.live import broadcast, broadcast_gone
+from portal.kernel.models import Job, JobKind
+from portal.kernel.tasks import Outcome, job_handler, job_progress
+from portal.kernel.validators import control_characters_strip
 from storage.choices import DiskStatus
 from storage.models import Disk
 
@@ -84,10 +84,10 @@ def vm_settle(vm_id: int) -> None:
     vm_status_move(vm_id=vm.pk, from_status=vm.status, to_status=real, **fields)
 
 
-def _load(job: Job) -> tuple[VirtualMachine, hypervisor.Connection]:
+def vm_job_load(job: Job) -> tuple[VirtualMachine, hypervisor.Connection]:
     if job.vm_id is None:
         raise VirtualMachine.DoesNotExist("VirtualMachine matching query does not exist.")
-    vm = job.vm  # portal.tasks.execute read it with its host and cluster, along with the Job
+    vm = job.vm  # portal.kernel.tasks.execute read it with its host and cluster, along with the Job
     if vm.host is None:
         raise JobError(f"{vm.name} is not placed on any host.")
     return vm, hypervisor.connect(vm.host.uri)
@@ -140,11 +140,11 @@ def _done(
     return Outcome(
         message=message,
         reason=reason,
-        last_writes=lambda: _finish(job, vm, to_status, **fields),
+        last_writes=lambda: vm_job_finish(job, vm, to_status, **fields),
     )
 
 
-def _finish(job: Job, vm: VirtualMachine, to_status: str, **fields) -> None:
+def vm_job_finish(job: Job, vm: VirtualMachine, to_status: str, **fields) -> None:
     """Move the VM out of the busy status the job put it in: the status read with the Job,
     else (it changed meanwhile) the one it is in now."""
     if vm_status_move(vm_id=vm.pk, from_status=vm.status, to_status=to_status, **fields):
@@ -164,7 +164,7 @@ def _ensure_defined(conn: hypervisor.Connection, vm: VirtualMachine) -> None:
 
 @vm_action_handler(JobKind.VM_RUN, VMAction.RUN)
 def vm_run_job(job: Job) -> Outcome:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     uuid = str(vm.uuid)
     previous = job.params.get("from_status")
     if previous == VMStatus.PAUSED:
@@ -197,7 +197,7 @@ def vm_run_job(job: Job) -> Outcome:
     JobKind.VM_SHUTDOWN, VMAction.SHUTDOWN, first_step=(10, "Asking the guest to shut down (ACPI)")
 )
 def vm_shutdown_job(job: Job) -> Outcome:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     uuid = str(vm.uuid)
     reason = job.params.get("reason", "")
     conn.shutdown(uuid)
@@ -220,7 +220,7 @@ def vm_shutdown_job(job: Job) -> Outcome:
 
 @vm_action_handler(JobKind.VM_POWER_OFF, VMAction.POWER_OFF)
 def vm_poweroff_job(job: Job) -> Outcome:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     try:
         conn.destroy(str(vm.uuid))
     except hypervisor.HypervisorError:
@@ -240,7 +240,7 @@ def vm_poweroff_job(job: Job) -> Outcome:
 
 @vm_action_handler(JobKind.VM_SUSPEND, VMAction.SUSPEND, first_step=(10, "Saving memory to disk"))
 def vm_suspend_job(job: Job) -> Outcome:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     conn.managed_save(str(vm.uuid))
     return _done(
         job,
@@ -253,7 +253,7 @@ def vm_suspend_job(job: Job) -> Outcome:
 
 @vm_action_handler(JobKind.VM_REBOOT, VMAction.REBOOT)
 def vm_reboot_job(job: Job) -> Outcome:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     uuid = str(vm.uuid)
     began = time.monotonic()
     job_progress(job, 20, "Rebooting the guest")
@@ -389,7 +389,7 @@ def _create_started(job: Job) -> str | None:
     on_fail=_create_failed,
 )
 def vm_create_job(job: Job) -> str:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     disks = list(vm.disks.select_related("storage_domain"))
     for n, disk in enumerate(disks, 1):
         job_progress(job, 10 + 70 * (n - 1) // len(disks), f"Creating disk {disk.alias}")
@@ -402,7 +402,7 @@ def vm_create_job(job: Job) -> str:
         Disk.objects.filter(pk=disk.pk).update(status=DiskStatus.OK, actual_bytes=info.allocation)
     job_progress(job, 90, "Defining the VM on its host")
     conn.define_domain(vm_domain_spec(vm))
-    _finish(job, vm, VMStatus.DOWN)
+    vm_job_finish(job, vm, VMStatus.DOWN)
     broadcast("disks")
     return f"VM {vm.name} was created on host {vm.host.name}."
 
@@ -449,7 +449,7 @@ def _clone_failed(job: Job, message: str) -> None:
 
 @vm_action_handler(JobKind.VM_CLONE, VMAction.CLONE, on_fail=_clone_failed)
 def vm_clone_job(job: Job) -> Outcome:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     clone = VirtualMachine.objects.select_related("host").get(pk=job.result_vm_id)
     snapshot = _clone_snapshot(job)
     if snapshot is not None:
@@ -495,14 +495,14 @@ def vm_clone_job(job: Job) -> Outcome:
         copied += disk.size_bytes
     job_progress(job, 95, f"Defining {clone.name} on host {vm.host.name}")
     conn.define_domain(vm_domain_spec(clone))
-    _finish(job, clone, VMStatus.DOWN)
+    vm_job_finish(job, clone, VMStatus.DOWN)
     if snapshot is not None:
         Snapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.LOCKED).update(
             status=SnapshotStatus.OK
         )
         broadcast(f"vm.{vm.pk}")
     else:
-        _finish(job, vm, job.params.get("from_status", VMStatus.DOWN))
+        vm_job_finish(job, vm, job.params.get("from_status", VMStatus.DOWN))
     broadcast("disks")
     source = f"snapshot '{snapshot}' of VM {vm.name}" if snapshot else f"VM {vm.name}"
     return Outcome(

@@ -25,11 +25,11 @@ from rq.job import Job as RQJob
 from rq.utils import now as rq_now
 
 import hypervisor
-from portal.audit import event_record
-from portal.db import db_tidy
-from portal.live import broadcast
-from portal.models import Job, JobStatus, Phase, Severity
-from portal.tasks import get_queue, job_fail
+from portal.kernel.audit import event_record
+from portal.kernel.db import db_tidy
+from portal.kernel.live import broadcast
+from portal.kernel.models import Job, JobStatus, Phase, Severity
+from portal.kernel.tasks import get_queue, job_fail
 from storage.choices import StorageDomainStatus
 from storage.models import StorageDomain
 

@@ -12,12 +12,12 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_http_methods
 from guardian.conf import settings as guardian_settings
 
+from accounts.access import admin_portal_required
 from accounts.models import System
 from accounts.permissions import can
-from portal.access import admin_portal_required
-from portal.errors import ActionRefused
-from portal.search import SEARCH_MAX, SearchError, search_text
-from portal.views import modal_done
+from portal.kernel.dialogs import modal_done
+from portal.kernel.errors import ActionRefused
+from portal.kernel.search import SEARCH_MAX, SearchError, search_text
 from storage.models import Disk
 
 from .models import Quota, VirtualMachine

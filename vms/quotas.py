@@ -16,9 +16,9 @@ from django.db.models import Count, Sum
 
 from accounts.models import System
 from accounts.permissions import can
-from portal.audit import actor, event_record
-from portal.errors import ActionRefused
-from portal.models import Phase
+from portal.kernel.audit import actor, event_record
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Phase
 from storage.models import Disk
 
 from .models import Quota, VirtualMachine

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
-from portal.search import SearchError, search_text
+from portal.kernel.search import SearchError, search_text
 
 from .choices import VMStatus
 

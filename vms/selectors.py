@@ -8,7 +8,7 @@ from django.db.models import Exists, F, JSONField, OuterRef, Q, QuerySet, Subque
 from django.db.models.functions import JSONObject
 
 from accounts.permissions import permitted_actions, restrict
-from portal.models import Job
+from portal.kernel.models import Job
 
 from .choices import (
     BUSY_STATUSES,

@@ -14,12 +14,12 @@ from django.utils import timezone
 
 from accounts.permissions import can
 from accounts.services import permission_grant_creator
-from portal.audit import actor, event_record
-from portal.errors import ActionRefused
-from portal.live import broadcast, broadcast_gone
-from portal.models import Job, JobKind, Phase
-from portal.tasks import job_create, queue_ensure_available
-from portal.validators import text_check
+from portal.kernel.audit import actor, event_record
+from portal.kernel.errors import ActionRefused
+from portal.kernel.live import broadcast, broadcast_gone
+from portal.kernel.models import Job, JobKind, Phase
+from portal.kernel.tasks import job_create, queue_ensure_available
+from portal.kernel.validators import text_check
 from storage.choices import DiskStatus, DomainFunction
 from storage.models import Disk, StorageDomain
 
@@ -69,7 +69,7 @@ def name_validate(name: str, *, data_center_id: int, what: str = "Name") -> str:
     return name
 
 
-def _lock_names(data_center_id: int) -> None:
+def vm_names_lock(data_center_id: int) -> None:
     """Serialise name checks in one data center (row lock on it) so two requests cannot both
     take the same name."""
     DataCenter.objects.select_for_update().filter(pk=data_center_id).first()
@@ -265,7 +265,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
                 f"Cannot clone {vm.name}: a snapshot preview is active; Commit or Undo it first."
             )
         data_center_id = vm.cluster.data_center_id
-        _lock_names(data_center_id)
+        vm_names_lock(data_center_id)
         clone_name = name_validate(clone_name, data_center_id=data_center_id, what="Clone Name")
         quota_check(user, disk_bytes=sum(d.size_bytes for d in vm.disks.all()))
         clone = VirtualMachine.objects.create(
@@ -353,7 +353,7 @@ def vm_create(
             cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
         except Cluster.DoesNotExist:
             raise ActionRefused("That cluster does not exist.") from None
-        _lock_names(cluster.data_center_id)
+        vm_names_lock(cluster.data_center_id)
         name = name_validate(name, data_center_id=cluster.data_center_id)
         try:
             domain = StorageDomain.objects.get(

@@ -9,12 +9,12 @@ import logging
 from django.db import transaction
 
 import hypervisor
-from portal.models import Job, JobKind
-from portal.tasks import job_handler, job_progress
+from portal.kernel.models import Job, JobKind
+from portal.kernel.tasks import job_handler, job_progress
 from storage.models import Disk
 
 from .choices import SnapshotStatus, VMStatus
-from .jobs import _finish, _load, vm_domain_spec, vm_settle
+from .jobs import vm_domain_spec, vm_job_finish, vm_job_load, vm_settle
 from .models import Snapshot, SnapshotDisk, SnapshotPreview, VirtualMachine
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def _back_to(job: Job, vm: VirtualMachine, status: str | None = None) -> None:
     """A VM Image Locked for the job goes back (to Down, or where it started)."""
     current = VirtualMachine.objects.filter(pk=vm.pk).values_list("status", flat=True).first()
     if current == VMStatus.IMAGE_LOCKED:
-        _finish(job, vm, status or job.params.get("from_status") or VMStatus.DOWN)
+        vm_job_finish(job, vm, status or job.params.get("from_status") or VMStatus.DOWN)
 
 
 def _snapshot(job: Job) -> Snapshot:
@@ -78,7 +78,7 @@ def _failed(snapshot_status: str | None, *, drop_snapshot: bool = False):
     lambda job, vm: f"Started a snapshot of VM {vm.name} on host {vm.host.name}.",
 )
 def snapshot_create_job(job: Job) -> str:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     snapshot = Snapshot.objects.get(pk=job.params["snapshot_id"])
     disks = list(
         vm.disks.filter(pk__in=job.params["disk_ids"])
@@ -111,7 +111,7 @@ def snapshot_create_job(job: Job) -> str:
     lambda job, vm: f"Started to preview snapshot '{_snapshot(job)}' of VM {vm.name}.",
 )
 def snapshot_preview_job(job: Job) -> str:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     snapshot = _snapshot(job)
     kept = {}
     created = []
@@ -166,7 +166,7 @@ def snapshot_preview_job(job: Job) -> str:
     lambda job, vm: f"Started to undo the preview of snapshot '{_previewed(job)}' of VM {vm.name}.",
 )
 def snapshot_undo_job(job: Job) -> str:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     preview = SnapshotPreview.objects.select_related("snapshot").get(vm=vm)
     with transaction.atomic():
         for disk_id, state in preview.disks.items():
@@ -201,7 +201,7 @@ def snapshot_undo_job(job: Job) -> str:
     lambda job, vm: f"Started to commit snapshot '{_previewed(job)}' of VM {vm.name}.",
 )
 def snapshot_commit_job(job: Job) -> str:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     preview = SnapshotPreview.objects.select_related("snapshot").get(vm=vm)
     snapshot = preview.snapshot
     dropped: dict[str, str] = {}  # volume -> pool
@@ -250,7 +250,7 @@ def snapshot_commit_job(job: Job) -> str:
     lambda job, vm: f"Started to delete snapshot '{_snapshot(job)}' of VM {vm.name}.",
 )
 def snapshot_delete_job(job: Job) -> str:
-    vm, conn = _load(job)
+    vm, conn = vm_job_load(job)
     snapshot = _snapshot(job)
     parts = list(snapshot.disks.select_related("disk__storage_domain").order_by("disk__target"))
     for n, part in enumerate(parts):

@@ -9,9 +9,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import can
-from portal.converters import parse_id
-from portal.errors import ActionRefused
-from portal.views import modal_done
+from portal.kernel.converters import parse_id
+from portal.kernel.dialogs import modal_done
+from portal.kernel.errors import ActionRefused
 
 from . import snapshots as services
 from .choices import RUNNING_STATUSES, SnapshotAction, SnapshotStatus, snapshot_actions_allowed

@@ -7,12 +7,12 @@ the host (a chain of qcow2 volumes per disk) is described in docs/architecture.m
 
 from django.db import transaction
 
-from portal.audit import actor, event_record
-from portal.errors import ActionRefused
-from portal.live import broadcast
-from portal.models import Job, JobKind, Phase
-from portal.tasks import job_create, queue_ensure_available
-from portal.validators import text_check
+from portal.kernel.audit import actor, event_record
+from portal.kernel.errors import ActionRefused
+from portal.kernel.live import broadcast
+from portal.kernel.models import Job, JobKind, Phase
+from portal.kernel.tasks import job_create, queue_ensure_available
+from portal.kernel.validators import text_check
 from storage.models import Disk
 
 from .choices import (
@@ -24,7 +24,7 @@ from .choices import (
 )
 from .models import Snapshot, SnapshotPreview, VirtualMachine
 from .quotas import quota_check
-from .services import _lock_names, creation_check, name_validate, vm_status_move, vm_take_back
+from .services import creation_check, name_validate, vm_names_lock, vm_status_move, vm_take_back
 
 GiB = 1024**3
 
@@ -300,7 +300,7 @@ def snapshot_clone(
         snapshot = _snapshot(vm, snapshot_id)
         creation_check(user=user, cluster=vm.cluster, verb="clone VMs")
         _guard(vm, SnapshotAction.CLONE, snapshot)
-        _lock_names(vm.cluster.data_center_id)
+        vm_names_lock(vm.cluster.data_center_id)
         name = name_validate(name, data_center_id=vm.cluster.data_center_id, what="Name")
         quota_check(
             user, disk_bytes=sum(sd.disk.size_bytes for sd in snapshot.disks.select_related("disk"))

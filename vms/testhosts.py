@@ -17,7 +17,7 @@ from django.db import connection, transaction
 
 import hypervisor
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
-from portal.models import JobKind
+from portal.kernel.models import JobKind
 from storage.choices import DiskStatus
 from storage.models import Disk, StorageDomain
 
@@ -80,7 +80,7 @@ def node_xml(host: Host) -> str:
 
 
 def _node_xml(host: Host) -> str:
-    from portal.models import Job, JobStatus
+    from portal.kernel.models import Job, JobStatus
 
     from .jobs import vm_domain_spec
 

@@ -9,13 +9,13 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods
 
+from accounts.access import admin_portal_required
 from accounts.permissions import can, may_read_permissions, restrict
-from portal.access import admin_portal_required
-from portal.converters import parse_id
-from portal.errors import ActionRefused
-from portal.models import Event
-from portal.search import SEARCH_MAX, SearchError
-from portal.views import modal_done
+from portal.kernel.converters import parse_id
+from portal.kernel.dialogs import modal_done
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event
+from portal.kernel.search import SEARCH_MAX, SearchError
 
 from . import services
 from .choices import MULTI_VM_ACTIONS, VMAction

@@ -27,10 +27,10 @@ from helpers import HX
 from accounts import services
 from accounts.models import Role, System
 from accounts.permissions import can, object_permissions, restrict
-from portal.consumers import LiveConsumer
-from portal.errors import ActionRefused
-from portal.live import send_now
-from portal.models import Event
+from portal.kernel.errors import ActionRefused
+from portal.kernel.live import send_now
+from portal.kernel.models import Event
+from portal.shell.consumers import LiveConsumer
 from vms.models import VirtualMachine
 
 # -- the Permissions sub-tab ------------------------------------------------------------------

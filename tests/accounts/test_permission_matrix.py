@@ -24,7 +24,7 @@ from permission_matrix_rules import RULES, WEBSOCKET_RULES, Case, Rule, sides, u
 from permission_matrix_world import ROLE_SCOPES, WHO, Who, World, build_world, make_who, who_id
 
 from accounts.catalogue import BUILTIN_ROLES
-from portal.consumers import LiveConsumer
+from portal.shell.consumers import LiveConsumer
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ from accounts.services import (
     permission_grant_creator,
     permission_remove,
 )
-from portal.errors import ActionRefused
+from portal.kernel.errors import ActionRefused
 from vms.models import VirtualMachine
 
 pytestmark = pytest.mark.django_db

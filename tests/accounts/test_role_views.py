@@ -22,9 +22,9 @@ from helpers import HX, html_find, html_text
 from accounts import services
 from accounts.models import Role, System
 from accounts.permissions import actions_on, holds_admin_role, object_permissions
-from portal.consumers import LiveConsumer
-from portal.errors import ActionRefused
-from portal.models import Event
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event
+from portal.shell.consumers import LiveConsumer
 
 # -- Configure: Roles and System Permissions --------------------------------------------------
 

@@ -24,9 +24,9 @@ from urllib.parse import quote
 import pytest
 
 import hypervisor
-from portal.models import Job
-from portal.tasks import get_queue
-from portal.worker import ThreadWorker
+from portal.kernel.models import Job
+from portal.kernel.tasks import get_queue
+from portal.kernel.worker import ThreadWorker
 from vms import testhosts
 from vms.choices import VMStatus
 
@@ -145,7 +145,7 @@ def live_server_url(django_db_setup, tmp_path_factory):
 
 
 class _StoppableThreadWorker(ThreadWorker):
-    """portal.worker's thread worker, waking every second while idle so that it can leave
+    """portal.kernel.worker's thread worker, waking every second while idle so that it can leave
     its loop when `halt` is set (RQ stops workers by signals, which threads cannot take)."""
 
     def __init__(self, *args, halt: threading.Event, **kwargs):

@@ -9,7 +9,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from portal import live
+from portal.kernel import live
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -18,7 +18,7 @@ LIVE = 5_000  # ms a live update may take to show
 
 
 def send_now(*topics: str) -> None:
-    """portal.live.send_now from a thread of its own (Playwright runs an event loop here, as
+    """portal.kernel.live.send_now from a thread of its own (Playwright runs an event loop here, as
     daphne's threads do not)."""
     thread = threading.Thread(target=live.send_now, args=topics)
     thread.start()

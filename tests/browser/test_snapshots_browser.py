@@ -8,7 +8,7 @@ import threading
 import pytest
 from playwright.sync_api import expect
 
-from portal import tasks
+from portal.kernel import tasks
 from vms.models import Snapshot, SnapshotPreview, VirtualMachine
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

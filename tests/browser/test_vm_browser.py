@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 import hypervisor
-from portal import tasks
+from portal.kernel import tasks
 from storage.models import Disk
 from vms.models import VirtualMachine
 

@@ -14,7 +14,7 @@ from factories import ClusterFactory, HostFactory, StorageDomainFactory
 from helpers import MiB
 
 from hypervisor import DomainState, VolumeNotFound
-from portal.models import Event, Job, JobStatus, Phase
+from portal.kernel.models import Event, Job, JobStatus, Phase
 from storage.models import Disk
 from vms import snapshots
 from vms.choices import HostStatus, SnapshotStatus, VMStatus

@@ -14,11 +14,11 @@ from factories import ClusterFactory, HostFactory, StorageDomainFactory
 from helpers import MiB
 
 from hypervisor import DomainNotFound, DomainState, VolumeNotFound
-from portal.models import Event, Job, JobStatus, Phase
+from portal.kernel.models import Event, Job, JobStatus, Phase
 from storage.choices import DiskStatus
 from storage.models import Disk
-from storage.services import disk_remove
 from vms.choices import HostStatus, VMStatus
+from vms.disks import disk_remove
 from vms.models import Host, VirtualMachine
 from vms.monitor import Monitor
 from vms.services import (

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from accounts.models import Role, RoleAction, System
 from accounts.views import PERMISSION_KINDS
-from portal.converters import ID_MAX
+from portal.kernel.converters import ID_MAX
 from vms.choices import SnapshotAction, SnapshotStatus, VMAction, VMStatus
 from vms.models import Network, Snapshot, Template
 from vms.selectors import SORTS

@@ -11,8 +11,8 @@ from helpers import HX
 
 from accounts import services
 from accounts.models import Role
-from portal.converters import ID_MAX, parse_id
-from portal.errors import ActionRefused
+from portal.kernel.converters import ID_MAX, parse_id
+from portal.kernel.errors import ActionRefused
 
 BIG = "99999999999999999999"
 

@@ -9,8 +9,8 @@ from django.db import transaction
 from factories import VMFactory
 
 import hypervisor
-from portal import tasks
-from portal.models import Event, Job, JobKind, JobStatus, Phase
+from portal.kernel import tasks
+from portal.kernel.models import Event, Job, JobKind, JobStatus, Phase
 from vms import services
 from vms.choices import VMStatus
 

@@ -22,13 +22,13 @@ from factories import (
     grant,
 )
 
-import portal.consumers
+import portal.shell.consumers
 from accounts.models import Role, System
 from accounts.permissions import can_subscribe, subscribable
 from accounts.services import permission_add
-from portal.consumers import USAGE, LiveConsumer
-from portal.live import group_name, send_now, user_group
-from portal.models import Job
+from portal.kernel.live import group_name, send_now, user_group
+from portal.kernel.models import Job
+from portal.shell.consumers import USAGE, LiveConsumer
 from vms.models import Cluster, DataCenter, Host
 
 
@@ -359,7 +359,7 @@ async def test_a_thousand_refused_topics_are_one_frame_and_the_socket_goes_on():
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_topics_per_socket_are_capped_and_can_be_given_back(monkeypatch):
-    monkeypatch.setattr(portal.consumers, "MAX_TOPICS", 3)
+    monkeypatch.setattr(portal.shell.consumers, "MAX_TOPICS", 3)
     admin = await database_sync_to_async(SuperUserFactory)()
     vms = [await database_sync_to_async(VMFactory)() for _ in range(5)]
     topics = [f"vm.{vm.pk}" for vm in vms]
@@ -388,21 +388,21 @@ async def test_topics_per_socket_are_capped_and_can_be_given_back(monkeypatch):
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_frames_are_rate_limited(monkeypatch):
-    monkeypatch.setattr(portal.consumers, "FRAME_RATE", 0.01)  # no refill during the test
+    monkeypatch.setattr(portal.shell.consumers, "FRAME_RATE", 0.01)  # no refill during the test
     admin = await database_sync_to_async(SuperUserFactory)()
     communicator = await connected(admin)
-    for _ in range(portal.consumers.FRAME_BURST + 5):
+    for _ in range(portal.shell.consumers.FRAME_BURST + 5):
         await communicator.send_json_to({"subscribe": ["vms"]})
     replies = [
         await communicator.receive_json_from(timeout=5)
-        for _ in range(portal.consumers.FRAME_BURST + 5)
+        for _ in range(portal.shell.consumers.FRAME_BURST + 5)
     ]
     assert (
-        replies[: portal.consumers.FRAME_BURST]
-        == [{"subscribed": ["vms"], "refused": []}] * portal.consumers.FRAME_BURST
+        replies[: portal.shell.consumers.FRAME_BURST]
+        == [{"subscribed": ["vms"], "refused": []}] * portal.shell.consumers.FRAME_BURST
     )
     assert (
-        replies[portal.consumers.FRAME_BURST :]
+        replies[portal.shell.consumers.FRAME_BURST :]
         == [{"error": "too many requests: at most 0.01 a second"}] * 5
     )
     await communicator.disconnect()

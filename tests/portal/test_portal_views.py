@@ -11,7 +11,7 @@ from django.utils import timezone
 from factories import UserFactory, VMFactory
 from helpers import HX, html_find
 
-from portal.models import Event, Job, JobStatus, Phase, Severity
+from portal.kernel.models import Event, Job, JobStatus, Phase, Severity
 
 # Measured, the same for 5 and for 60 events: session, user, count, the page of events (user
 # and VM joined).

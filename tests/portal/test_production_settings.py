@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import reverse
 from factories import UserFactory
 
-from portal.security import lockout_minutes
+from portal.shell.security import lockout_minutes
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""portal.tasks on a real RQ worker in its own thread, the enqueue-failure path, execute()'s
+"""portal.kernel.tasks on a real RQ worker in its own thread, the enqueue-failure path, execute()'s
 guarantees, and the live-update websocket against the real channels-redis layer."""
 
 import threading
@@ -16,13 +16,13 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job as RQJob
 
-import portal.tasks
-from portal import tasks
-from portal.consumers import LiveConsumer
-from portal.errors import ActionRefused
-from portal.live import recheck_users, send_now
-from portal.models import Job, JobStatus
-from portal.worker import ThreadWorker
+import portal.kernel.tasks
+from portal.kernel import tasks
+from portal.kernel.errors import ActionRefused
+from portal.kernel.live import recheck_users, send_now
+from portal.kernel.models import Job, JobStatus
+from portal.kernel.worker import ThreadWorker
+from portal.shell.consumers import LiveConsumer
 from vms import services
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
@@ -136,7 +136,7 @@ def test_enqueue_failure_fails_the_job_and_calls_on_enqueue_failure(
     db, probe, monkeypatch, django_capture_on_commit_callbacks
 ):
     undone: list[Job] = []
-    monkeypatch.setattr(portal.tasks, "get_queue", closed_queue)
+    monkeypatch.setattr(portal.kernel.tasks, "get_queue", closed_queue)
     with django_capture_on_commit_callbacks(execute=True):
         job = tasks.job_create(kind=KIND, description="probe", on_enqueue_failure=undone.append)
     job.refresh_from_db()
@@ -156,7 +156,7 @@ def test_unknown_kind_is_a_programming_error(db):
 
 def test_queue_ensure_available(monkeypatch):
     tasks.queue_ensure_available()  # the real Redis answers
-    monkeypatch.setattr(portal.tasks, "get_queue", closed_queue)
+    monkeypatch.setattr(portal.kernel.tasks, "get_queue", closed_queue)
     with pytest.raises(ActionRefused, match=r"task queue is unreachable \(ConnectionError\)"):
         tasks.queue_ensure_available()
 
@@ -169,7 +169,7 @@ def test_create_that_never_reached_a_worker_is_taken_back(
     host = HostFactory()
     domain = StorageDomainFactory(data_center=host.cluster.data_center)
     monkeypatch.setattr(services, "queue_ensure_available", lambda: None)
-    monkeypatch.setattr(portal.tasks, "get_queue", closed_queue)
+    monkeypatch.setattr(portal.kernel.tasks, "get_queue", closed_queue)
     with django_capture_on_commit_callbacks(execute=True):
         vm = services.vm_create(
             user=admin,

@@ -17,7 +17,7 @@ from factories import (
 from helpers import HX, html_find, html_one
 
 from accounts.models import Role, System
-from portal.models import Event, Phase, Severity
+from portal.kernel.models import Event, Phase, Severity
 from vms.models import Host, VirtualMachine
 
 
@@ -199,7 +199,7 @@ def test_removing_a_vm_tells_pages_it_is_gone(
 ):
     """The remove job's live message for the VM says "gone": the page takes the row and pane
     off instead of asking for them (which answered 404)."""
-    from portal import live
+    from portal.kernel import live
     from vms import services
     from vms.choices import VMStatus
 

@@ -1,5 +1,5 @@
 """Vireo's RQ worker class (issue 7 item 20): production's `rqworker --worker-class
-portal.worker.Worker` runs jobs without forking, and leaves out RQ's per-job Redis writes
+portal.kernel.worker.Worker` runs jobs without forking, and leaves out RQ's per-job Redis writes
 that tell nobody anything new while keeping what the monitor's reconcile reads (job status,
 registries, the worker's heartbeat)."""
 
@@ -9,9 +9,9 @@ from django.db import transaction
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 
-from portal import tasks
-from portal.models import Job, JobStatus
-from portal.worker import Worker
+from portal.kernel import tasks
+from portal.kernel.models import Job, JobStatus
+from portal.kernel.worker import Worker
 
 KIND = "worker_probe"
 
@@ -43,7 +43,7 @@ def queued(count: int = 1) -> list[Job]:
 @pytest.mark.django_db(transaction=True)
 def test_rqworker_runs_jobs_with_vireos_worker_class(probe):
     jobs = queued(2)
-    call_command("rqworker", "default", "--burst", "--worker-class", "portal.worker.Worker")
+    call_command("rqworker", "default", "--burst", "--worker-class", "portal.kernel.worker.Worker")
     queue = tasks.get_queue()
     for job in jobs:
         job.refresh_from_db()

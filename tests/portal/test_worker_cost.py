@@ -9,11 +9,11 @@ import pytest
 from django.db import connection, connections, transaction
 from factories import UserFactory
 
-import portal.live
-from portal import tasks
-from portal.db import db_keep_connections
-from portal.models import Job, JobStatus
-from portal.worker import ThreadWorker
+import portal.kernel.live
+from portal.kernel import tasks
+from portal.kernel.db import db_keep_connections
+from portal.kernel.models import Job, JobStatus
+from portal.kernel.worker import ThreadWorker
 from vms import services
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
@@ -103,7 +103,7 @@ def test_a_shutdown_ends_in_one_live_update_sent_after_its_commit(make_vm, work_
     vm = make_vm(VMStatus.UP)
     job = services.vm_shutdown(vm_id=vm.pk, user=UserFactory(is_superuser=True))
     published: list[tuple[set[str], tuple]] = []
-    real = portal.live.publisher.group_send
+    real = portal.kernel.live.publisher.group_send
 
     def committed_state() -> tuple:
         """The VM's and the Job's status as another connection reads them."""
@@ -124,7 +124,7 @@ def test_a_shutdown_ends_in_one_live_update_sent_after_its_commit(make_vm, work_
         published.append(({group for group, _ in messages}, committed_state()))
         real(messages)
 
-    monkeypatch.setattr(portal.live.publisher, "group_send", watch)
+    monkeypatch.setattr(portal.kernel.live.publisher, "group_send", watch)
     work_off()
     ends = [(groups, state) for groups, state in published if state[1] == JobStatus.SUCCEEDED]
     # The claim with the Started Event and the first step, then the end: two publishes, not

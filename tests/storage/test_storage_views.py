@@ -7,7 +7,7 @@ from django.urls import reverse
 from factories import DiskFactory, HostFactory, StorageDomainFactory, VMFactory
 from helpers import HX, GiB, assert_messages, html_find, html_one, html_text
 
-from portal.models import Job, JobStatus
+from portal.kernel.models import Job, JobStatus
 from storage.choices import DiskStatus
 from storage.models import Disk
 from vms.choices import VMStatus

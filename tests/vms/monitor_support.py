@@ -6,7 +6,7 @@ from datetime import timedelta
 from django.utils import timezone
 from factories import DiskFactory, VMFactory
 
-from portal.models import Event, Job, Phase
+from portal.kernel.models import Event, Job, Phase
 from vms.choices import VMStatus
 from vms.models import Host, VirtualMachine
 

@@ -3,7 +3,7 @@
 import xml.etree.ElementTree as ET
 
 import hypervisor
-from portal.models import Event, Job, JobStatus, Phase, Severity
+from portal.kernel.models import Event, Job, JobStatus, Phase, Severity
 from storage.models import Disk
 from vms import snapshots as services
 from vms.choices import SnapshotStatus

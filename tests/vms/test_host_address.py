@@ -16,8 +16,8 @@ from helpers import HX
 
 import hypervisor
 from accounts.models import System
-from portal.errors import ActionRefused
-from portal.models import Event
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event
 from vms import services
 from vms.host_address import host_address_check
 from vms.models import Host

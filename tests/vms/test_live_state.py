@@ -10,9 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from factories import UserFactory
 from helpers import GiB
 
-import portal.live
-import portal.tasks
-from portal.models import Job, JobStatus
+import portal.kernel.live
+import portal.kernel.tasks
+from portal.kernel.models import Job, JobStatus
 from vms import services, snapshots
 from vms.choices import SnapshotStatus, VMStatus
 from vms.models import Snapshot, SnapshotDisk, VirtualMachine
@@ -93,7 +93,7 @@ def test_status_and_job_come_from_one_read(admin, make_vm):
 def observed(monkeypatch):
     """Each live message for a VM topic, with the status a browser re-fetching then reads."""
     seen: list[tuple[float, int, str]] = []
-    real = portal.live.send_now
+    real = portal.kernel.live.send_now
 
     def watch(*topics):
         for topic in topics:
@@ -103,8 +103,8 @@ def observed(monkeypatch):
                 seen.append((time.monotonic(), pk, status.first() or "gone"))
         real(*topics)
 
-    monkeypatch.setattr(portal.live, "send_now", watch)
-    monkeypatch.setattr(portal.tasks, "send_now", watch)
+    monkeypatch.setattr(portal.kernel.live, "send_now", watch)
+    monkeypatch.setattr(portal.kernel.tasks, "send_now", watch)
     return seen
 
 

@@ -13,8 +13,8 @@ from factories import HostFactory, StorageDomainFactory
 from monitor_support import OLD, age, detected, host_status, status_of, vm_on_host
 
 import hypervisor
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus, Phase, Severity
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus, Phase, Severity
 from storage.choices import StorageDomainStatus
 from vms import services, testhosts
 from vms.choices import HostStatus, VMStatus

@@ -15,10 +15,10 @@ from monitor_support import OLD, age, status_of, vm_on_host
 from rq.job import Job as RQJob
 from rq.utils import utcformat
 
-from portal import tasks
-from portal.models import Event, Job, JobStatus, Phase
-from portal.tasks import get_queue
-from portal.worker import ThreadWorker
+from portal.kernel import tasks
+from portal.kernel.models import Event, Job, JobStatus, Phase
+from portal.kernel.tasks import get_queue
+from portal.kernel.worker import ThreadWorker
 from vms import services
 from vms.choices import VMStatus
 from vms.models import Host, VirtualMachine

@@ -12,10 +12,10 @@ from helpers import GiB
 from monitor_support import OLD, detected, status_of, vm_on_host
 
 import hypervisor
-from portal import tasks
-from portal.models import Event, Job, JobStatus, Phase
-from portal.tasks import get_queue
-from portal.worker import ThreadWorker
+from portal.kernel import tasks
+from portal.kernel.models import Event, Job, JobStatus, Phase
+from portal.kernel.tasks import get_queue
+from portal.kernel.worker import ThreadWorker
 from vms import services
 from vms.choices import VMStatus
 from vms.monitor import jobs_reconcile

@@ -13,7 +13,7 @@ from factories import (
 from helpers import HX, GiB, assert_messages
 from vm_views_support import EXPECTED_ACTIONS, S, action_url, row_actions
 
-from portal.models import Event, Job, JobStatus
+from portal.kernel.models import Event, Job, JobStatus
 from storage.choices import DiskStatus
 from storage.models import Disk
 from vms.choices import HostStatus

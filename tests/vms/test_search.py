@@ -9,7 +9,7 @@ from django.urls import reverse
 from factories import ClusterFactory, HostFactory, UserFactory, VMFactory, grant
 from helpers import HX, html_find
 
-from portal.search import SEARCH_MAX, SearchError
+from portal.kernel.search import SEARCH_MAX, SearchError
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
 from vms.search import vm_search

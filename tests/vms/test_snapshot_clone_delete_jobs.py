@@ -21,8 +21,8 @@ from snapshot_jobs_support import (
 )
 
 import hypervisor
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus, Phase
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus, Phase
 from vms import snapshots as services
 from vms.choices import BUSY_STATUSES, SnapshotStatus, VMStatus
 from vms.models import Snapshot, SnapshotDisk, SnapshotPreview, VirtualMachine

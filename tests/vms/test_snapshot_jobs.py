@@ -19,7 +19,7 @@ from snapshot_jobs_support import (
 )
 
 import hypervisor
-from portal.models import Event, JobStatus, Phase
+from portal.kernel.models import Event, JobStatus, Phase
 from vms import snapshots as services
 from vms.choices import SnapshotStatus, VMStatus
 from vms.models import Snapshot, SnapshotDisk, SnapshotPreview, VirtualMachine

@@ -4,8 +4,8 @@ import pytest
 from factories import DiskFactory, VMFactory
 from helpers import GiB
 
-from portal.errors import ActionRefused
-from portal.models import Job
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Job
 from vms import snapshots as services
 from vms.choices import SnapshotStatus, VMStatus, snapshot_actions_allowed
 from vms.models import Snapshot, SnapshotDisk, SnapshotPreview, VirtualMachine

@@ -9,7 +9,7 @@ from django.utils import timezone
 from factories import DataCenterFactory, DiskFactory, UserFactory, VMFactory, grant
 from helpers import HX, GiB, html_find, html_one, html_text
 
-from portal.models import Job
+from portal.kernel.models import Job
 from vms.choices import SnapshotStatus, VMStatus
 from vms.models import (
     Network,

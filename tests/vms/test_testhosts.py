@@ -9,7 +9,7 @@ from factories import DiskFactory, HostFactory, StorageDomainFactory, VMFactory
 from helpers import GiB
 
 import hypervisor
-from portal.models import Event, Job, JobStatus, Phase
+from portal.kernel.models import Event, Job, JobStatus, Phase
 from vms import services, testhosts
 from vms.choices import HostStatus, VMStatus
 from vms.models import Host, VirtualMachine

@@ -1,5 +1,5 @@
 """Control characters: every text a user types that reaches libvirt or the database is checked
-by one validator (portal.validators) in the services; the windows show its message."""
+by one validator (portal.kernel.validators) in the services; the windows show its message."""
 
 import pytest
 from django.urls import reverse
@@ -8,9 +8,9 @@ from helpers import GiB
 import hypervisor
 from accounts.models import Role
 from accounts.services import role_create, role_update
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus
-from portal.validators import control_character, control_characters_strip, text_check
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus
+from portal.kernel.validators import control_character, control_characters_strip, text_check
 from vms import services, snapshots
 from vms.choices import SnapshotStatus, VMStatus
 from vms.models import Cluster, Snapshot, VirtualMachine

@@ -16,7 +16,7 @@ from factories import (
 from helpers import HX, assert_messages, html_one
 from vm_views_support import S, action_url
 
-from portal.models import Event, Job, JobStatus
+from portal.kernel.models import Event, Job, JobStatus
 from storage.choices import DiskStatus
 from vms.choices import HostStatus
 from vms.models import VirtualMachine

@@ -10,8 +10,8 @@ from factories import (
 )
 from helpers import GiB
 
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus, Phase
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus, Phase
 from storage.choices import DiskStatus
 from storage.models import Disk
 from vms import services

@@ -9,8 +9,8 @@ from factories import UserFactory, grant
 from guardian.models import UserObjectPermission
 from helpers import HX, GiB
 
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus
 from storage.choices import DiskStatus
 from storage.models import Disk
 from vms import services, snapshots
@@ -278,7 +278,7 @@ def test_refused_new_vm_takes_back_the_vm_its_disk_and_grant(
 def test_refused_snapshot_and_disk_attach_put_everything_back(
     admin, make_vm, refusing_queue, django_capture_on_commit_callbacks
 ):
-    from storage.services import disk_attach
+    from vms.disks import disk_attach
 
     vm = make_vm(VMStatus.DOWN)
     floating = Disk.objects.create(

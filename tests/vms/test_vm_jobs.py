@@ -7,11 +7,11 @@ import pytest
 from factories import DiskFactory, HostFactory, StorageDomainFactory
 
 import hypervisor
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus, Phase, Severity
-from storage import services as disk_services
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus, Phase, Severity
 from storage.choices import DiskStatus
 from storage.models import Disk
+from vms import disks as disk_services
 from vms import jobs as vm_jobs
 from vms import services
 from vms.choices import VMStatus

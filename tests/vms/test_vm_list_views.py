@@ -25,7 +25,7 @@ from vm_views_support import (
     row_actions,
 )
 
-from portal.models import Event, Job, JobStatus
+from portal.kernel.models import Event, Job, JobStatus
 from vms.choices import TRANSITIONS, VMStatus, allowed_actions
 from vms.models import VirtualMachine
 

@@ -13,8 +13,8 @@ from factories import (
 )
 from vm_services_support import call_action, snapshot
 
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus, Phase
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus, Phase
 from vms import services
 from vms.choices import (
     TRANSITIONS,

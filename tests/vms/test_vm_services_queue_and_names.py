@@ -13,9 +13,9 @@ from factories import (
 from helpers import GiB
 from vm_services_support import call_action, closed_queue, snapshot
 
-import portal.tasks
-from portal.errors import ActionRefused
-from portal.models import Event, Job, JobStatus
+import portal.kernel.tasks
+from portal.kernel.errors import ActionRefused
+from portal.kernel.models import Event, Job, JobStatus
 from storage.choices import DiskStatus
 from storage.models import Disk
 from vms import services
@@ -66,7 +66,7 @@ def test_redis_unreachable_refuses_and_changes_nothing(admin, monkeypatch, actio
     vm = VMFactory(status=status)
     DiskFactory(vm=vm)
     before = snapshot(vm)
-    monkeypatch.setattr(portal.tasks, "get_queue", closed_queue)
+    monkeypatch.setattr(portal.kernel.tasks, "get_queue", closed_queue)
     with pytest.raises(ActionRefused) as exc:
         call_action(action, vm, admin)
     assert "task queue is unreachable" in str(exc.value)
@@ -77,7 +77,7 @@ def test_redis_unreachable_refuses_and_changes_nothing(admin, monkeypatch, actio
 def test_redis_unreachable_refuses_create(admin, monkeypatch):
     host = HostFactory()
     domain = StorageDomainFactory(data_center=host.cluster.data_center)
-    monkeypatch.setattr(portal.tasks, "get_queue", closed_queue)
+    monkeypatch.setattr(portal.kernel.tasks, "get_queue", closed_queue)
     with pytest.raises(ActionRefused, match="task queue is unreachable"):
         services.vm_create(
             user=admin,
@@ -98,7 +98,7 @@ def test_queue_refusing_at_commit_puts_the_vm_back(
     queue's message and the VM returns to the status it had."""
     vm = VMFactory(status=VMStatus.UP)
     monkeypatch.setattr(services, "queue_ensure_available", lambda: None)
-    monkeypatch.setattr(portal.tasks, "get_queue", closed_queue)
+    monkeypatch.setattr(portal.kernel.tasks, "get_queue", closed_queue)
     with django_capture_on_commit_callbacks(execute=True):
         job = services.vm_shutdown(vm_id=vm.pk, user=admin)
     job.refresh_from_db()

@@ -2,7 +2,7 @@
 
 from rq import Queue
 
-from portal.models import Event, Job
+from portal.kernel.models import Event, Job
 from storage.models import Disk
 from vms import services
 from vms.choices import (

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from portal.errors import ActionRefused
+from portal.kernel.errors import ActionRefused
 from vms.models import Cluster
 from vms.services import host_add
 

@@ -2,7 +2,7 @@ import signal
 
 from django.core.management.base import BaseCommand
 
-from portal.worker import start_thread_workers
+from portal.kernel.worker import start_thread_workers
 from vms.monitor import Monitor
 
 

@@ -2,7 +2,7 @@
 database connection from job to job, and leave out RQ's per-job Redis writes that tell nobody
 anything new.
 
-Production runs `manage.py rqworker default --worker-class portal.worker.Worker`: a job then
+Production runs `manage.py rqworker default --worker-class portal.kernel.worker.Worker`: a job then
 costs no fork, no new PostgreSQL backend and no new libvirt connection (the process's cached
 one is reused). The demo's test-driver hosts live inside the process that opened them, so the
 demo runs `ThreadWorker`s as threads of its monitor process

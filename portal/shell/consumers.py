@@ -2,7 +2,7 @@
 checked together against the permission resolver before the socket joins their groups.
 
 A socket lives only as long as its session: logout, a password change or a disabled account
-ends it (`portal.live.close_user_sockets`, `portal.live.sessions_recheck`), and each socket
+ends it (`portal.kernel.live.close_user_sockets`, `portal.kernel.live.sessions_recheck`), and each socket
 re-checks its session every VIREO_LIVE_SESSION_CHECK_SECONDS on its own."""
 
 import asyncio
@@ -18,8 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from accounts.permissions import subscribable
-
-from .live import OWN_TOPICS, group_name, user_group
+from portal.kernel.live import OWN_TOPICS, group_name, user_group
 
 log = logging.getLogger(__name__)
 

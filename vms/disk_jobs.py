@@ -2,21 +2,21 @@
 the job frame records the Events and ends the Job."""
 
 import hypervisor
-from portal.live import broadcast
-from portal.models import Job, JobKind
-from portal.tasks import Outcome, job_handler
-from vms.choices import VMStatus
-from vms.jobs import disk_volumes_delete, vm_domain_spec, vm_settle
-from vms.models import VirtualMachine
-from vms.services import vm_status_move
+from portal.kernel.live import broadcast
+from portal.kernel.models import Job, JobKind
+from portal.kernel.tasks import Outcome, job_handler
+from storage.choices import DiskStatus
+from storage.models import Disk
 
-from .choices import DiskStatus
-from .models import Disk
-from .services import _unlock
+from .choices import VMStatus
+from .disks import disk_unlock
+from .jobs import disk_volumes_delete, vm_domain_spec, vm_settle
+from .models import VirtualMachine
+from .services import vm_status_move
 
 
 def _attach_failed(job: Job, message: str) -> None:
-    _unlock(job.params["disk_id"])(job)
+    disk_unlock(job.params["disk_id"])(job)
     vm_settle(job.vm_id)
 
 
@@ -51,7 +51,7 @@ def disk_attach_job(job: Job) -> Outcome:
 
 
 def _remove_failed(job: Job, message: str) -> None:
-    _unlock(job.params["disk_id"])(job)
+    disk_unlock(job.params["disk_id"])(job)
 
 
 @job_handler(

@@ -6,7 +6,7 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from accounts.permissions import is_admin
+from .permissions import is_admin
 
 
 def admin_portal_required(view):

@@ -1,38 +1,17 @@
-"""Shared view helpers, and the Events and Jobs pages."""
+"""The Events and Jobs pages, and the password change page."""
 
 from django.conf import settings
 from django.contrib import messages as django_messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import PasswordChangeView
 from django.core.paginator import Paginator
-from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
-from django_htmx.http import trigger_client_event
 
+from accounts.access import admin_portal_required
 from accounts.permissions import is_admin, restrict
-
-from .access import admin_portal_required
-from .models import Event, Job
-from .search import SEARCH_MAX, SearchError, search_text
-
-
-def modal_done(
-    request, results: list[tuple[str, str]], redirect_to: str = "vms:list"
-) -> HttpResponse:
-    """Answer a window's OK: close the window and show one message per object acted on.
-
-    `results` holds (level, text) pairs, level "success" or "error"."""
-    if not request.htmx:
-        for level, text in results:
-            (django_messages.success if level == "success" else django_messages.error)(
-                request, text
-            )
-        return redirect(redirect_to)
-    response = render(request, "portal/_messages.html", {"results": results})
-    response["HX-Retarget"] = "#messages"
-    response["HX-Reswap"] = "innerHTML"
-    return trigger_client_event(response, "vireo:close-modal", after="swap")
+from portal.kernel.models import Event, Job
+from portal.kernel.search import SEARCH_MAX, SearchError, search_text
 
 
 @login_required

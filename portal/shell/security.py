@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.shortcuts import render
 
-from .validators import control_character
+from portal.kernel.validators import control_character
 
 
 class ContentSecurityPolicyMiddleware:

@@ -1,20 +1,26 @@
-"""Services for disks: attaching a floating disk to a VM, removing a floating disk."""
+"""Services for disks: attaching a floating disk to a VM, removing a floating disk.
+
+vms owns what is done to disks; storage below it holds the rows (StorageDomain, Disk) and the
+storage tab's lists. A disk's actions lock and redefine its VM (Image Locked, the domain's
+spec, settling after a failure), so they belong with the VM's own services and jobs; storage
+imports nothing of vms, and vms imports storage's models and choices. (NetBox keeps VirtualDisk
+next to VirtualMachine for the same reason.)"""
 
 import string
 
 from django.db import transaction
 
-from portal.audit import actor, event_record
-from portal.errors import ActionRefused
-from portal.live import broadcast
-from portal.models import Job, JobKind, Phase
-from portal.tasks import job_create, queue_ensure_available
-from vms.choices import VMStatus
-from vms.models import VirtualMachine
-from vms.services import vm_status_move
+from portal.kernel.audit import actor, event_record
+from portal.kernel.errors import ActionRefused
+from portal.kernel.live import broadcast
+from portal.kernel.models import Job, JobKind, Phase
+from portal.kernel.tasks import job_create, queue_ensure_available
+from storage.choices import DiskStatus
+from storage.models import Disk
 
-from .choices import DiskStatus
-from .models import Disk
+from .choices import VMStatus
+from .models import VirtualMachine
+from .services import vm_status_move
 
 
 def _floating_disk(disk_id: int) -> Disk:
@@ -43,7 +49,9 @@ def _lock(disk: Disk) -> None:
     broadcast("disks")
 
 
-def _unlock(disk_id: int):
+def disk_unlock(disk_id: int):
+    """The undo of a disk's lock: for a failed enqueue and for the job's on_fail."""
+
     def undo(job: Job, message: str = "") -> None:
         Disk.objects.filter(pk=disk_id, status=DiskStatus.LOCKED).update(status=DiskStatus.OK)
         broadcast("disks")
@@ -80,7 +88,7 @@ def disk_attach(*, disk_id: int, vm_id: int, user) -> Job:
             raise ActionRefused(f"{vm.name} was changed by another request. Nothing was done.")
 
         def undo(job: Job) -> None:
-            _unlock(disk.pk)(job)
+            disk_unlock(disk.pk)(job)
             vm_status_move(vm_id=vm.pk, from_status=VMStatus.IMAGE_LOCKED, to_status=VMStatus.DOWN)
 
         job = job_create(
@@ -113,7 +121,7 @@ def disk_remove(*, disk_id: int, user) -> Job:
             description=f"Remove disk {disk.alias}",
             user=user,
             params={"disk_id": disk.pk},
-            on_enqueue_failure=_unlock(disk.pk),
+            on_enqueue_failure=disk_unlock(disk.pk),
         )
         event_record(
             action="remove_disk",
