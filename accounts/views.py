@@ -13,10 +13,9 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.access import admin_portal_required
 from portal.kernel.converters import parse_id
-from portal.kernel.dialogs import modal_done
-from portal.kernel.errors import ActionRefused
+from portal.kernel.dialogs import confirm_window, form_window, modal_done, outcome
 from portal.kernel.search import SEARCH_MAX, SearchError, search_text
-from vms.choices import VMAction
+from vms.actions import USER_PORTAL_ACTIONS
 from vms.selectors import can_create_vm, vm_rows
 
 from . import services
@@ -114,14 +113,16 @@ def permission_add(request, kind: str, pk: int):
                 if principal is None:
                     results.append(("error", "That user or group does not exist any more."))
                     continue
-                try:
-                    services.permission_add(
-                        user=request.user, principal=principal, role=role, obj=obj
+                results.append(
+                    outcome(
+                        lambda principal=principal: services.permission_add(
+                            user=request.user, principal=principal, role=role, obj=obj
+                        ),
+                        lambda _grant, principal=principal: (
+                            f"{principal} now holds {role.name} on {obj}."
+                        ),
                     )
-                except ActionRefused as exc:
-                    results.append(("error", str(exc)))
-                else:
-                    results.append(("success", f"{principal} now holds {role.name} on {obj}."))
+                )
             return modal_done(request, results, redirect_to="home")
     context = {
         "obj": obj,
@@ -152,18 +153,15 @@ def permission_remove(request, kind: str, pk: int, row_kind: str, row_id: int):
     )
     if row is None:
         raise Http404
-    if request.method == "POST":
-        try:
-            services.permission_remove(user=request.user, kind=row_kind, row_id=row_id, obj=obj)
-        except ActionRefused as exc:
-            return modal_done(request, [("error", str(exc))], redirect_to="home")
-        return modal_done(
-            request,
-            [("success", f"Removed {row.role.name} from {row.principal}.")],
-            redirect_to="home",
-        )
-    return render(
-        request, "accounts/_permission_remove.html", {"obj": obj, "kind": kind, "row": row}
+    return confirm_window(
+        request,
+        lambda: services.permission_remove(
+            user=request.user, kind=row_kind, row_id=row_id, obj=obj
+        ),
+        success=lambda _removed: f"Removed {row.role.name} from {row.principal}.",
+        template="accounts/_permission_remove.html",
+        context={"obj": obj, "kind": kind, "row": row},
+        redirect_to="home",
     )
 
 
@@ -224,28 +222,28 @@ def role_edit(request, pk: int | None = None):
             "actions": sorted(role.action_set),
         }
     form = RoleForm(request.POST or None, initial=initial)
-    error = None
-    if request.method == "POST" and form.is_valid() and not (role and role.builtin):
-        data = form.cleaned_data
+    if role is not None and role.builtin:  # shown read-only: nothing to save
+        return render(request, "accounts/_role_dialog.html", {"form": form, "role": role})
+
+    def save(data):
         fields = {
             "name": data["name"],
             "description": data["description"],
             "is_admin": data["account_type"] == "admin",
             "actions": data["actions"],
         }
-        try:
-            if role is None:
-                saved = services.role_create(user=request.user, **fields)
-            else:
-                saved = services.role_update(user=request.user, role_id=role.pk, **fields)
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(
-                request, [("success", f"Role {saved.name} saved.")], redirect_to="configure"
-            )
-    return render(
-        request, "accounts/_role_dialog.html", {"form": form, "role": role, "error": error}
+        if role is None:
+            return services.role_create(user=request.user, **fields)
+        return services.role_update(user=request.user, role_id=role.pk, **fields)
+
+    return form_window(
+        request,
+        form,
+        save,
+        success=lambda saved: f"Role {saved.name} saved.",
+        template="accounts/_role_dialog.html",
+        context={"role": role},
+        redirect_to="configure",
     )
 
 
@@ -256,18 +254,14 @@ def role_remove(request, pk: int):
     role = get_object_or_404(Role, pk=pk)
     if not can(request.user, "manage_roles", System.get()):
         raise Http404
-    if request.method == "POST":
-        try:
-            services.role_remove(user=request.user, role_id=role.pk)
-        except ActionRefused as exc:
-            return modal_done(request, [("error", str(exc))], redirect_to="configure")
-        return modal_done(
-            request, [("success", f"Role {role.name} removed.")], redirect_to="configure"
-        )
-    return render(request, "accounts/_role_remove.html", {"role": role})
-
-
-USER_PORTAL_ACTIONS = (VMAction.RUN, VMAction.SHUTDOWN, VMAction.SUSPEND, VMAction.REBOOT)
+    return confirm_window(
+        request,
+        lambda: services.role_remove(user=request.user, role_id=role.pk),
+        success=lambda _removed: f"Role {role.name} removed.",
+        template="accounts/_role_remove.html",
+        context={"role": role},
+        redirect_to="configure",
+    )
 
 
 def _user_vms(user):

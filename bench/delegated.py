@@ -188,10 +188,10 @@ def breakdown(superuser, delegated_user, *, runs: int = 20) -> list[tuple[str, d
     from django.conf import settings
 
     from accounts.permissions import is_admin, permitted_actions
-    from vms.choices import TRANSITIONS
+    from vms.actions import VM_STATUS_ACTIONS
     from vms.selectors import can_create_vm, vms_visible
 
-    actions = [*TRANSITIONS.keys(), "manage_permissions", "edit_vm"]
+    actions = [*VM_STATUS_ACTIONS, "manage_permissions", "edit_vm"]
     per_page = settings.VIREO_VMS_PER_PAGE
 
     def steps(user):

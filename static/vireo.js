@@ -225,19 +225,19 @@
     else htmx.ajax("GET", actionUrl(action), {target: "#modal-content", swap: "innerHTML"});
   }
 
-  const MENU = [["run", "Run", true], ["suspend", "Suspend", true], ["shutdown", "Shutdown"], ["poweroff", "Power Off"],
-                ["reboot", "Reboot"], ["remove", "Remove"], ["clone", "Clone VM", false, true]];
-
+  // The right-click menu offers what the toolbar offers, in its order: the page renders the
+  // toolbar from the catalogue of actions (vms/actions.py), so there is no list here.
   function openMenu(x, y) {
     const menu = document.getElementById("context-menu");
     const chosen = rows().filter(r => selected.includes(r.dataset.vm));
     menu.innerHTML = "";
-    MENU.forEach(([action, label, direct, single]) => {
+    document.querySelectorAll("#vm-toolbar button[data-action]").forEach(b => {
+      const action = b.dataset.action, direct = b.hasAttribute("data-direct");
       const li = document.createElement("li");
-      li.textContent = label;
+      li.textContent = b.dataset.label;
       li.dataset.action = action;
-      if (!enabled(action, !!single, chosen)) li.className = "disabled";
-      else li.onclick = () => { closeMenu(); perform(action, !!direct); };
+      if (!enabled(action, b.hasAttribute("data-single"), chosen)) li.className = "disabled";
+      else li.onclick = () => { closeMenu(); perform(action, direct); };
       menu.appendChild(li);
     });
     menu.style.left = x + "px";

@@ -3,14 +3,13 @@ disk. vms owns disk actions (see vms/disks.py); the URLs stay in the storage nam
 (portal/urls.py puts them there)."""
 
 from django import forms
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import admin_portal_required
 from accounts.permissions import restrict
-from portal.kernel.dialogs import modal_done
-from portal.kernel.errors import ActionRefused
+from portal.kernel.dialogs import confirm_window, form_window
 from storage.choices import DiskStatus
 from storage.models import Disk
 
@@ -50,22 +49,14 @@ def disk_attach(request, pk: int):
         "edit_vm",
     )
     refused = _refusal(disk) if request.method == "GET" else ""
-    error = refused or None
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.disk_attach(
-                disk_id=disk.pk, vm_id=form.cleaned_data["vm"].pk, user=request.user
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(
-                request, [("success", f"Attaching {disk.alias}.")], redirect_to="storage:disks"
-            )
-    return render(
+    return form_window(
         request,
-        "storage/_attach_dialog.html",
-        {"disk": disk, "form": form, "error": error, "refused": refused},
+        form,
+        lambda data: services.disk_attach(disk_id=disk.pk, vm_id=data["vm"].pk, user=request.user),
+        success=lambda _job: f"Attaching {disk.alias}.",
+        template="storage/_attach_dialog.html",
+        context={"disk": disk, "error": refused or None, "refused": refused},
+        redirect_to="storage:disks",
     )
 
 
@@ -74,19 +65,14 @@ def disk_attach(request, pk: int):
 def disk_remove(request, pk: int):
     """Remove a floating disk (confirmation window)."""
     disk = get_object_or_404(restrict(request.user, Disk.objects.all(), "edit_disk"), pk=pk)
-    if request.method == "POST":
-        try:
-            services.disk_remove(disk_id=disk.pk, user=request.user)
-        except ActionRefused as exc:
-            return modal_done(request, [("error", str(exc))], redirect_to="storage:disks")
-        return modal_done(
-            request, [("success", f"Removing disk {disk.alias}.")], redirect_to="storage:disks"
-        )
     refused = _refusal(disk)
-    return render(
+    return confirm_window(
         request,
-        "storage/_remove_dialog.html",
-        {"disk": disk, "error": refused or None, "refused": refused},
+        lambda: services.disk_remove(disk_id=disk.pk, user=request.user),
+        success=lambda _job: f"Removing disk {disk.alias}.",
+        template="storage/_remove_dialog.html",
+        context={"disk": disk, "error": refused or None, "refused": refused},
+        redirect_to="storage:disks",
     )
 
 

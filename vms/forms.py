@@ -1,4 +1,5 @@
-"""Forms validate what was typed; the services decide whether it may be done."""
+"""Forms parse what was typed and restrict their drop-downs to what the user may choose; the
+services decide whether it may be done (who may create from a template, a template's sizing)."""
 
 from django import forms
 from django.core.validators import RegexValidator
@@ -65,7 +66,6 @@ class NewVMForm(forms.Form):
 
     def __init__(self, *args, choices: dict, **kwargs):
         super().__init__(*args, **kwargs)
-        self.choices = choices
         self.fields["cluster"].queryset = choices["clusters"].select_related("data_center")
         self.fields["template"].queryset = choices["templates"]
         data_domains = StorageDomain.objects.filter(domain_function=DomainFunction.DATA)
@@ -79,49 +79,20 @@ class NewVMForm(forms.Form):
             data_domains = data_domains.filter(pk__in=choices["disk_domains"].values("pk"))
         self.fields["storage_domain"].queryset = data_domains
 
-    def clean(self):
-        data = super().clean()
-        cluster, template, domain = (
-            data.get("cluster"),
-            data.get("template"),
-            data.get("storage_domain"),
-        )
-        if cluster is None:
-            return data
-        if template is None:
-            if not self.choices["blank_clusters"].filter(pk=cluster.pk).exists():
-                raise forms.ValidationError(
-                    f"In cluster {cluster.name} you may create VMs only from a template."
-                )
-            if (
-                domain is not None
-                and not self.choices["disk_domains"].filter(pk=domain.pk).exists()
-            ):
-                raise forms.ValidationError(f"You may not create disks on {domain.name}.")
-        else:
-            if (
-                not self.choices["template_clusters"].filter(pk=cluster.pk).exists()
-                and not self.choices["blank_clusters"].filter(pk=cluster.pk).exists()
-            ):
-                raise forms.ValidationError(f"You may not create VMs in cluster {cluster.name}.")
-            if template.data_center_id != cluster.data_center_id:
-                raise forms.ValidationError(
-                    "The template belongs to another data center than the cluster."
-                )
-            data["memory_mb"], data["vcpus"] = template.memory_mb, template.vcpus
-            data["disk_size_gb"] = max(1, template.disk_bytes // 1024**3)
-        return data
-
 
 class CloneForm(forms.Form):
     clone_name = forms.CharField(label="Clone Name", max_length=1000, required=False)
 
 
-class ShutdownForm(forms.Form):
-    reason = forms.CharField(label="Reason", max_length=1000, required=False)
+class VMActionForm(forms.Form):
+    """What the shared confirmation window may ask (`vms.actions.Action.inputs`)."""
 
-
-class RemoveForm(forms.Form):
+    reason = forms.CharField(
+        label="Reason",
+        max_length=1000,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "Why is this VM being shut down?"}),
+    )
     remove_disks = forms.BooleanField(label="Remove Disk(s)", required=False, initial=True)
 
 

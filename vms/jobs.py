@@ -19,16 +19,10 @@ from portal.kernel.validators import control_characters_strip
 from storage.choices import DiskStatus
 from storage.models import Disk
 
-from .choices import (
-    BUSY_STATUSES,
-    RUNNING_STATUSES,
-    SnapshotStatus,
-    VMAction,
-    VMStatus,
-    status_from_domain,
-)
+from .actions import VM_ACTIONS, VMAction
+from .choices import BUSY_STATUSES, RUNNING_STATUSES, SnapshotStatus, VMStatus, status_from_domain
 from .models import Snapshot, VirtualMachine
-from .services import ACTION_VERBS, vm_grants_drop, vm_status_move
+from .services import vm_grants_drop, vm_status_move
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +95,7 @@ def _vm_started(action: str):
         vm = job.vm
         if vm is None or vm.host is None:
             return None
-        return f"Started to {ACTION_VERBS[action]} VM {vm.name} on host {vm.host.name}."
+        return f"Started to {VM_ACTIONS[action].verb} VM {vm.name} on host {vm.host.name}."
 
     return started
 
@@ -110,7 +104,7 @@ def _vm_failed(action: str):
     """The Failed Event's message of a VM action."""
 
     def failed(job: Job, vm: VirtualMachine | None) -> str:
-        return f"Failed to {ACTION_VERBS[action]} VM {vm.name if vm else ''}."
+        return f"Failed to {VM_ACTIONS[action].verb} VM {vm.name if vm else ''}."
 
     return failed
 
@@ -121,7 +115,7 @@ def _vm_settle_hook(job: Job, message: str) -> None:
 
 
 def vm_action_handler(kind: str, action: str, *, on_fail=_vm_settle_hook, **options):
-    """Register a VM action's handler: its Events are the action's (verb from ACTION_VERBS)."""
+    """Register a VM action's handler: its Events are the action's (verb from the catalogue, vms.actions)."""
     return job_handler(
         kind,
         action=action,

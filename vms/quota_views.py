@@ -15,8 +15,7 @@ from guardian.conf import settings as guardian_settings
 from accounts.access import admin_portal_required
 from accounts.models import System
 from accounts.permissions import can
-from portal.kernel.dialogs import modal_done
-from portal.kernel.errors import ActionRefused
+from portal.kernel.dialogs import form_window
 from portal.kernel.search import SEARCH_MAX, SearchError, search_text
 from storage.models import Disk
 
@@ -107,26 +106,17 @@ def quota_edit(request, pk: int):
         request.POST or None,
         initial={"max_vms": own and own.max_vms, "max_disk_gib": own and own.max_disk_gib},
     )
-    error = None
-    if request.method == "POST" and form.is_valid():
-        try:
-            quota_set(
-                user=request.user,
-                target_user_id=target.pk,
-                max_vms=form.cleaned_data["max_vms"],
-                max_disk_gib=form.cleaned_data["max_disk_gib"],
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(
-                request, [("success", f"Quota of {target} saved.")], redirect_to="vms:quotas"
-            )
-    context = {
-        "target": target,
-        "form": form,
-        "error": error,
-        "usage": quota_usage(target),
-        "limits": quota_limits(target),
-    }
-    return render(request, "vms/_quota_dialog.html", context)
+    return form_window(
+        request,
+        form,
+        lambda data: quota_set(
+            user=request.user,
+            target_user_id=target.pk,
+            max_vms=data["max_vms"],
+            max_disk_gib=data["max_disk_gib"],
+        ),
+        success=lambda _quota: f"Quota of {target} saved.",
+        template="vms/_quota_dialog.html",
+        context={"target": target, "usage": quota_usage(target), "limits": quota_limits(target)},
+        redirect_to="vms:quotas",
+    )

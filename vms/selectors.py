@@ -10,14 +10,8 @@ from django.db.models.functions import JSONObject
 from accounts.permissions import permitted_actions, restrict
 from portal.kernel.models import Job
 
-from .choices import (
-    BUSY_STATUSES,
-    PREVIEW_BLOCKS,
-    TRANSITIONS,
-    VMAction,
-    allowed_actions,
-    job_shows_on,
-)
+from .actions import VM_STATUS_ACTIONS, allowed_actions, job_shows_on, preview_blocked
+from .choices import BUSY_STATUSES
 from .models import SnapshotPreview, VirtualMachine
 from .search import vm_search
 
@@ -102,14 +96,14 @@ class VMRow:
 
 
 def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
-    """Rows for a page of VMs: the status table's actions cut down to the user's permissions
-    (and to what an active snapshot preview allows). Each VM's status is re-read with its job
+    """Rows for a page of VMs: the actions the catalogue allows from each VM's status, cut down
+    to those whose role actions the user holds on it (and to what an active snapshot preview
+    allows). Each VM's status is re-read with its job
     in one statement (`live_states`), so the badge and the progress bar agree."""
     states = live_states({vm.pk for vm in vms})
+    needed = {p for a in VM_STATUS_ACTIONS.values() for p in (a.permission, *a.also)}
     permitted = permitted_actions(
-        user,
-        vms,
-        [*TRANSITIONS.keys(), "manage_permissions", "edit_vm", "snapshots", "create_vm"],
+        user, vms, [*sorted(needed), "manage_permissions", "edit_vm", "snapshots"]
     )
     rows = []
     for vm in vms:
@@ -117,19 +111,22 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
         if state is not None:
             vm.status = state.status
             vm.status_changed_at, vm.started_at = state.status_changed_at, state.started_at
-        actions = allowed_actions(vm.status) & permitted[vm.pk]
+        held = permitted[vm.pk]
+        actions = frozenset(
+            key
+            for key in allowed_actions(vm.status)
+            if {VM_STATUS_ACTIONS[key].permission, *VM_STATUS_ACTIONS[key].also} <= held
+        )
         if state is not None and state.previewing:
-            actions -= PREVIEW_BLOCKS
-        if "create_vm" not in permitted[vm.pk]:  # a clone is a new VM in the VM's cluster
-            actions -= {VMAction.CLONE}
+            actions -= preview_blocked()
         rows.append(
             VMRow(
                 vm=vm,
                 job=state.job if state else None,
                 actions=actions,
-                can_manage_permissions="manage_permissions" in permitted[vm.pk],
-                can_edit="edit_vm" in permitted[vm.pk],
-                can_snapshots="snapshots" in permitted[vm.pk],
+                can_manage_permissions="manage_permissions" in held,
+                can_edit="edit_vm" in held,
+                can_snapshots="snapshots" in held,
             )
         )
     return rows

@@ -1,6 +1,6 @@
 """Services: every change to VMs, clusters and hosts goes through these functions.
 
-Each one checks the request against the status table (`vms.choices`), moves the status with a
+Each one checks the request against its action's catalogue entry (`vms.actions`), moves the status with a
 conditional update so that of two admins racing only one wins, records the Event, and creates
 the Job that a worker carries out after commit. They raise ActionRefused with a message for
 the user and change nothing when they refuse.
@@ -23,7 +23,8 @@ from portal.kernel.validators import text_check
 from storage.choices import DiskStatus, DomainFunction
 from storage.models import Disk, StorageDomain
 
-from .choices import TRANSITIONS, HostStatus, SnapshotStatus, VMAction, VMStatus, busy_status_for
+from .actions import VM_ACTIONS, VMAction
+from .choices import HostStatus, SnapshotStatus, VMStatus
 from .host_address import host_address_check
 from .models import Cluster, DataCenter, Host, SnapshotPreview, Template, VirtualMachine
 from .quotas import quota_check
@@ -33,16 +34,6 @@ NAME_MAX = 255
 MEMORY_MB_RANGE = (64, 4 * 1024 * 1024)
 VCPUS_RANGE = (1, 256)
 DISK_BYTES_RANGE = (1024 * 1024, 64 * 1024**4)
-
-ACTION_VERBS = {
-    VMAction.RUN: "run",
-    VMAction.SHUTDOWN: "shut down",
-    VMAction.POWER_OFF: "power off",
-    VMAction.SUSPEND: "suspend",
-    VMAction.REBOOT: "reboot",
-    VMAction.REMOVE: "remove",
-    VMAction.CLONE: "clone",
-}
 
 
 def vm_topics(vm) -> tuple[str, ...]:
@@ -123,21 +114,22 @@ def _vm_begin(
     message: str = "",
     on_enqueue_failure=None,
 ) -> Job:
-    """Common start of a VM action: check, move to the busy status, record, create the job.
-    If the queue then refuses the job, the VM goes back and `on_enqueue_failure` runs too."""
-    verb = ACTION_VERBS[action]
-    sources, _busy = TRANSITIONS[action]
-    if vm.status not in sources:
+    """Common start of a VM action, as its catalogue entry says: check, move to the busy
+    status, record, create the job. If the queue then refuses the job, the VM goes back and
+    `on_enqueue_failure` runs too."""
+    entry = VM_ACTIONS[action]
+    verb = entry.verb
+    if not entry.allows(vm.status):
         raise ActionRefused(f"Cannot {verb} {vm.name}: the VM is {vm.get_status_display()}.")
     if vm.snapshots.filter(status=SnapshotStatus.LOCKED).exists():
         raise ActionRefused(f"Cannot {verb} {vm.name}: a snapshot operation on it is in progress.")
-    if action not in (VMAction.REMOVE, VMAction.CLONE) and vm.host_id is None:
+    if entry.needs_host and vm.host_id is None:
         raise ActionRefused(f"Cannot {verb} {vm.name}: it is not placed on any host.")
     if vm.host_id and vm.host.status != HostStatus.UP:
         raise ActionRefused(
             f"Cannot {verb} {vm.name}: its host {vm.host.name} is {vm.host.get_status_display()}."
         )
-    busy = busy_status_for(action, vm.status)
+    busy = entry.busy_for(vm.status)
     previous = vm.status
     if not vm_status_move(vm_id=vm.pk, from_status=previous, to_status=busy):
         raise _lost_race(vm.pk, vm.name, verb)
@@ -150,8 +142,8 @@ def _vm_begin(
             on_enqueue_failure(job)
 
     job = job_create(
-        kind=kind or JobKind(f"vm_{action}"),
-        description=f"{VMAction(action).label} {vm.name}",
+        kind=kind or JobKind(entry.job),
+        description=f"{entry.label} {vm.name}",
         vm=vm,
         result_vm=result_vm,
         user=user,
@@ -171,6 +163,15 @@ def _vm_begin(
     return job
 
 
+def _preview_check(vm: VirtualMachine, action: str) -> None:
+    """Refuse an action that its catalogue entry rules out while a snapshot preview is active."""
+    if VM_ACTIONS[action].preview is False and SnapshotPreview.objects.filter(vm=vm).exists():
+        raise ActionRefused(
+            f"Cannot {VM_ACTIONS[action].verb} {vm.name}: a snapshot preview is active; "
+            "Commit or Undo it first."
+        )
+
+
 def _load_vm(vm_id: int) -> VirtualMachine:
     try:
         return VirtualMachine.objects.select_related("cluster", "host").get(pk=vm_id)
@@ -179,14 +180,10 @@ def _load_vm(vm_id: int) -> VirtualMachine:
 
 
 def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
-    """Run, Shutdown, Power Off, Suspend or Reboot one VM."""
-    if action not in (
-        VMAction.RUN,
-        VMAction.SHUTDOWN,
-        VMAction.POWER_OFF,
-        VMAction.SUSPEND,
-        VMAction.REBOOT,
-    ):
+    """Run, Shutdown, Power Off, Suspend or Reboot one VM: the catalogue's actions on a guest
+    on its host (Remove and Clone VM have services of their own)."""
+    entry = VM_ACTIONS.get(action)
+    if entry is None or not entry.needs_host:
         raise ActionRefused(f"Unknown action {str(action)!r}.")
     queue_ensure_available()
     with transaction.atomic():
@@ -230,10 +227,7 @@ def vm_remove(*, vm_id: int, user, remove_disks: bool = True) -> Job:
     queue_ensure_available()
     with transaction.atomic():
         vm = _load_vm(vm_id)
-        if SnapshotPreview.objects.filter(vm=vm).exists():
-            raise ActionRefused(
-                f"Cannot remove {vm.name}: a snapshot preview is active; Commit or Undo it first."
-            )
+        _preview_check(vm, VMAction.REMOVE)
         job = _vm_begin(
             vm=vm, action=VMAction.REMOVE, user=user, params={"remove_disks": bool(remove_disks)}
         )
@@ -260,10 +254,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
     with transaction.atomic():
         vm = _load_vm(vm_id)
         creation_check(user=user, cluster=vm.cluster, verb="clone VMs")
-        if SnapshotPreview.objects.filter(vm=vm).exists():
-            raise ActionRefused(
-                f"Cannot clone {vm.name}: a snapshot preview is active; Commit or Undo it first."
-            )
+        _preview_check(vm, VMAction.CLONE)
         data_center_id = vm.cluster.data_center_id
         vm_names_lock(data_center_id)
         clone_name = name_validate(clone_name, data_center_id=data_center_id, what="Clone Name")
@@ -314,6 +305,21 @@ def vm_take_back(vm_id: int) -> None:
         broadcast("vms", "disks", "perms")
 
 
+def _creation_allowed(user, cluster: Cluster, template: Template | None) -> None:
+    """Refuse a new VM in `cluster` without create_vm there, or, from a template, without
+    create_vm_from_template either."""
+    if can(user, "create_vm", cluster):
+        return
+    if template is not None and can(user, "create_vm_from_template", cluster):
+        return
+    if template is None and can(user, "create_vm_from_template", cluster):
+        raise ActionRefused(f"In cluster {cluster.name} you may create VMs only from a template.")
+    raise ActionRefused(
+        f"You may not create VMs in cluster {cluster.name}"
+        + (" from this template." if template is not None else "; choose a template.")
+    )
+
+
 def _pick_host(cluster: Cluster) -> Host:
     host = (
         Host.objects.filter(cluster=cluster, status=HostStatus.UP)
@@ -342,17 +348,30 @@ def vm_create(
     template_id: int | None = None,
 ) -> VirtualMachine:
     """New VM with one disk, blank or from a template: it is Image Locked while its disk is
-    created, then Down. Its creator holds UserVmEngine on it."""
+    created, then Down. Its creator holds UserVmEngine on it. A VM from a template takes the
+    template's memory, vCPUs and disk size; making one needs create_vm or
+    create_vm_from_template on the cluster, a blank one create_vm and create_disk on the
+    storage domain."""
     queue_ensure_available()
-    memory_mb = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
-    vcpus = _in_range(vcpus, VCPUS_RANGE, "vCPUs")
-    disk_bytes = _in_range(disk_bytes, DISK_BYTES_RANGE, "Disk size", " bytes")
     description = text_check(description, "Description")[:1000]
     with transaction.atomic():
         try:
             cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
         except Cluster.DoesNotExist:
             raise ActionRefused("That cluster does not exist.") from None
+        template = None
+        if template_id is not None:
+            template = Template.objects.filter(pk=template_id).first()
+            if template is None:
+                raise ActionRefused("That template does not exist.")
+            if template.data_center_id != cluster.data_center_id:
+                raise ActionRefused("The template belongs to another data center than the cluster.")
+            memory_mb, vcpus = template.memory_mb, template.vcpus
+            disk_bytes = max(1, template.disk_bytes // 1024**3) * 1024**3
+        _creation_allowed(user, cluster, template)
+        memory_mb = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
+        vcpus = _in_range(vcpus, VCPUS_RANGE, "vCPUs")
+        disk_bytes = _in_range(disk_bytes, DISK_BYTES_RANGE, "Disk size", " bytes")
         vm_names_lock(cluster.data_center_id)
         name = name_validate(name, data_center_id=cluster.data_center_id)
         try:
@@ -365,23 +384,12 @@ def vm_create(
             raise ActionRefused(
                 "Choose a data storage domain of the cluster's data center."
             ) from None
+        # A VM from a template brings its disk; a blank VM's disk is the user's to create.
+        if template is None and not can(user, "create_disk", domain):
+            raise ActionRefused(f"You may not create disks on {domain.name}.")
         if domain.free_bytes and not sparse and disk_bytes > domain.free_bytes:
             raise ActionRefused(
                 f"Not enough free space on {domain.name}: {disk_bytes:,} bytes needed, {domain.free_bytes:,} free."
-            )
-        template = None
-        if template_id is not None:
-            template = Template.objects.filter(
-                pk=template_id, data_center_id=cluster.data_center_id
-            ).first()
-            if template is None:
-                raise ActionRefused("That template does not exist in the cluster's data center.")
-        if not can(user, "create_vm", cluster) and not (
-            template is not None and can(user, "create_vm_from_template", cluster)
-        ):
-            raise ActionRefused(
-                f"You may not create VMs in cluster {cluster.name}"
-                + (" from this template." if template is not None else "; choose a template.")
             )
         host = _pick_host(cluster)
         quota_check(user, disk_bytes=disk_bytes)

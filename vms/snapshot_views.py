@@ -4,17 +4,17 @@ Every view resolves the VM through the restricted queryset for the `snapshots` a
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import can
 from portal.kernel.converters import parse_id
-from portal.kernel.dialogs import modal_done
-from portal.kernel.errors import ActionRefused
+from portal.kernel.dialogs import confirm_window, form_window, modal_done, outcome
 
 from . import snapshots as services
-from .choices import RUNNING_STATUSES, SnapshotAction, SnapshotStatus, snapshot_actions_allowed
+from .actions import SNAPSHOT_ACTIONS, SnapshotAction, snapshot_actions_allowed
+from .choices import RUNNING_STATUSES, SnapshotStatus
 from .models import Snapshot
 from .selectors import vms_visible
 
@@ -80,29 +80,42 @@ def snapshot_create(request, pk: int):
     disks = list(vm.disks.order_by("target"))
     form = CreateSnapshotForm(request.POST or None, initial={"disks": [str(d.pk) for d in disks]})
     form.fields["disks"].choices = [(str(d.pk), f"{d.alias} ({d.target})") for d in disks]
-    error = None
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            services.snapshot_create(
-                vm_id=vm.pk,
-                user=request.user,
-                description=data["description"],
-                disk_ids=data["disks"],
-                save_memory=data["save_memory"],
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(request, [("success", f"Creating a snapshot of {vm.name}.")])
-    context = {
-        "vm": vm,
-        "form": form,
-        "disks": disks,
-        "error": error,
-        "vm_running": vm.status in RUNNING_STATUSES,
-    }
-    return render(request, "vms/_snapshot_create.html", context)
+    return form_window(
+        request,
+        form,
+        lambda data: services.snapshot_create(
+            vm_id=vm.pk,
+            user=request.user,
+            description=data["description"],
+            disk_ids=data["disks"],
+            save_memory=data["save_memory"],
+        ),
+        success=lambda _snapshot: f"Creating a snapshot of {vm.name}.",
+        template="vms/_snapshot_create.html",
+        context={"vm": vm, "disks": disks, "vm_running": vm.status in RUNNING_STATUSES},
+    )
+
+
+class CustomPreviewForm(forms.Form):
+    """The Custom Preview Snapshot window: VM Configuration, Memory, and per disk the
+    snapshot whose version to use (empty: the Active VM's)."""
+
+    vm_configuration = forms.BooleanField(required=False)
+    memory = forms.BooleanField(required=False)
+
+    def __init__(self, *args, disks, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.disks = disks
+        for disk in disks:
+            self.fields[f"disk_{disk.pk}"] = forms.CharField(required=False)
+
+    def options(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "vm_configuration": data["vm_configuration"],
+            "memory": data["memory"],
+            "disks": {disk.pk: parse_id(data[f"disk_{disk.pk}"]) for disk in self.disks},
+        }
 
 
 @login_required
@@ -114,40 +127,31 @@ def snapshot_preview(request, pk: int, sid: int):
     snapshot = get_object_or_404(Snapshot, pk=sid, vm=vm)
     snapshots = list(vm.snapshots.filter(status="ok").prefetch_related("disks"))
     disks = list(vm.disks.order_by("target"))
-    error = None
-    if request.method == "POST":
-        if request.POST.get("custom"):
-            choice = {}
-            for disk in disks:
-                value = request.POST.get(f"disk_{disk.pk}", "")
-                choice[disk.pk] = parse_id(value)
-            options = {
-                "vm_configuration": bool(request.POST.get("vm_configuration")),
-                "memory": bool(request.POST.get("memory")),
-                "disks": choice,
-            }
-        else:
-            options = {"vm_configuration": True, "memory": snapshot.memory_saved, "disks": None}
-        try:
-            services.snapshot_preview(
-                vm_id=vm.pk, snapshot_id=snapshot.pk, user=request.user, **options
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-            if not request.POST.get("custom"):
-                return modal_done(request, [("error", error)])
-        else:
-            return modal_done(
-                request, [("success", f"Previewing snapshot '{snapshot}' of {vm.name}.")]
-            )
+
+    def preview(**options):
+        return services.snapshot_preview(
+            vm_id=vm.pk, snapshot_id=snapshot.pk, user=request.user, **options
+        )
+
+    def success(_job) -> str:
+        return f"Previewing snapshot '{snapshot}' of {vm.name}."
+
+    if request.method == "POST" and not request.POST.get("custom"):
+        # The toolbar's Preview button: the whole snapshot, without a window.
+        whole = {"vm_configuration": True, "memory": snapshot.memory_saved, "disks": None}
+        return modal_done(request, [outcome(lambda: preview(**whole), success)])
     rows = [
         (disk, [s for s in snapshots if any(sd.disk_id == disk.pk for sd in s.disks.all())])
         for disk in disks
     ]
-    return render(
+    form = CustomPreviewForm(request.POST or None, disks=disks)
+    return form_window(
         request,
-        "vms/_snapshot_preview.html",
-        {"vm": vm, "snapshot": snapshot, "rows": rows, "error": error},
+        form,
+        lambda _data: preview(**form.options()),
+        success=success,
+        template="vms/_snapshot_preview.html",
+        context={"vm": vm, "snapshot": snapshot, "rows": rows},
     )
 
 
@@ -158,20 +162,15 @@ def snapshot_end_preview(request, pk: int, action: str):
     if action not in (SnapshotAction.COMMIT, SnapshotAction.UNDO):
         raise Http404
     vm = _vm(request, pk)
-    if request.method == "POST":
-        service = (
-            services.snapshot_commit if action == SnapshotAction.COMMIT else services.snapshot_undo
-        )
-        try:
-            service(vm_id=vm.pk, user=request.user)
-        except ActionRefused as exc:
-            return modal_done(request, [("error", str(exc))])
-        return modal_done(
-            request, [("success", f"{SnapshotAction(action).label}: {vm.name} requested.")]
-        )
-    preview = getattr(vm, "preview", None)
-    return render(
-        request, "vms/_snapshot_end_preview.html", {"vm": vm, "action": action, "preview": preview}
+    service = (
+        services.snapshot_commit if action == SnapshotAction.COMMIT else services.snapshot_undo
+    )
+    return confirm_window(
+        request,
+        lambda: service(vm_id=vm.pk, user=request.user),
+        success=lambda _job: f"{SNAPSHOT_ACTIONS[action].label}: {vm.name} requested.",
+        template="vms/_snapshot_end_preview.html",
+        context={"vm": vm, "action": action, "preview": getattr(vm, "preview", None)},
     )
 
 
@@ -189,26 +188,19 @@ def snapshot_clone(request, pk: int, sid: int):
     form = CloneFromSnapshotForm(
         request.POST or None, initial={"name": f"{vm.name}-from-snapshot"[:255]}
     )
-    error = None
-    if request.method == "POST" and form.is_valid():
-        try:
-            clone = services.snapshot_clone(
-                vm_id=vm.pk,
-                snapshot_id=snapshot.pk,
-                user=request.user,
-                name=form.cleaned_data["name"],
-                description=form.cleaned_data["description"],
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(
-                request, [("success", f"Cloning {clone.name} from snapshot '{snapshot}'.")]
-            )
-    return render(
+    return form_window(
         request,
-        "vms/_snapshot_clone.html",
-        {"vm": vm, "snapshot": snapshot, "form": form, "error": error},
+        form,
+        lambda data: services.snapshot_clone(
+            vm_id=vm.pk,
+            snapshot_id=snapshot.pk,
+            user=request.user,
+            name=data["name"],
+            description=data["description"],
+        ),
+        success=lambda clone: f"Cloning {clone.name} from snapshot '{snapshot}'.",
+        template="vms/_snapshot_clone.html",
+        context={"vm": vm, "snapshot": snapshot},
     )
 
 
@@ -218,10 +210,10 @@ def snapshot_delete(request, pk: int, sid: int):
     """Delete a snapshot (confirmation window); its data is merged."""
     vm = _vm(request, pk)
     snapshot = get_object_or_404(Snapshot, pk=sid, vm=vm)
-    if request.method == "POST":
-        try:
-            services.snapshot_delete(vm_id=vm.pk, snapshot_id=snapshot.pk, user=request.user)
-        except ActionRefused as exc:
-            return modal_done(request, [("error", str(exc))])
-        return modal_done(request, [("success", f"Deleting snapshot '{snapshot}' of {vm.name}.")])
-    return render(request, "vms/_snapshot_delete.html", {"vm": vm, "snapshot": snapshot})
+    return confirm_window(
+        request,
+        lambda: services.snapshot_delete(vm_id=vm.pk, snapshot_id=snapshot.pk, user=request.user),
+        success=lambda _job: f"Deleting snapshot '{snapshot}' of {vm.name}.",
+        template="vms/_snapshot_delete.html",
+        context={"vm": vm, "snapshot": snapshot},
+    )

@@ -1,6 +1,6 @@
 """Services for snapshots: Create, (Custom) Preview, Commit, Undo, Clone and Delete.
 
-The same rules as everywhere: check the snapshot table (`vms.choices.SNAPSHOT_RULES`), move
+The same rules as everywhere: check the action's catalogue entry (`vms.actions`), move
 statuses with conditional updates, record the Event, create the Job. How a snapshot lives on
 the host (a chain of qcow2 volumes per disk) is described in docs/architecture.md.
 """
@@ -15,13 +15,8 @@ from portal.kernel.tasks import job_create, queue_ensure_available
 from portal.kernel.validators import text_check
 from storage.models import Disk
 
-from .choices import (
-    RUNNING_STATUSES,
-    SnapshotAction,
-    SnapshotStatus,
-    VMStatus,
-    snapshot_actions_allowed,
-)
+from .actions import SNAPSHOT_ACTIONS, SnapshotAction, snapshot_actions_allowed
+from .choices import RUNNING_STATUSES, SnapshotStatus, VMStatus
 from .models import Snapshot, SnapshotPreview, VirtualMachine
 from .quotas import quota_check
 from .services import creation_check, name_validate, vm_names_lock, vm_status_move, vm_take_back
@@ -64,7 +59,7 @@ def _guard(vm: VirtualMachine, action: str, snapshot: Snapshot | None = None) ->
     )
     if action in allowed:
         return
-    label = SnapshotAction(action).label
+    verb = SNAPSHOT_ACTIONS[action].verb
     if state["busy"]:
         why = "another snapshot operation on it is in progress"
     elif action in (SnapshotAction.COMMIT, SnapshotAction.UNDO) and not state["previewing"]:
@@ -82,7 +77,7 @@ def _guard(vm: VirtualMachine, action: str, snapshot: Snapshot | None = None) ->
         why = f"the snapshot is {snapshot.get_status_display()}"
     else:
         why = f"the VM is {vm.get_status_display()}"
-    raise ActionRefused(f"Cannot {label.lower()} a snapshot of {vm.name}: {why}.")
+    raise ActionRefused(f"Cannot {verb} a snapshot of {vm.name}: {why}.")
 
 
 def _lock_vm_if_down(vm: VirtualMachine) -> str:
@@ -257,10 +252,10 @@ def _end_preview(*, vm_id: int, user, action: str) -> Job:
         _guard(vm, action, preview.snapshot if preview else None)
         previous = _lock_vm_if_down(vm)
         _set_snapshot_status(preview.snapshot_id, SnapshotStatus.IN_PREVIEW, SnapshotStatus.LOCKED)
-        label = SnapshotAction(action).label
+        entry = SNAPSHOT_ACTIONS[action]
         job = job_create(
-            kind=JobKind(f"snapshot_{action}"),
-            description=f"{label} snapshot preview of {vm.name}",
+            kind=JobKind(entry.job),
+            description=f"{entry.label} snapshot preview of {vm.name}",
             vm=vm,
             user=user,
             params={"snapshot_id": preview.snapshot_id},
@@ -272,7 +267,7 @@ def _end_preview(*, vm_id: int, user, action: str) -> Job:
             job,
             vm,
             user,
-            f"{actor(user)} asked to {label.lower()} the preview of snapshot "
+            f"{actor(user)} asked to {entry.verb} the preview of snapshot "
             f"'{preview.snapshot}' of VM {vm.name}.",
         )
         return job

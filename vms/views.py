@@ -7,31 +7,22 @@ from django.http import Http404, HttpResponse, HttpResponseBadRequest, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.http import urlencode
+from django.utils.module_loading import import_string
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import admin_portal_required
 from accounts.permissions import can, may_read_permissions, restrict
 from portal.kernel.converters import parse_id
-from portal.kernel.dialogs import modal_done
-from portal.kernel.errors import ActionRefused
+from portal.kernel.dialogs import form_window, modal_done, outcome
 from portal.kernel.models import Event
 from portal.kernel.search import SEARCH_MAX, SearchError
 
 from . import services
-from .choices import MULTI_VM_ACTIONS, VMAction
-from .forms import CloneForm, ClusterForm, EditVMForm, HostForm, NewVMForm, RemoveForm, ShutdownForm
+from .actions import TOOLBAR, VM_STATUS_ACTIONS, VMAction
+from .forms import CloneForm, ClusterForm, EditVMForm, HostForm, NewVMForm, VMActionForm
 from .models import Cluster, Host
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 
-DIALOG_TITLES = {
-    VMAction.SHUTDOWN: "Shut down Virtual Machine(s)",
-    VMAction.POWER_OFF: "Power Off Virtual Machine(s)",
-    VMAction.REBOOT: "Reboot Virtual Machine(s)",
-    VMAction.REMOVE: "Remove Virtual Machine(s)",
-    VMAction.CLONE: "Clone Virtual Machine",
-    VMAction.RUN: "Run Virtual Machine(s)",
-    VMAction.SUSPEND: "Suspend Virtual Machine(s)",
-}
 # The details pane's sub-tabs, in order: the template renders them from this list.
 DETAIL_TABS = {
     "general": "General",
@@ -66,6 +57,7 @@ def _list_context(request, selected=None, *, toolbar: bool = True):
         "selected": selected,
         # Only the full page has the toolbar's New VM button.
         "can_create": toolbar and can_create_vm(request.user),
+        "toolbar": TOOLBAR,
     }
 
 
@@ -176,53 +168,34 @@ def _selected_vms(request, action: str):
 @login_required
 @require_http_methods(["GET", "POST"])
 def vm_action(request, action: str):
-    """The toolbar's and right-click menu's actions: the confirmation window (GET) and OK (POST)."""
-    if action not in VMAction.values:
+    """The toolbar's and right-click menu's actions: the confirmation window (GET) and OK (POST),
+    as the action's catalogue entry describes them."""
+    entry = VM_STATUS_ACTIONS.get(action)
+    if entry is None:
         raise Http404
-    vms = _selected_vms(request, action)
-    if action == VMAction.CLONE:
+    vms = _selected_vms(request, entry.permission)
+    if action == VMAction.CLONE:  # its own window: the clone's name
         return _vm_clone(request, vms)
-    if len(vms) > 1 and action not in MULTI_VM_ACTIONS:
+    if len(vms) > 1 and not entry.multi:
         return HttpResponseBadRequest("This action takes one virtual machine.")
-    reason_field = action == VMAction.SHUTDOWN and any(
+    reason_field = "reason" in entry.inputs and any(
         vm.cluster.shutdown_reason_enabled for vm in vms
     )
     if request.method == "GET":
-        context = {
-            "vms": vms,
-            "action": action,
-            "title": DIALOG_TITLES[action],
-            "reason_field": reason_field,
-            "shutdown_form": ShutdownForm(),
-            "remove_form": RemoveForm(),
-        }
+        context = {"vms": vms, "entry": entry, "reason_field": reason_field, "form": VMActionForm()}
         return render(request, "vms/_action_dialog.html", context)
-    shutdown_form, remove_form = ShutdownForm(request.POST), RemoveForm(request.POST)
-    if not shutdown_form.is_valid():  # a reason no VM may keep (too long, NUL): nothing is done
-        return modal_done(
-            request, [("error", f"Reason: {e}") for e in shutdown_form.errors["reason"]]
+    form = VMActionForm(request.POST)
+    if not form.is_valid():  # a reason no VM may keep (too long, NUL): nothing is done
+        return modal_done(request, [("error", f"Reason: {e}") for e in form.errors["reason"]])
+    service = import_string(entry.service)
+    given = {name: form.cleaned_data[name] for name in entry.inputs}
+    results = [
+        outcome(
+            lambda vm=vm: service(vm_id=vm.pk, user=request.user, **given),
+            lambda _job, vm=vm: f"{entry.label}: {vm.name} requested.",
         )
-    remove_form.is_valid()  # a check box: always valid
-    results = []
-    for vm in vms:
-        try:
-            if action == VMAction.REMOVE:
-                services.vm_remove(
-                    vm_id=vm.pk,
-                    user=request.user,
-                    remove_disks=remove_form.cleaned_data["remove_disks"],
-                )
-            else:
-                services.vm_action(
-                    vm_id=vm.pk,
-                    action=action,
-                    user=request.user,
-                    reason=shutdown_form.cleaned_data["reason"],
-                )
-        except ActionRefused as exc:
-            results.append(("error", str(exc)))
-        else:
-            results.append(("success", f"{VMAction(action).label}: {vm.name} requested."))
+        for vm in vms
+    ]
     return modal_done(request, results)
 
 
@@ -231,17 +204,16 @@ def _vm_clone(request, vms):
         return HttpResponseBadRequest("Clone VM takes one virtual machine.")
     vm = vms[0]
     form = CloneForm(request.POST or None, initial={"clone_name": f"{vm.name}-clone"[:255]})
-    error = None
-    if request.method == "POST" and form.is_valid():
-        try:
-            clone = services.vm_clone(
-                vm_id=vm.pk, user=request.user, clone_name=form.cleaned_data["clone_name"]
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(request, [("success", f"Cloning {vm.name} to {clone.name}.")])
-    return render(request, "vms/_clone_dialog.html", {"vm": vm, "form": form, "error": error})
+    return form_window(
+        request,
+        form,
+        lambda data: services.vm_clone(
+            vm_id=vm.pk, user=request.user, clone_name=data["clone_name"]
+        ),
+        success=lambda clone: f"Cloning {vm.name} to {clone.name}.",
+        template="vms/_clone_dialog.html",
+        context={"vm": vm},
+    )
 
 
 @login_required
@@ -252,27 +224,24 @@ def vm_new(request):
     if not choices["clusters"].exists():
         raise Http404
     form = NewVMForm(request.POST or None, choices=choices)
-    error = None
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            vm = services.vm_create(
-                user=request.user,
-                name=data["name"],
-                description=data["description"],
-                cluster_id=data["cluster"].pk,
-                memory_mb=data["memory_mb"],
-                vcpus=data["vcpus"],
-                disk_bytes=data["disk_size_gb"] * 1024**3,
-                storage_domain_id=data["storage_domain"].pk,
-                sparse=data["allocation"] == "thin",
-                template_id=data["template"].pk if data["template"] else None,
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(request, [("success", f"Creating VM {vm.name}.")])
-    return render(request, "vms/_new_vm_dialog.html", {"form": form, "error": error})
+    return form_window(
+        request,
+        form,
+        lambda data: services.vm_create(
+            user=request.user,
+            name=data["name"],
+            description=data["description"],
+            cluster_id=data["cluster"].pk,
+            memory_mb=data["memory_mb"],
+            vcpus=data["vcpus"],
+            disk_bytes=data["disk_size_gb"] * 1024**3,
+            storage_domain_id=data["storage_domain"].pk,
+            sparse=data["allocation"] == "thin",
+            template_id=data["template"].pk if data["template"] else None,
+        ),
+        success=lambda vm: f"Creating VM {vm.name}.",
+        template="vms/_new_vm_dialog.html",
+    )
 
 
 @admin_portal_required
@@ -296,22 +265,16 @@ def host_new(request):
     form = HostForm(
         request.POST or None, clusters=restrict(request.user, Cluster.objects.all(), "add_host")
     )
-    error = None
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            host = services.host_add(
-                user=request.user, name=data["name"], uri=data["uri"], cluster_id=data["cluster"].pk
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(
-                request,
-                [("success", f"Host {host.name} added; connecting.")],
-                redirect_to="vms:hosts",
-            )
-    return render(request, "vms/_host_dialog.html", {"form": form, "error": error})
+    return form_window(
+        request,
+        form,
+        lambda data: services.host_add(
+            user=request.user, name=data["name"], uri=data["uri"], cluster_id=data["cluster"].pk
+        ),
+        success=lambda host: f"Host {host.name} added; connecting.",
+        template="vms/_host_dialog.html",
+        redirect_to="vms:hosts",
+    )
 
 
 @admin_portal_required
@@ -330,25 +293,20 @@ def cluster_edit(request, pk: int):
         restrict(request.user, Cluster.objects.all(), "edit_cluster"), pk=pk
     )
     form = ClusterForm(request.POST or None, instance=cluster)
-    error = None
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            services.cluster_update(
-                cluster_id=cluster.pk,
-                user=request.user,
-                shutdown_reason_enabled=data["shutdown_reason_enabled"],
-                shutdown_timeout=data["shutdown_timeout"],
-                description=data["description"],
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(
-                request, [("success", f"Cluster {cluster.name} saved.")], redirect_to="vms:clusters"
-            )
-    return render(
-        request, "vms/_cluster_dialog.html", {"form": form, "cluster": cluster, "error": error}
+    return form_window(
+        request,
+        form,
+        lambda data: services.cluster_update(
+            cluster_id=cluster.pk,
+            user=request.user,
+            shutdown_reason_enabled=data["shutdown_reason_enabled"],
+            shutdown_timeout=data["shutdown_timeout"],
+            description=data["description"],
+        ),
+        success=lambda _cluster: f"Cluster {cluster.name} saved.",
+        template="vms/_cluster_dialog.html",
+        context={"cluster": cluster},
+        redirect_to="vms:clusters",
     )
 
 
@@ -397,20 +355,18 @@ def vm_edit(request, pk: int):
         "sso_enabled": vm.sso_enabled,
     }
     form = EditVMForm(request.POST or None, initial=initial)
-    error = None
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            services.vm_edit(
-                vm_id=vm.pk,
-                user=request.user,
-                description=data["description"],
-                sso_enabled=data["sso_enabled"],
-                memory_mb=data["memory_mb"],
-                vcpus=data["vcpus"],
-            )
-        except ActionRefused as exc:
-            error = str(exc)
-        else:
-            return modal_done(request, [("success", f"VM {vm.name} saved.")])
-    return render(request, "vms/_edit_vm_dialog.html", {"vm": vm, "form": form, "error": error})
+    return form_window(
+        request,
+        form,
+        lambda data: services.vm_edit(
+            vm_id=vm.pk,
+            user=request.user,
+            description=data["description"],
+            sso_enabled=data["sso_enabled"],
+            memory_mb=data["memory_mb"],
+            vcpus=data["vcpus"],
+        ),
+        success=lambda _vm: f"VM {vm.name} saved.",
+        template="vms/_edit_vm_dialog.html",
+        context={"vm": vm},
+    )

@@ -9,7 +9,7 @@ from permission_matrix_world import KIND_OBJECTS, KIND_SEEN_WITH, Side, Who, Wor
 from accounts.catalogue import ACTIONS
 from accounts.models import Role
 from accounts.views import PERMISSION_KINDS
-from vms.choices import SnapshotAction, VMAction
+from vms.actions import VM_STATUS_ACTIONS, SnapshotAction, VMAction
 from vms.views import DETAIL_TABS
 
 # -- the rule table ---------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def vm_action(w: World) -> list[Case]:
     for action in VMAction.values:
         url = reverse("vms:action", args=[action])
         for s in sides(w):
-            gate = need(action, on=[s.vm])  # the VM action's name is the role action's
+            gate = need(VM_STATUS_ACTIONS[action].permission, on=[s.vm])
             cases.append(Case("vms:action", "GET", f"{url}?vm={s.vm.pk}", gate))
             data = {"vm": s.vm.pk, "clone_name": "", "remove_disks": "on", "reason": "r"}
             cases.append(Case("vms:action", "POST", url, gate, data, inside=s is w.inside))

@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 from accounts.models import Role, RoleAction, System
 from accounts.views import PERMISSION_KINDS
 from portal.kernel.converters import ID_MAX
-from vms.choices import SnapshotAction, SnapshotStatus, VMAction, VMStatus
+from vms.actions import SnapshotAction, VMAction
+from vms.choices import SnapshotStatus, VMStatus
 from vms.models import Network, Snapshot, Template
 from vms.selectors import SORTS
 from vms.views import DETAIL_TABS

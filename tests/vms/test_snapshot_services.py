@@ -7,7 +7,8 @@ from helpers import GiB
 from portal.kernel.errors import ActionRefused
 from portal.kernel.models import Job
 from vms import snapshots as services
-from vms.choices import SnapshotStatus, VMStatus, snapshot_actions_allowed
+from vms.actions import snapshot_actions_allowed
+from vms.choices import SnapshotStatus, VMStatus
 from vms.models import Snapshot, SnapshotDisk, SnapshotPreview, VirtualMachine
 from vms.services import vm_remove, vm_shutdown
 

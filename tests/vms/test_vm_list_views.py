@@ -26,7 +26,8 @@ from vm_views_support import (
 )
 
 from portal.kernel.models import Event, Job, JobStatus
-from vms.choices import TRANSITIONS, VMStatus, allowed_actions
+from vms.actions import VM_STATUS_ACTIONS, allowed_actions
+from vms.choices import VMStatus
 from vms.models import VirtualMachine
 
 # ---- Anonymous: every URL sends the browser to the login page --------------------------
@@ -354,7 +355,7 @@ def test_rows_carry_the_actions_the_status_table_allows(admin_client):
     # Every toolbar button names an action of the table.
     html = admin_client.get(reverse("vms:list")).content.decode()
     assert {button.get("data-action") for button in html_find(html, "[data-action]")} == set(
-        TRANSITIONS
+        VM_STATUS_ACTIONS
     )
     # The single row partial carries the same.
     vm = VirtualMachine.objects.get(name="vm-up")

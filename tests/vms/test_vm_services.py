@@ -16,18 +16,13 @@ from vm_services_support import call_action, snapshot
 from portal.kernel.errors import ActionRefused
 from portal.kernel.models import Event, Job, JobStatus, Phase
 from vms import services
-from vms.choices import (
-    TRANSITIONS,
-    VMAction,
-    VMStatus,
-    allowed_actions,
-    busy_status_for,
-)
+from vms.actions import VM_STATUS_ACTIONS, VMAction, allowed_actions
+from vms.choices import VMStatus
 from vms.models import VirtualMachine
 
 # -- the status table ------------------------------------------------------------------------
 
-ALL_CASES = [(action, status) for action in TRANSITIONS for status in VMStatus.values]
+ALL_CASES = [(action, status) for action in VM_STATUS_ACTIONS for status in VMStatus.values]
 
 
 @pytest.mark.parametrize(
@@ -39,7 +34,7 @@ def test_legal_transition_moves_to_busy_status_and_creates_the_job(admin, action
     DiskFactory(vm=vm)
     result = call_action(action, vm, admin)
     vm.refresh_from_db()
-    assert vm.status == busy_status_for(action, status)
+    assert vm.status == VM_STATUS_ACTIONS[action].busy_for(status)
     (job,) = Job.objects.all()
     assert job.vm_id == vm.pk
     assert job.status == JobStatus.QUEUED

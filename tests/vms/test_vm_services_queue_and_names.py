@@ -19,11 +19,8 @@ from portal.kernel.models import Event, Job, JobStatus
 from storage.choices import DiskStatus
 from storage.models import Disk
 from vms import services
-from vms.choices import (
-    HostStatus,
-    VMAction,
-    VMStatus,
-)
+from vms.actions import VMAction
+from vms.choices import HostStatus, VMStatus
 from vms.models import Cluster, VirtualMachine
 
 # -- hosts and the queue --------------------------------------------------------------------

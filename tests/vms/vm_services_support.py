@@ -1,30 +1,19 @@
 """Helpers shared by the modules split out of test_vm_services.py."""
 
+from django.utils.module_loading import import_string
 from rq import Queue
 
 from portal.kernel.models import Event, Job
 from storage.models import Disk
-from vms import services
-from vms.choices import (
-    VMAction,
-)
+from vms.actions import VM_STATUS_ACTIONS, VMAction
 from vms.models import VirtualMachine
 
 
 def call_action(action: str, vm: VirtualMachine, user, **kwargs):
-    """Call the service for `action` on `vm` (Clone VM under a fresh name)."""
-    if action == VMAction.REMOVE:
-        return services.vm_remove(vm_id=vm.pk, user=user, **kwargs)
+    """Call the service the catalogue names for `action` on `vm` (Clone VM under a fresh name)."""
     if action == VMAction.CLONE:
-        return services.vm_clone(vm_id=vm.pk, user=user, clone_name=f"{vm.name}-copy", **kwargs)
-    service = {
-        VMAction.RUN: services.vm_run,
-        VMAction.SHUTDOWN: services.vm_shutdown,
-        VMAction.POWER_OFF: services.vm_poweroff,
-        VMAction.SUSPEND: services.vm_suspend,
-        VMAction.REBOOT: services.vm_reboot,
-    }[action]
-    return service(vm_id=vm.pk, user=user, **kwargs)
+        kwargs.setdefault("clone_name", f"{vm.name}-copy")
+    return import_string(VM_STATUS_ACTIONS[action].service)(vm_id=vm.pk, user=user, **kwargs)
 
 
 def snapshot(vm: VirtualMachine) -> tuple:

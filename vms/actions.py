@@ -1,0 +1,415 @@
+"""The catalogue of actions: every action on a VM, a snapshot, a disk or a host, declared once.
+
+An entry holds what the chapter calls it (label, the verb of its Events and refusals, its
+window's title and question), where it may start (the statuses, a snapshot preview) and the
+busy status it holds, whether it takes several objects, opens a confirmation window or is
+offered in the User Portal, the role action (`accounts.catalogue.ACTIONS`) it needs, and the
+service and job kind that carry it out. The services' guards, the toolbar, the right-click
+menu (read from the toolbar by `static/vireo.js`), the enabled buttons, the User Portal's
+cards, the windows and the Events all read these entries; nothing else lists the actions.
+Adding an action is one entry here, one service, one job handler and their tests
+(`tests/accounts/test_action_catalogue.py` fails on an entry without them).
+"""
+
+from dataclasses import dataclass, field
+
+from django.db import models
+
+from .choices import SnapshotStatus, VMStatus
+
+S = VMStatus
+
+
+@dataclass(frozen=True)
+class Action:
+    """One action as the portal offers it."""
+
+    on: str  # what it acts on: "vm", "snapshot", "disk", "host"
+    key: str  # its name in URLs and Events ("run"); unique among the actions on the same kind
+    label: str  # the button's and menu's text, in the chapter's words
+    verb: str  # "Cannot {verb} {name}: ...", "asked to {verb} VM ...", "Failed to {verb} ..."
+    permission: str  # the role action (accounts.catalogue.ACTIONS) needed on the object
+    service: str  # dotted path of the service that starts it
+    url: str  # the URL name of its window or endpoint (the permission matrix has a rule for it)
+    job: str | None = None  # the job kind whose handler carries it out; None: done at once
+    title: str = ""  # the confirmation window's title
+    question: str = ""  # the confirmation window's question
+    # VM statuses it may start from (None: any), and the busy status the VM holds meanwhile
+    # (None: the status does not move); `busy_from` overrides it for a starting status.
+    sources: frozenset[str] | None = None
+    busy: str | None = None
+    busy_from: dict[str, str] = field(default_factory=dict)
+    # A snapshot preview: True needs one active, False refuses while one is, None either.
+    preview: bool | None = None
+    snapshot_status: str | None = None  # the status the selected snapshot must have
+    needs_host: bool = False  # refused while the VM is placed on no host
+    inputs: tuple[str, ...] = ()  # what its window asks, passed to its service by name
+    also: tuple[str, ...] = ()  # role actions needed besides, on the VM's cluster
+    multi: bool = False  # may act on several selected objects at once
+    confirm: bool = True  # asks in a window first; False: done at once from the button
+    toolbar: str = ""  # the VM toolbar's button text (with its sign); "" not on the toolbar
+    separated: bool = False  # the toolbar (and menu) sets it apart from the buttons before it
+    # Its place on the User Portal's VM cards (1 first; 0: not offered), and whether the card
+    # asks "{Verb} {name}?" before it.
+    user_portal: int = 0
+    card_confirm: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.on}.{self.key}"
+
+    def allows(self, status: str) -> bool:
+        """Whether the status table lets the action start from `status`."""
+        return self.sources is None or status in self.sources
+
+    def busy_for(self, status: str) -> str | None:
+        """The busy status the VM shows while the action, started from `status`, is carried out."""
+        return self.busy_from.get(status, self.busy)
+
+
+RUNNING = frozenset({S.UP, S.PAUSED, S.REBOOT_IN_PROGRESS})
+
+CATALOGUE: tuple[Action, ...] = (
+    # -- virtual machines: the toolbar and right-click menu, in their order --------------------
+    Action(
+        "vm",
+        "run",
+        "Run",
+        "run",
+        permission="run",
+        service="vms.services.vm_run",
+        job="vm_run",
+        url="vms:action",
+        title="Run Virtual Machine(s)",
+        question="Are you sure you want to run the following Virtual Machine(s)?",
+        sources=frozenset({S.DOWN, S.SUSPENDED, S.PAUSED}),
+        busy=S.POWERING_UP,
+        busy_from={S.SUSPENDED: S.RESTORING_STATE},  # a Suspended VM is restored, not booted
+        needs_host=True,
+        multi=True,
+        confirm=False,
+        toolbar="▶ Run",
+        user_portal=1,
+    ),
+    Action(
+        "vm",
+        "suspend",
+        "Suspend",
+        "suspend",
+        permission="suspend",
+        service="vms.services.vm_suspend",
+        job="vm_suspend",
+        url="vms:action",
+        title="Suspend Virtual Machine(s)",
+        question="Are you sure you want to suspend the following Virtual Machine(s)?",
+        sources=frozenset({S.UP}),
+        busy=S.SAVING_STATE,
+        needs_host=True,
+        multi=True,
+        confirm=False,
+        toolbar="❚❚ Suspend",
+        user_portal=3,
+    ),
+    Action(
+        "vm",
+        "shutdown",
+        "Shutdown",
+        "shut down",
+        permission="shutdown",
+        service="vms.services.vm_shutdown",
+        job="vm_shutdown",
+        url="vms:action",
+        title="Shut down Virtual Machine(s)",
+        question="Are you sure you want to shut down the following Virtual Machine(s)?",
+        sources=RUNNING,
+        busy=S.POWERING_DOWN,
+        needs_host=True,
+        inputs=("reason",),  # asked when the cluster wants a reason (Shutdown Reason)
+        multi=True,
+        toolbar="■ Shutdown",
+        user_portal=2,
+        card_confirm=True,
+    ),
+    Action(
+        "vm",
+        "poweroff",
+        "Power Off",
+        "power off",
+        permission="poweroff",
+        service="vms.services.vm_poweroff",
+        job="vm_poweroff",
+        url="vms:action",
+        title="Power Off Virtual Machine(s)",
+        question="Are you sure you want to power off the following Virtual Machine(s)? "
+        "Unsaved data in the guests will be lost.",
+        sources=RUNNING | {S.POWERING_UP, S.POWERING_DOWN, S.NOT_RESPONDING},
+        busy=S.POWERING_DOWN,
+        needs_host=True,
+        multi=True,
+        toolbar="Power Off",
+    ),
+    Action(
+        "vm",
+        "reboot",
+        "Reboot",
+        "reboot",
+        permission="reboot",
+        service="vms.services.vm_reboot",
+        job="vm_reboot",
+        url="vms:action",
+        title="Reboot Virtual Machine(s)",
+        question="Are you sure you want to reboot the following Virtual Machine(s)?",
+        sources=frozenset({S.UP}),
+        busy=S.REBOOT_IN_PROGRESS,
+        needs_host=True,
+        multi=True,
+        toolbar="↻ Reboot",
+        user_portal=4,
+    ),
+    Action(
+        "vm",
+        "remove",
+        "Remove",
+        "remove",
+        permission="remove",
+        service="vms.services.vm_remove",
+        job="vm_remove",
+        url="vms:action",
+        title="Remove Virtual Machine(s)",
+        question="Are you sure you want to remove the following Virtual Machine(s)?",
+        sources=frozenset({S.DOWN}),
+        busy=S.IMAGE_LOCKED,
+        preview=False,  # which disks would go: the previewed ones or the kept ones?
+        inputs=("remove_disks",),
+        multi=True,
+        toolbar="Remove",
+        separated=True,
+    ),
+    Action(
+        "vm",
+        "clone",
+        "Clone VM",
+        "clone",
+        permission="clone",
+        service="vms.services.vm_clone",
+        job="vm_clone",
+        url="vms:action",
+        title="Clone Virtual Machine",
+        sources=frozenset({S.DOWN}),
+        busy=S.IMAGE_LOCKED,
+        preview=False,  # which disks would a clone copy?
+        also=("create_vm",),  # a clone is a new VM in the VM's cluster
+        toolbar="Clone VM",
+    ),
+    Action(
+        "vm",
+        "create",
+        "New VM",
+        "create",
+        permission="create_vm",  # or create_vm_from_template, for a VM from a template
+        service="vms.services.vm_create",
+        job="vm_create",
+        url="vms:new",
+        title="New Virtual Machine",
+    ),
+    Action(
+        "vm",
+        "edit_vm",
+        "Edit",
+        "edit",
+        permission="edit_vm",
+        service="vms.services.vm_edit",
+        url="vms:edit",
+        title="Edit Virtual Machine",
+    ),
+    # -- snapshots: the Snapshots sub-tab's toolbar, in its order ------------------------------
+    Action(
+        "snapshot",
+        "create",
+        "Create",
+        "create",
+        permission="snapshots",
+        service="vms.snapshots.snapshot_create",
+        job="snapshot_create",
+        url="vms:snapshot_create",
+        title="Create snapshot",
+        sources=frozenset({S.DOWN, S.UP, S.PAUSED}),
+        preview=False,
+    ),
+    Action(
+        "snapshot",
+        "preview",
+        "Preview",
+        "preview",
+        permission="snapshots",
+        service="vms.snapshots.snapshot_preview",
+        job="snapshot_preview",
+        url="vms:snapshot_preview",
+        title="Custom Preview Snapshot",
+        sources=frozenset({S.DOWN}),
+        preview=False,
+        snapshot_status=SnapshotStatus.OK,
+    ),
+    Action(
+        "snapshot",
+        "commit",
+        "Commit",
+        "commit",
+        permission="snapshots",
+        service="vms.snapshots.snapshot_commit",
+        job="snapshot_commit",
+        url="vms:snapshot_end_preview",
+        title="Commit Snapshot",
+        sources=frozenset({S.DOWN}),
+        preview=True,
+        snapshot_status=SnapshotStatus.IN_PREVIEW,
+    ),
+    Action(
+        "snapshot",
+        "undo",
+        "Undo",
+        "undo",
+        permission="snapshots",
+        service="vms.snapshots.snapshot_undo",
+        job="snapshot_undo",
+        url="vms:snapshot_end_preview",
+        title="Undo Snapshot Preview",
+        sources=frozenset({S.DOWN}),
+        preview=True,
+        snapshot_status=SnapshotStatus.IN_PREVIEW,
+    ),
+    Action(
+        "snapshot",
+        "clone",
+        "Clone",
+        "clone",
+        permission="snapshots",
+        service="vms.snapshots.snapshot_clone",
+        job="vm_clone",
+        url="vms:snapshot_clone",
+        title="Clone VM from Snapshot",
+        sources=frozenset({S.DOWN, S.UP, S.PAUSED, S.SUSPENDED}),
+        snapshot_status=SnapshotStatus.OK,
+        also=("create_vm",),
+    ),
+    Action(
+        "snapshot",
+        "delete",
+        "Delete",
+        "delete",
+        permission="snapshots",
+        service="vms.snapshots.snapshot_delete",
+        job="snapshot_delete",
+        url="vms:snapshot_delete",
+        title="Delete Snapshot",
+        sources=frozenset({S.DOWN, S.UP}),
+        preview=False,
+        snapshot_status=SnapshotStatus.OK,
+    ),
+    # -- floating disks (Storage tab, Disks) ---------------------------------------------------
+    Action(
+        "disk",
+        "attach",
+        "Attach",
+        "attach",
+        permission="edit_disk",
+        service="vms.disks.disk_attach",
+        job="disk_attach",
+        url="storage:disk_attach",
+        title="Attach Disk",
+    ),
+    Action(
+        "disk",
+        "remove",
+        "Remove",
+        "remove",
+        permission="edit_disk",
+        service="vms.disks.disk_remove",
+        job="disk_remove",
+        url="storage:disk_remove",
+        title="Remove Disk(s)",
+        question="Are you sure you want to remove the floating disk?",
+    ),
+    # -- hosts ---------------------------------------------------------------------------------
+    Action(
+        "host",
+        "add_host",
+        "New Host",
+        "add",
+        permission="add_host",
+        service="vms.services.host_add",
+        url="vms:host_new",
+        title="New Host",
+    ),
+)
+
+
+def _by_kind(kind: str) -> dict[str, Action]:
+    return {a.key: a for a in CATALOGUE if a.on == kind}
+
+
+VM_ACTIONS = _by_kind("vm")
+SNAPSHOT_ACTIONS = _by_kind("snapshot")
+DISK_ACTIONS = _by_kind("disk")
+HOST_ACTIONS = _by_kind("host")
+
+# The VM actions of the status table (toolbar, right-click menu, `vms:action`), and the
+# snapshot actions of the Snapshots sub-tab, as choices.
+VM_STATUS_ACTIONS = {k: a for k, a in VM_ACTIONS.items() if a.sources is not None}
+VMAction = models.TextChoices(
+    "VMAction",
+    [
+        (k.upper().replace("POWEROFF", "POWER_OFF"), (k, a.label))
+        for k, a in VM_STATUS_ACTIONS.items()
+    ],
+)
+SnapshotAction = models.TextChoices(
+    "SnapshotAction", [(k.upper(), (k, a.label)) for k, a in SNAPSHOT_ACTIONS.items()]
+)
+TOOLBAR = tuple(a for a in VM_ACTIONS.values() if a.toolbar)
+USER_PORTAL_ACTIONS = tuple(
+    sorted((a for a in VM_ACTIONS.values() if a.user_portal), key=lambda a: a.user_portal)
+)
+
+
+# The busy statuses each kind of job holds its VM in: a row shows a job's progress only while
+# its VM is in one of them, so a bar never contradicts the badge ("Down 10%"). Other kinds
+# (create, disks) hold it Image Locked; a snapshot job leaves a running VM running, and its
+# progress shows there too.
+JOB_BUSY_STATUSES: dict[str, frozenset[str]] = {
+    a.job: frozenset({a.busy, *a.busy_from.values()}) for a in VM_STATUS_ACTIONS.values()
+}
+SNAPSHOT_JOB_STATUSES = frozenset({S.IMAGE_LOCKED, S.UP, S.PAUSED})
+
+
+def job_shows_on(kind: str, status: str) -> bool:
+    """Whether a VM in `status` shows the progress of its active job of `kind`."""
+    if kind.startswith("snapshot_"):
+        return status in SNAPSHOT_JOB_STATUSES
+    return status in JOB_BUSY_STATUSES.get(kind, frozenset({S.IMAGE_LOCKED}))
+
+
+def allowed_actions(status: str) -> frozenset[str]:
+    """The VM actions the status table allows from `status`."""
+    return frozenset(k for k, a in VM_STATUS_ACTIONS.items() if a.allows(status))
+
+
+def preview_blocked() -> frozenset[str]:
+    """The VM actions an active snapshot preview rules out."""
+    return frozenset(k for k, a in VM_STATUS_ACTIONS.items() if a.preview is False)
+
+
+def snapshot_actions_allowed(
+    *, vm_status: str, previewing: bool, busy: bool, snapshot_status: str | None
+) -> frozenset[str]:
+    """The snapshot actions the table allows for a VM (and a selected snapshot, if any).
+    `busy`: another snapshot of the VM is Locked (one snapshot operation at a time)."""
+    if busy:
+        return frozenset()
+    return frozenset(
+        k
+        for k, a in SNAPSHOT_ACTIONS.items()
+        if a.allows(vm_status)
+        and (a.preview is None or a.preview == previewing)
+        and (a.snapshot_status is None or a.snapshot_status == snapshot_status)
+    )
