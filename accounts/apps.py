@@ -13,4 +13,10 @@ class AccountsConfig(AppConfig):
     verbose_name = "Users, roles and permissions"
 
     def ready(self) -> None:
+        from portal.kernel.querysets import restriction_resolver_set
+
+        from .permissions import restrict
+
+        # Model.objects.restrict(user, action) answers through the one resolver.
+        restriction_resolver_set(restrict)
         post_migrate.connect(_builtin_roles, sender=self)

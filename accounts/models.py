@@ -12,11 +12,15 @@ from django.contrib.auth.models import Permission
 from django.db import models
 from django.db.models.functions import Lower
 
+from portal.kernel.querysets import RestrictedManager
+
 
 class System(models.Model):
     """The whole virtualized environment: the object of system-wide permissions (pk 1)."""
 
     name = models.CharField(max_length=64, default="System")
+
+    objects = RestrictedManager()
 
     def __str__(self) -> str:
         return "System"

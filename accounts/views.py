@@ -21,7 +21,7 @@ from vms.selectors import can_create_vm, vm_rows
 from . import services
 from .catalogue import ACTIONS
 from .models import Role, System
-from .permissions import can, is_admin, may_read_permissions, object_permissions, restrict
+from .permissions import can, is_admin, may_read_permissions, object_permissions
 
 PERMISSION_KINDS = {
     "system": "accounts.System",
@@ -47,9 +47,9 @@ def _target(request, kind: str, pk: int, action: str | tuple[str, ...] = "view")
     model = apps.get_model(label)
     if model is System:
         System.get()
-    objects = restrict(request.user, model.objects.all(), action)
+    objects = model.objects.restrict(request.user, action)
     if kind in SEEN_WITH:
-        objects = restrict(request.user, objects, SEEN_WITH[kind])
+        objects = objects.restrict(request.user, SEEN_WITH[kind])
     return get_object_or_404(objects, pk=pk)
 
 
@@ -268,7 +268,7 @@ def _user_vms(user):
     from vms.models import VirtualMachine
 
     # The VMs the user may use (run); seeing a whole data center is the Administration Portal's job.
-    return restrict(user, VirtualMachine.objects.select_related("host", "cluster"), "run")
+    return VirtualMachine.objects.select_related("host", "cluster").restrict(user, "run")
 
 
 @login_required
@@ -301,7 +301,7 @@ def user_vm_snapshots(request, pk: int):
     from vms.models import VirtualMachine
     from vms.snapshot_views import snapshots_context
 
-    vm = get_object_or_404(restrict(request.user, VirtualMachine.objects.all(), "snapshots"), pk=pk)
+    vm = get_object_or_404(VirtualMachine.objects.restrict(request.user, "snapshots"), pk=pk)
     context = {
         "vm": vm,
         **snapshots_context(

@@ -192,7 +192,7 @@ def breakdown(superuser, delegated_user, *, runs: int = 20) -> list[tuple[str, d
     from vms.selectors import can_create_vm, vms_visible
 
     actions = [*VM_STATUS_ACTIONS, "manage_permissions", "edit_vm"]
-    per_page = settings.VIREO_VMS_PER_PAGE
+    per_page = settings.VIREO_PAGE_SIZE
 
     def steps(user):
         page = list(vms_visible(user).order_by("name", "pk")[:per_page])

@@ -248,7 +248,7 @@ def main() -> int:
                 from bench.delegated import delegate_seed
 
                 delegation = delegate_seed(
-                    remote=remote.data_centers[0], per_page=settings.VIREO_VMS_PER_PAGE
+                    remote=remote.data_centers[0], per_page=settings.VIREO_PAGE_SIZE
                 )
             with connection.cursor() as cur:  # planner statistics, as autovacuum would keep
                 cur.execute("ANALYZE")

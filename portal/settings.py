@@ -196,7 +196,8 @@ VIREO_MONITOR_POLL_SECONDS = float(os.environ.get("VIREO_MONITOR_POLL_SECONDS", 
 VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
 # A host that has not answered a connection attempt within this many seconds is Non Responsive.
 VIREO_HOST_CONNECT_TIMEOUT = float(os.environ.get("VIREO_HOST_CONNECT_TIMEOUT", "10"))
-VIREO_VMS_PER_PAGE = 50
+# Rows a page in every list of the portal (VMs, hosts, clusters, storage, disks, events, tasks).
+VIREO_PAGE_SIZE = 50
 # Default quota of each user (SuperUsers excepted): VMs they create and the disk space of those
 # VMs' disks. Empty: no limit. A per-user quota (Configure > Quota) overrides either.
 VIREO_QUOTA_MAX_VMS = (

@@ -3,6 +3,8 @@
 from django.db import models
 from django.utils import timezone
 
+from portal.kernel.querysets import RestrictedManager
+
 from .choices import DiskStatus, DomainFunction, StorageDomainStatus
 
 
@@ -25,6 +27,8 @@ class StorageDomain(models.Model):
     total_bytes = models.PositiveBigIntegerField(default=0)
     used_bytes = models.PositiveBigIntegerField(default=0)
     free_bytes = models.PositiveBigIntegerField(default=0)
+
+    objects = RestrictedManager()
 
     class Meta:
         ordering = ["name"]
@@ -58,6 +62,8 @@ class Disk(models.Model):
     status = models.CharField(max_length=16, choices=DiskStatus.choices, default=DiskStatus.OK)
     target = models.CharField(max_length=16, default="vda")
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedManager()
 
     class Meta:
         ordering = ["alias"]

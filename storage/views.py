@@ -4,37 +4,24 @@ The disks' windows (attach, remove) are vms' (vms/disk_views.py): vms owns disk 
 from django.shortcuts import render
 
 from accounts.access import admin_portal_required
-from accounts.permissions import restrict
+from portal.kernel.paging import page_get
 
-from .models import Disk, StorageDomain
+from . import selectors
 
 
 @admin_portal_required
 def domain_list(request):
     """Storage domains with type, status and total / used / free."""
-    domains = restrict(
-        request.user, StorageDomain.objects.select_related("data_center"), "view_storage"
-    )
+    page = page_get(selectors.domain_list(request.user), request.GET.get("page"))
     template = "storage/_domain_table.html" if request.htmx else "storage/domain_list.html"
-    return render(request, template, {"domains": domains, "tab": "storage", "subtab": "domains"})
+    return render(request, template, {"page": page, "tab": "storage", "subtab": "domains"})
 
 
 @admin_portal_required
 def disk_list(request):
     """Every disk with its VM, or "floating"."""
-    disks = restrict(
-        request.user, Disk.objects.select_related("vm", "storage_domain", "host"), "view"
-    )
-    if request.GET.get("floating"):
-        disks = disks.filter(vm__isnull=True)
+    floating = bool(request.GET.get("floating"))
+    page = page_get(selectors.disk_list(request.user, floating=floating), request.GET.get("page"))
     template = "storage/_disk_table.html" if request.htmx else "storage/disk_list.html"
-    return render(
-        request,
-        template,
-        {
-            "disks": disks,
-            "tab": "storage",
-            "subtab": "disks",
-            "floating": bool(request.GET.get("floating")),
-        },
-    )
+    context = {"page": page, "tab": "storage", "subtab": "disks", "floating": floating}
+    return render(request, template, context)

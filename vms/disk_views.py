@@ -8,7 +8,6 @@ from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import admin_portal_required
-from accounts.permissions import restrict
 from portal.kernel.dialogs import confirm_window, form_window
 from storage.choices import DiskStatus
 from storage.models import Disk
@@ -38,16 +37,12 @@ class AttachForm(forms.Form):
 def disk_attach(request, pk: int):
     """Attach a floating disk to a Down virtual machine."""
     disk = get_object_or_404(
-        restrict(request.user, Disk.objects.select_related("storage_domain"), "edit_disk"), pk=pk
+        Disk.objects.select_related("storage_domain").restrict(request.user, "edit_disk"), pk=pk
     )
     form = AttachForm(request.POST or None)
-    form.fields["vm"].queryset = restrict(
-        request.user,
-        VirtualMachine.objects.filter(
-            status=VMStatus.DOWN, cluster__data_center_id=disk.storage_domain.data_center_id
-        ),
-        "edit_vm",
-    )
+    form.fields["vm"].queryset = VirtualMachine.objects.filter(
+        status=VMStatus.DOWN, cluster__data_center_id=disk.storage_domain.data_center_id
+    ).restrict(request.user, "edit_vm")
     refused = _refusal(disk) if request.method == "GET" else ""
     return form_window(
         request,
@@ -64,7 +59,7 @@ def disk_attach(request, pk: int):
 @require_http_methods(["GET", "POST"])
 def disk_remove(request, pk: int):
     """Remove a floating disk (confirmation window)."""
-    disk = get_object_or_404(restrict(request.user, Disk.objects.all(), "edit_disk"), pk=pk)
+    disk = get_object_or_404(Disk.objects.restrict(request.user, "edit_disk"), pk=pk)
     refused = _refusal(disk)
     return confirm_window(
         request,

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from portal.kernel.querysets import RestrictedManager
+
 from .choices import HostStatus, SnapshotStatus, VMStatus
 
 
@@ -15,6 +17,8 @@ class DataCenter(models.Model):
 
     name = models.CharField(max_length=255, unique=True)
     description = models.CharField(max_length=1000, blank=True)
+
+    objects = RestrictedManager()
 
     class Meta:
         ordering = ["name"]
@@ -39,6 +43,8 @@ class Cluster(models.Model):
         default=120,
         help_text="How long Shutdown waits for the guest before the VM is left Up.",
     )
+
+    objects = RestrictedManager()
 
     class Meta:
         ordering = ["name"]
@@ -67,6 +73,8 @@ class Host(models.Model):
     memory_mb = models.PositiveBigIntegerField(default=0)
     last_seen = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+
+    objects = RestrictedManager()
 
     class Meta:
         ordering = ["name"]
@@ -127,6 +135,8 @@ class VirtualMachine(models.Model):
         help_text="Log the user in to the guest automatically when they open its console from the User Portal.",
     )
 
+    objects = RestrictedManager()
+
     class Meta:
         ordering = ["name"]
         verbose_name = "virtual machine"
@@ -158,6 +168,8 @@ class Template(models.Model):
     vcpus = models.PositiveSmallIntegerField("vCPUs", default=1)
     disk_bytes = models.PositiveBigIntegerField("Disk size", default=10 * 1024**3)
 
+    objects = RestrictedManager()
+
     class Meta:
         ordering = ["name"]
         constraints = [
@@ -177,6 +189,8 @@ class Network(models.Model):
     description = models.CharField(max_length=1000, blank=True)
     data_center = models.ForeignKey(DataCenter, on_delete=models.PROTECT, related_name="networks")
     vm_network = models.BooleanField("VM network", default=True)
+
+    objects = RestrictedManager()
 
     class Meta:
         ordering = ["name"]
@@ -226,6 +240,8 @@ class Snapshot(models.Model):
     nics = models.JSONField(
         default=list, blank=True, help_text="The VM's network interfaces when taken"
     )
+
+    objects = RestrictedManager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -4,7 +4,6 @@ Only administrators who may configure the whole system (manage_roles on System) 
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.paginator import Paginator
 from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import Http404
@@ -16,6 +15,7 @@ from accounts.access import admin_portal_required
 from accounts.models import System
 from accounts.permissions import can
 from portal.kernel.dialogs import form_window
+from portal.kernel.paging import page_get
 from portal.kernel.search import SEARCH_MAX, SearchError, search_text
 from storage.models import Disk
 
@@ -66,7 +66,7 @@ def quota_list(request):
         search_error, users = str(exc), users.none()
     if q and not search_error:
         users = users.filter(username__icontains=q)
-    page = Paginator(users.order_by("username"), 100).get_page(request.GET.get("page"))
+    page = page_get(users.order_by("username"), request.GET.get("page"))
     defaults = (settings.VIREO_QUOTA_MAX_VMS, settings.VIREO_QUOTA_MAX_DISK_GIB)
     for u in page.object_list:
         u.disk_gib = u.disk_bytes / GiB

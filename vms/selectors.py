@@ -2,17 +2,18 @@
 
 from dataclasses import dataclass
 
-from django.conf import settings
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db.models import Exists, F, JSONField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import JSONObject
 
-from accounts.permissions import permitted_actions, restrict
+from accounts.permissions import permitted_actions
 from portal.kernel.models import Job
+from portal.kernel.paging import page_get
+from storage.models import StorageDomain
 
 from .actions import VM_STATUS_ACTIONS, allowed_actions, job_shows_on, preview_blocked
 from .choices import BUSY_STATUSES
-from .models import SnapshotPreview, VirtualMachine
+from .models import Cluster, DataCenter, Host, Network, SnapshotPreview, Template, VirtualMachine
 from .search import vm_search
 
 SORTS = {
@@ -28,7 +29,7 @@ SORTS = {
 
 
 def vms_visible(user, action: str = "view") -> QuerySet:
-    return restrict(user, VirtualMachine.objects.select_related("host", "cluster"), action)
+    return VirtualMachine.objects.select_related("host", "cluster").restrict(user, action)
 
 
 NULLABLE_SORTS = frozenset({"host", "uptime"})
@@ -153,33 +154,54 @@ def vm_page(
     column = F(field.lstrip("-"))
     order = column.desc(**nulls) if descending != field.startswith("-") else column.asc(**nulls)
     qs = qs.order_by(order, "pk")
-    paginator = Paginator(qs, settings.VIREO_VMS_PER_PAGE)
-    page_obj = paginator.get_page(page)
+    page_obj = page_get(qs, page)
     return page_obj, vm_rows(user, list(page_obj.object_list)), sort
 
 
 def vm_create_choices(user) -> dict:
     """What the New VM window may offer: clusters for blank VMs and for VMs from templates,
     the templates, and the storage domains the user may create disks on."""
-    from storage.models import StorageDomain
-
-    from .models import Cluster, Template
-
-    blank_clusters = restrict(user, Cluster.objects.all(), "create_vm")
-    template_clusters = restrict(user, Cluster.objects.all(), "create_vm_from_template")
+    blank_clusters = Cluster.objects.restrict(user, "create_vm")
+    template_clusters = Cluster.objects.restrict(user, "create_vm_from_template")
     return {
         "blank_clusters": blank_clusters,
         "template_clusters": template_clusters,
         "clusters": Cluster.objects.filter(
             Q(pk__in=blank_clusters.values("pk")) | Q(pk__in=template_clusters.values("pk"))
         ),
-        "templates": restrict(user, Template.objects.all(), "create_vm_from_template"),
-        "disk_domains": restrict(user, StorageDomain.objects.all(), "create_disk"),
+        "templates": Template.objects.restrict(user, "create_vm_from_template"),
+        "disk_domains": StorageDomain.objects.restrict(user, "create_disk"),
     }
 
 
 def can_create_vm(user) -> bool:
     """Whether the user may create a VM in some cluster (blank or from a template)."""
-    from .models import Cluster
+    return Cluster.objects.restrict(user, ("create_vm", "create_vm_from_template")).exists()
 
-    return restrict(user, Cluster.objects.all(), ("create_vm", "create_vm_from_template")).exists()
+
+def host_list(user) -> QuerySet:
+    """The Hosts tab: hosts the user may see, by name."""
+    return Host.objects.select_related("cluster").restrict(user, "view").order_by("name", "pk")
+
+
+def cluster_list(user) -> QuerySet:
+    """The Clusters tab: clusters the user may see, by name."""
+    clusters = Cluster.objects.select_related("data_center").restrict(user, "view")
+    return clusters.order_by("name", "pk")
+
+
+def datacenter_list(user) -> QuerySet:
+    """The Data Centers tab: data centers the user may see, by name."""
+    return DataCenter.objects.restrict(user, "view").order_by("name", "pk")
+
+
+def datacenter_contents(user, datacenters) -> dict[str, QuerySet]:
+    """What a page of data centers holds that the user may see: clusters, storage domains
+    (with view_storage), logical networks and templates."""
+    inside = {"data_center_id__in": [dc.pk for dc in datacenters]}
+    return {
+        "clusters": Cluster.objects.filter(**inside).restrict(user, "view"),
+        "storage_domains": StorageDomain.objects.filter(**inside).restrict(user, "view_storage"),
+        "networks": Network.objects.filter(**inside).restrict(user, "view"),
+        "templates": Template.objects.filter(**inside).restrict(user, "view"),
+    }

@@ -11,16 +11,17 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import admin_portal_required
-from accounts.permissions import can, may_read_permissions, restrict
+from accounts.permissions import can, may_read_permissions
 from portal.kernel.converters import parse_id
 from portal.kernel.dialogs import form_window, modal_done, outcome
 from portal.kernel.models import Event
+from portal.kernel.paging import page_get
 from portal.kernel.search import SEARCH_MAX, SearchError
 
-from . import services
+from . import selectors, services
 from .actions import TOOLBAR, VM_STATUS_ACTIONS, VMAction
 from .forms import CloneForm, ClusterForm, EditVMForm, HostForm, NewVMForm, VMActionForm
-from .models import Cluster, Host
+from .models import Cluster
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 
 # The details pane's sub-tabs, in order: the template renders them from this list.
@@ -247,12 +248,12 @@ def vm_new(request):
 @admin_portal_required
 def host_list(request):
     """The Hosts tab."""
-    hosts = restrict(request.user, Host.objects.select_related("cluster"), "view")
+    page = page_get(selectors.host_list(request.user), request.GET.get("page"))
     template = "vms/_host_table.html" if request.htmx else "vms/host_list.html"
     return render(
         request,
         template,
-        {"hosts": hosts, "tab": "hosts", "can_add": can(request.user, "add_host")},
+        {"page": page, "tab": "hosts", "can_add": can(request.user, "add_host")},
     )
 
 
@@ -263,7 +264,7 @@ def host_new(request):
     if not can(request.user, "add_host"):
         raise Http404
     form = HostForm(
-        request.POST or None, clusters=restrict(request.user, Cluster.objects.all(), "add_host")
+        request.POST or None, clusters=Cluster.objects.restrict(request.user, "add_host")
     )
     return form_window(
         request,
@@ -280,18 +281,16 @@ def host_new(request):
 @admin_portal_required
 def cluster_list(request):
     """The Clusters tab."""
-    clusters = restrict(request.user, Cluster.objects.select_related("data_center"), "view")
+    page = page_get(selectors.cluster_list(request.user), request.GET.get("page"))
     template = "vms/_cluster_table.html" if request.htmx else "vms/cluster_list.html"
-    return render(request, template, {"clusters": clusters, "tab": "clusters"})
+    return render(request, template, {"page": page, "tab": "clusters"})
 
 
 @admin_portal_required
 @require_http_methods(["GET", "POST"])
 def cluster_edit(request, pk: int):
     """The Edit Cluster window (the VM settings this slice uses)."""
-    cluster = get_object_or_404(
-        restrict(request.user, Cluster.objects.all(), "edit_cluster"), pk=pk
-    )
+    cluster = get_object_or_404(Cluster.objects.restrict(request.user, "edit_cluster"), pk=pk)
     form = ClusterForm(request.POST or None, instance=cluster)
     return form_window(
         request,
@@ -314,21 +313,10 @@ def cluster_edit(request, pk: int):
 def datacenter_list(request):
     """The Data Centers tab, with each data center's storage domains, logical networks and
     templates, and a Permissions window for each."""
-    from storage.models import StorageDomain
-
-    from .models import DataCenter, Network, Template
-
     user = request.user
-    context = {
-        "tab": "datacenters",
-        "datacenters": restrict(user, DataCenter.objects.all(), "view"),
-        "clusters": restrict(user, Cluster.objects.select_related("data_center"), "view"),
-        "networks": restrict(user, Network.objects.select_related("data_center"), "view"),
-        "templates": restrict(user, Template.objects.select_related("data_center"), "view"),
-        "storage_domains": restrict(
-            user, StorageDomain.objects.select_related("data_center"), "view_storage"
-        ),
-    }
+    page = page_get(selectors.datacenter_list(user), request.GET.get("page"))
+    context = {"tab": "datacenters", "page": page, "datacenters": page.object_list}
+    context.update(selectors.datacenter_contents(user, page.object_list))
     # Which Permissions windows to offer (kind -> ids): those the user may read.
     context["readable"] = {
         kind: {obj.pk for obj in context[key] if may_read_permissions(user, obj)}

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from .querysets import RestrictedManager
+
 
 class JobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -66,6 +68,8 @@ class Job(models.Model):
 
     ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
+    objects = RestrictedManager()
+
     class Meta:
         ordering = ["-created_at"]
 
@@ -122,6 +126,8 @@ class Event(models.Model):
     message = models.CharField(max_length=1000)
     reason = models.CharField(max_length=1000, blank=True)
     error = models.TextField(blank=True)
+
+    objects = RestrictedManager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -4,13 +4,14 @@ from django.conf import settings
 from django.contrib import messages as django_messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import PasswordChangeView
-from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 
 from accounts.access import admin_portal_required
-from accounts.permissions import is_admin, restrict
-from portal.kernel.models import Event, Job
+from accounts.permissions import is_admin
+from portal.kernel import selectors
+from portal.kernel.models import Event
+from portal.kernel.paging import page_get
 from portal.kernel.search import SEARCH_MAX, SearchError, search_text
 
 
@@ -23,16 +24,14 @@ def home(request):
 @admin_portal_required
 def event_list(request):
     """The Events page: every action as requested, started, succeeded or failed."""
-    events = restrict(request.user, Event.objects.select_related("user", "vm"), "view")
     q = request.GET.get("q", "")
     search_error = None
     try:
         q = search_text(q)
+        events = selectors.event_list(request.user, q=q)
     except SearchError as exc:
-        search_error, q, events = str(exc), q[:SEARCH_MAX], events.none()
-    if q and not search_error:
-        events = events.filter(message__icontains=q)
-    page = Paginator(events, 100).get_page(request.GET.get("page"))
+        search_error, q, events = str(exc), q[:SEARCH_MAX], Event.objects.none()
+    page = page_get(events, request.GET.get("page"))
     template = "portal/_event_table.html" if request.htmx else "portal/events.html"
     context = {"page": page, "q": q, "search_error": search_error, "tab": "events"}
     return render(request, template, context)
@@ -41,10 +40,10 @@ def event_list(request):
 @admin_portal_required
 def job_list(request):
     """Recent jobs with their progress."""
-    jobs = restrict(request.user, Job.objects.select_related("user", "vm"), "view")[:200]
+    page = page_get(selectors.job_list(request.user), request.GET.get("page"))
     template = "portal/_job_table.html" if request.htmx else "portal/jobs.html"
     return render(
-        request, template, {"jobs": jobs, "tab": "jobs", "stale": settings.VIREO_JOB_STALE_SECONDS}
+        request, template, {"page": page, "tab": "jobs", "stale": settings.VIREO_JOB_STALE_SECONDS}
     )
 
 

@@ -124,7 +124,8 @@ def test_events_page_lists_events(admin_client, admin):
     assert "Failed to shut down VM web1." in partial
 
 
-def test_events_newest_first_search_and_pages(admin_client):
+def test_events_newest_first_search_and_pages(admin_client, settings):
+    settings.VIREO_PAGE_SIZE = 100
     make_events(130)
     first = admin_client.get(reverse("events"))
     assert messages_in(first)[:2] == ["event 000", "event 001"]
@@ -139,7 +140,10 @@ def test_events_newest_first_search_and_pages(admin_client):
 
 
 @pytest.mark.parametrize("n", [5, 60])
-def test_events_run_constant_queries(admin_client, admin, django_assert_max_num_queries, n):
+def test_events_run_constant_queries(
+    admin_client, admin, django_assert_max_num_queries, settings, n
+):
+    settings.VIREO_PAGE_SIZE = 100  # every event on one page
     make_events(n, user=admin, vm=VMFactory())
     for params, headers in (({}, {}), ({}, HX), ({"q": "event 0"}, HX)):
         with django_assert_max_num_queries(EVENT_LIST_QUERIES):

@@ -275,7 +275,7 @@ def test_vm_list_unknown_sort_falls_back_to_name(admin_client):
 
 
 def test_vm_list_pagination(admin_client, settings):
-    per_page = settings.VIREO_VMS_PER_PAGE
+    per_page = settings.VIREO_PAGE_SIZE
     host = HostFactory()
     total = per_page + 10
     VirtualMachine.objects.bulk_create(
