@@ -68,7 +68,27 @@
       e.dataset.live === el.dataset.live && e.getAttribute("hx-get") === get) || null;
   }
 
-  document.body.addEventListener("htmx:beforeRequest", (e) => inFlight.set(e.detail.elt, Date.now()));
+  document.body.addEventListener("htmx:beforeRequest", (e) => {
+    inFlight.set(e.detail.elt, Date.now());
+    e.detail.elt.addEventListener("htmx:beforeOnLoad", answerOfDetached, {once: true});
+  });
+
+  // An answer for a container elsewhere on the page (HX-Retarget: #messages, a window's OK)
+  // whose asking element was swapped out meanwhile (a refresh of the pane around a button that
+  // set off before the click): htmx would look for the container inside the detached element
+  // and drop the answer with a targetError. Events of a detached element reach only listeners
+  // on the element itself, hence one set on each request's element.
+  function answerOfDetached(e) {
+    const xhr = e.detail.xhr, retarget = xhr.getResponseHeader("HX-Retarget");
+    if (!retarget || e.detail.elt.isConnected || xhr.status >= 300) return;
+    const target = document.querySelector(retarget);
+    if (!target) return;
+    e.preventDefault();
+    htmx.swap(target, xhr.responseText, {swapStyle: xhr.getResponseHeader("HX-Reswap") || "innerHTML"});
+    if (target.id === "messages") [...target.children].forEach(m => setTimeout(() => m.remove(), 8000));
+    const after = xhr.getResponseHeader("HX-Trigger-After-Swap");
+    if (after) Object.keys(JSON.parse(after)).forEach(name => document.body.dispatchEvent(new CustomEvent(name)));
+  }
   document.body.addEventListener("htmx:afterRequest", (e) => {
     inFlight.delete(e.detail.elt);
     const now = Date.now();
