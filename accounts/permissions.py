@@ -9,10 +9,13 @@ cost grows with the user's grants, never with the number of objects.
 
 from dataclasses import dataclass
 
+from django.apps import apps
+from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Q, QuerySet
+from django.db.models import CharField, Q, QuerySet, Value
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
+from .catalogue import ACTIONS
 from .models import Role, RolePermission, System
 from .scopes import resolve_path, scope_paths
 
@@ -157,8 +160,6 @@ def permitted_actions(user, objects, actions) -> dict[int, frozenset[str]]:
 
 def actions_on(user, obj) -> frozenset[str]:
     """Every action the user holds on one object."""
-    from .catalogue import ACTIONS
-
     return permitted_actions(user, [obj], ACTIONS)[obj.pk]
 
 
@@ -239,7 +240,6 @@ def can_subscribe(user, topic: str) -> bool:
         return topic in LIST_TOPICS and (
             user.is_superuser or can(user, "view") or can(user, "login")
         )
-    from django.apps import apps
 
     label = TOPIC_MODELS.get(kind)
     if label is None:
@@ -257,8 +257,6 @@ def subscribable(user, topics) -> set[str]:
     every object topic of the frame is checked in one SQL query, however many there are."""
     if not _active(user):
         return set()
-    from django.apps import apps
-    from django.db.models import CharField, Value
 
     allowed: set[str] = set()
     wanted: dict[str, dict[int, list[str]]] = {}
@@ -350,7 +348,6 @@ def object_permissions(obj) -> list[PermissionRow]:
                 )
             )
     # Superuser accounts hold SuperUser on the System by definition (not removable here).
-    from django.contrib.auth import get_user_model
 
     superuser_role = Role.objects.filter(name="SuperUser").first()
     if superuser_role is not None:

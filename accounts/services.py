@@ -16,6 +16,7 @@ from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast, recheck_users
 from portal.kernel.models import Phase
 from portal.kernel.validators import text_check
+from vms.models import Cluster, Host, VirtualMachine
 
 from .catalogue import ACTIONS, BUILTIN_ROLES, CREATOR_ROLE
 from .models import Role, RoleAction, RolePermission, System
@@ -66,8 +67,6 @@ def _object_label(obj) -> tuple[str, str]:
 
 
 def _event_target(obj) -> dict:
-    from vms.models import Cluster, Host, VirtualMachine
-
     if isinstance(obj, VirtualMachine):
         return {"vm": obj}
     if isinstance(obj, Cluster):

@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.validators import RegexValidator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import admin_portal_required
@@ -16,7 +17,9 @@ from portal.kernel.converters import parse_id
 from portal.kernel.dialogs import confirm_window, form_window, modal_done, outcome
 from portal.kernel.search import SEARCH_MAX, SearchError, search_text
 from vms.actions import USER_PORTAL_ACTIONS
+from vms.models import VirtualMachine
 from vms.selectors import can_create_vm, vm_rows
+from vms.snapshot_views import snapshots_context
 
 from . import services
 from .catalogue import ACTIONS
@@ -265,8 +268,6 @@ def role_remove(request, pk: int):
 
 
 def _user_vms(user):
-    from vms.models import VirtualMachine
-
     # The VMs the user may use (run); seeing a whole data center is the Administration Portal's job.
     return VirtualMachine.objects.select_related("host", "cluster").restrict(user, "run")
 
@@ -296,11 +297,6 @@ def user_vm_card(request, pk: int):
 @login_required
 def user_vm_snapshots(request, pk: int):
     """The Snapshots pane of one of the user's VMs in the User Portal (needs `snapshots`)."""
-    from django.urls import reverse
-
-    from vms.models import VirtualMachine
-    from vms.snapshot_views import snapshots_context
-
     vm = get_object_or_404(VirtualMachine.objects.restrict(request.user, "snapshots"), pk=pk)
     context = {
         "vm": vm,

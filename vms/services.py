@@ -8,9 +8,11 @@ the user and change nothing when they refuse.
 
 import re
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
+from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from accounts.permissions import can
 from accounts.services import permission_grant_creator
@@ -286,9 +288,6 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
 def vm_grants_drop(vm_id: int) -> None:
     """Forget the permissions given on a VM that is taken away (guardian's rows are generic:
     nothing cascades when the VM row goes)."""
-    from django.contrib.contenttypes.models import ContentType
-    from guardian.models import GroupObjectPermission, UserObjectPermission
-
     content_type = ContentType.objects.get_for_model(VirtualMachine)
     for table in (UserObjectPermission, GroupObjectPermission):
         table.objects.filter(content_type=content_type, object_pk=str(vm_id)).delete()

@@ -7,6 +7,7 @@ the host (a chain of qcow2 volumes per disk) is described in docs/architecture.m
 
 from django.db import transaction
 
+from accounts.services import permission_grant_creator
 from portal.kernel.audit import actor, event_record
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast
@@ -310,7 +311,6 @@ def snapshot_clone(
             vcpus=snapshot.vcpus,
             created_by=user if user.is_authenticated else None,
         )
-        from accounts.services import permission_grant_creator
 
         permission_grant_creator(user=user, vm=clone)
         _set_snapshot_status(snapshot.pk, SnapshotStatus.OK, SnapshotStatus.LOCKED)

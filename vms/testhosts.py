@@ -17,12 +17,13 @@ from django.db import connection, transaction
 
 import hypervisor
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
-from portal.kernel.models import JobKind
+from portal.kernel.models import Job, JobKind, JobStatus
 from storage.choices import DiskStatus
 from storage.models import Disk, StorageDomain
 
 from .choices import VMStatus
-from .models import Host
+from .jobs import vm_domain_spec
+from .models import Host, Snapshot, SnapshotDisk, SnapshotPreview
 from .monitor import Monitor
 
 TEST_PREFIX = "test:///"
@@ -80,10 +81,6 @@ def node_xml(host: Host) -> str:
 
 
 def _node_xml(host: Host) -> str:
-    from portal.kernel.models import Job, JobStatus
-
-    from .jobs import vm_domain_spec
-
     active = list(
         Job.objects.filter(status__in=Job.ACTIVE).values_list(
             "kind", "status", "vm_id", "result_vm_id", "params"
@@ -149,8 +146,6 @@ def node_file_write(host: Host) -> Path | None:
 def _disk_chains(host: Host):
     """(disk, [volume names base -> top]) for the disks of `host`, and a preview's kept-aside
     tops: derived from the snapshots, oldest first, as each snapshot froze the then-top."""
-    from .models import SnapshotDisk, SnapshotPreview
-
     previews = {p.vm_id: p for p in SnapshotPreview.objects.filter(vm__host=host)}
     frozen_by_disk: dict[int, list[tuple[str, int]]] = {}
     for disk_id, name, snapshot_id in (
@@ -178,8 +173,6 @@ def _disk_chains(host: Host):
 def _snapshot_volumes(host: Host) -> list[tuple[str, str, int, str]]:
     """Volumes of a test host beyond the disks' tops: frozen snapshot layers, kept-aside
     tops and saved memory states, as (pool, name, capacity, format)."""
-    from .models import Snapshot
-
     seen, out = set(), []
     tops = set(Disk.objects.filter(host=host).values_list("volume_name", flat=True))
     for disk, chain in _disk_chains(host):

@@ -23,6 +23,7 @@ from .actions import TOOLBAR, VM_STATUS_ACTIONS, VMAction
 from .forms import CloneForm, ClusterForm, EditVMForm, HostForm, NewVMForm, VMActionForm
 from .models import Cluster
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
+from .snapshot_views import snapshots_context
 
 # The details pane's sub-tabs, in order: the template renders them from this list.
 DETAIL_TABS = {
@@ -136,8 +137,6 @@ def _details_context(request, vm, tab: str) -> dict:
     elif tab == "events":
         context["events"] = Event.objects.filter(vm=vm).select_related("user")[:100]
     elif tab == "snapshots":
-        from .snapshot_views import snapshots_context
-
         context.update(snapshots_context(request, vm))
     elif tab == "permissions":
         context["can_read_permissions"] = may_read_permissions(request.user, vm)

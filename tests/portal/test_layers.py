@@ -1,6 +1,7 @@
 """Imports point down (issue 8 item 2): the import-linter contracts in pyproject.toml are kept by
 the tree, and an upward import breaks them, so `make lint` (and so `make test`) fails on one."""
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,51 @@ def test_hypervisor_importing_the_kernel_breaks_the_contracts(tmp_path):
     result = lint_imports(tree)
     assert result.returncode != 0
     assert "hypervisor.errors -> portal.kernel.errors" in result.stdout
+
+
+
+def _project_modules():
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" not in path.parts:
+                yield path
+
+
+def _imports_inside_functions(tree):
+    """(line, module) of each import of a project module made inside a function body."""
+    for func in ast.walk(tree):
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(func):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+            elif isinstance(node, ast.Import):
+                module = node.names[0].name
+            else:
+                continue
+            if module.startswith(".") or module.split(".")[0] in PACKAGES:
+                yield node.lineno, module
+
+
+def test_no_function_local_import_of_the_project_and_no_private_name_across_modules():
+    """Imports of the project's own modules sit at the top of the module (where import-linter
+    sees them and a cycle shows), except in an AppConfig.ready() and management commands,
+    which Django runs once the apps are loaded; no private name (_x) is imported."""
+    hidden, private = [], []
+    for path in _project_modules():
+        tree = ast.parse(path.read_text())
+        name = path.relative_to(ROOT)
+        if path.name != "apps.py" and "management" not in path.parts:
+            hidden += [
+                f"{name}:{line} imports {module}"
+                for line, module in _imports_inside_functions(tree)
+            ]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level or (node.module or "").split(".")[0] in PACKAGES
+            ):
+                private += [
+                    f"{name}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("_")
+                ]
+    assert not hidden, hidden
+    assert not private, private
