@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('portal', '0002_job_kind_choices'),
+        ("portal", "0002_job_kind_choices"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='job',
-            name='kind',
+            model_name="job",
+            name="kind",
             field=models.CharField(max_length=64),
         ),
     ]

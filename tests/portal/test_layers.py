@@ -58,7 +58,6 @@ def test_hypervisor_importing_the_kernel_breaks_the_contracts(tmp_path):
     assert "hypervisor.errors -> portal.kernel.errors" in result.stdout
 
 
-
 def _project_modules():
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
