@@ -11,7 +11,13 @@ import libvirt
 
 from hypervisor.base import ConnectionBase
 from hypervisor.datatypes import STATE_BY_NUMBER, DomainInfo, DomainSpec
-from hypervisor.domainxml import DiskSource, domain_xml, host_domain_types, volume_format
+from hypervisor.domainxml import (
+    DiskSource,
+    domain_disks,
+    domain_xml,
+    host_domain_types,
+    volume_format,
+)
 from hypervisor.errors import DomainNotFound
 
 
@@ -92,6 +98,17 @@ class DomainsMixin(ConnectionBase):
         with self._translated():
             dom = self._conn.defineXML(xml)
         return self._domain_info(dom)
+
+    def domain_disks(self, uuid: str) -> list[tuple[str, str, str]]:
+        """(target, device, source) of each disk of the domain as defined (see
+        domainxml.domain_disks): what a domain that Vireo did not define reads."""
+        dom = self._domain(uuid)
+        with self._translated():
+            return domain_disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+    def rename_domain(self, uuid: str, name: str) -> None:
+        """Give a shut-off domain a new name."""
+        self._act(uuid, lambda d: d.rename(name, 0))
 
     def undefine_domain(self, uuid: str, *, remove_managed_save: bool = True) -> None:
         """Remove the domain's definition (and its managed-save image unless told not to)."""

@@ -94,6 +94,22 @@ def disk_files(xml: str) -> dict[str, str]:
     return files
 
 
+def domain_disks(xml: str) -> list[tuple[str, str, str]]:
+    """(target, device, source) of each disk of a domain defined by anyone: source is the
+    file, block device, volume (pool/volume) or network name the disk reads, or ""."""
+    disks = []
+    for target, disk in _disk_elements(ET.fromstring(xml)).items():
+        source = disk.find("source")
+        where = ""
+        if source is not None:
+            if source.get("pool") and source.get("volume"):
+                where = f"{source.get('pool')}/{source.get('volume')}"
+            else:
+                where = source.get("file") or source.get("dev") or source.get("name") or ""
+        disks.append((target, disk.get("device", "disk"), where))
+    return disks
+
+
 def disk_chain(xml: str, target: str) -> list[str]:
     """The files of disk `target` from its source down its <backingStore> chain (live XML)."""
     disk = _disk_elements(ET.fromstring(xml)).get(target)

@@ -62,6 +62,14 @@ class StorageMixin(ConnectionBase):
                 format=volume_format(vol.XMLDesc(0)),
             )
 
+    def volume_at_path(self, path: str) -> tuple[str, VolumeInfo]:
+        """(pool name, volume) of the volume whose file is `path`: VolumeNotFound when no
+        pool of the host holds it."""
+        with self._translated():
+            vol = self._conn.storageVolLookupByPath(path)
+            pool = vol.storagePoolLookupByVolume().name()
+        return pool, self._volume_info(vol)
+
     def create_volume(
         self, pool: str, name: str, capacity: int, *, preallocate: bool
     ) -> VolumeInfo:

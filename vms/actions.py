@@ -43,6 +43,9 @@ class Action:
     preview: bool | None = None
     snapshot_status: str | None = None  # the status the selected snapshot must have
     needs_host: bool = False  # refused while the VM is placed on no host
+    # An external VM (defined on its host outside Vireo): True, only for one (Import); False,
+    # never for one (what would redefine or delete what Vireo did not make); None, either.
+    external: bool | None = None
     inputs: tuple[str, ...] = ()  # what its window asks, passed to its service by name
     also: tuple[str, ...] = ()  # role actions needed besides, on the VM's cluster
     multi: bool = False  # may act on several selected objects at once
@@ -180,6 +183,7 @@ CATALOGUE: tuple[Action, ...] = (
         sources=frozenset({S.DOWN}),
         busy=S.IMAGE_LOCKED,
         preview=False,  # which disks would go: the previewed ones or the kept ones?
+        external=False,
         inputs=("remove_disks",),
         multi=True,
         toolbar="Remove",
@@ -198,8 +202,25 @@ CATALOGUE: tuple[Action, ...] = (
         sources=frozenset({S.DOWN}),
         busy=S.IMAGE_LOCKED,
         preview=False,  # which disks would a clone copy?
+        external=False,
         also=("create_vm",),  # a clone is a new VM in the VM's cluster
         toolbar="Clone VM",
+    ),
+    Action(
+        "vm",
+        "import",
+        "Import",
+        "import",
+        permission="import_vm",
+        service="vms.services.vm_import",
+        job="vm_import",
+        url="vms:action",
+        title="Import Virtual Machine",
+        sources=frozenset({S.DOWN, S.UP, S.PAUSED, S.SUSPENDED}),
+        busy=S.IMAGE_LOCKED,
+        external=True,
+        inputs=("name",),
+        toolbar="Import",
     ),
     Action(
         "vm",
@@ -389,9 +410,14 @@ def job_shows_on(kind: str, status: str) -> bool:
     return status in JOB_BUSY_STATUSES.get(kind, frozenset({S.IMAGE_LOCKED}))
 
 
-def allowed_actions(status: str) -> frozenset[str]:
-    """The VM actions the status table allows from `status`."""
-    return frozenset(k for k, a in VM_STATUS_ACTIONS.items() if a.allows(status))
+def allowed_actions(status: str, *, external: bool = False) -> frozenset[str]:
+    """The VM actions the status table allows from `status`, for a VM Vireo defined or (when
+    `external`) one defined on its host outside Vireo."""
+    return frozenset(
+        k
+        for k, a in VM_STATUS_ACTIONS.items()
+        if a.allows(status) and a.external in (None, external)
+    )
 
 
 def preview_blocked() -> frozenset[str]:
@@ -400,11 +426,18 @@ def preview_blocked() -> frozenset[str]:
 
 
 def snapshot_actions_allowed(
-    *, vm_status: str, previewing: bool, busy: bool, snapshot_status: str | None
+    *,
+    vm_status: str,
+    previewing: bool,
+    busy: bool,
+    snapshot_status: str | None,
+    external: bool = False,
 ) -> frozenset[str]:
     """The snapshot actions the table allows for a VM (and a selected snapshot, if any).
-    `busy`: another snapshot of the VM is Locked (one snapshot operation at a time)."""
-    if busy:
+    `busy`: another snapshot of the VM is Locked (one snapshot operation at a time). An
+    external VM has none until it is imported: snapshots redefine the domain from Vireo's
+    inventory, which would drop what its maker put in it."""
+    if busy or external:
         return frozenset()
     return frozenset(
         k

@@ -22,6 +22,14 @@ class VMStatus(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+class VMOrigin(models.TextChoices):
+    """Who made the VM: Vireo, or someone else on its host (adopted by the monitor, shown as
+    `external-<name>` until an administrator imports it, as oVirt does)."""
+
+    VIREO = "vireo", "Vireo"
+    EXTERNAL = "external", "External"
+
+
 S = VMStatus
 
 # Statuses a job holds a VM in while it works on it. Only the job that set one (or the

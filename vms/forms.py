@@ -84,6 +84,10 @@ class CloneForm(forms.Form):
     clone_name = forms.CharField(label="Clone Name", max_length=1000, required=False)
 
 
+class ImportForm(forms.Form):
+    name = forms.CharField(label="Name", max_length=1000, required=False)
+
+
 class VMActionForm(forms.Form):
     """What the shared confirmation window may ask (`vms.actions.Action.inputs`)."""
 

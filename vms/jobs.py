@@ -9,6 +9,7 @@ import time
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 import hypervisor
@@ -20,7 +21,14 @@ from storage.choices import DiskStatus
 from storage.models import Disk
 
 from .actions import VM_ACTIONS, VMAction
-from .choices import BUSY_STATUSES, RUNNING_STATUSES, SnapshotStatus, VMStatus, status_from_domain
+from .choices import (
+    BUSY_STATUSES,
+    RUNNING_STATUSES,
+    SnapshotStatus,
+    VMOrigin,
+    VMStatus,
+    status_from_domain,
+)
 from .models import Snapshot, VirtualMachine
 from .services import vm_grants_drop, vm_status_move
 
@@ -502,4 +510,34 @@ def vm_clone_job(job: Job) -> Outcome:
     return Outcome(
         message=f"{source[0].upper()}{source[1:]} was cloned to {clone.name}.",
         event={"vm": clone},
+    )
+
+
+def _import_failed(job: Job, message: str) -> None:
+    """A failed import leaves the VM external, under the name it had, in its host's status."""
+    VirtualMachine.objects.filter(pk=job.vm_id, origin=VMOrigin.EXTERNAL).update(
+        name=job.params.get("old_name") or F("name")
+    )
+    vm_settle(job.vm_id)
+
+
+@vm_action_handler(JobKind.VM_IMPORT, VMAction.IMPORT, on_fail=_import_failed)
+def vm_import_job(job: Job) -> Outcome:
+    vm, conn = vm_job_load(job)
+    name, uuid = job.params["name"], str(vm.uuid)
+    if job.params.get("rename"):
+        job_progress(job, 40, f"Renaming domain {vm.domain_name} to {name}")
+        conn.rename_domain(uuid, name)
+    status = vm_hypervisor_status(vm)
+
+    def last_writes() -> None:
+        VirtualMachine.objects.filter(pk=vm.pk).update(
+            origin=VMOrigin.VIREO, domain_name="", unmanaged_disks=[]
+        )
+        vm_job_finish(job, vm, status)
+        broadcast("vms", "disks")
+
+    return Outcome(
+        message=f"VM {job.params.get('old_name') or name} was imported as {name}: Vireo manages it now.",
+        last_writes=last_writes,
     )

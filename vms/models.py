@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from portal.kernel.querysets import RestrictedManager
 
-from .choices import HostStatus, SnapshotStatus, VMStatus
+from .choices import HostStatus, SnapshotStatus, VMOrigin, VMStatus
 
 
 class DataCenter(models.Model):
@@ -129,6 +129,17 @@ class VirtualMachine(models.Model):
         blank=True,
         help_text="A memory state (pool/volume) the next Run restores, chosen in a snapshot preview.",
     )
+    origin = models.CharField(max_length=16, choices=VMOrigin.choices, default=VMOrigin.VIREO)
+    domain_name = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="An external VM's libvirt domain name on its host (its name in Vireo is external-<name>).",
+    )
+    unmanaged_disks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="An external VM's disks that no storage domain holds: [[target, device, source]].",
+    )
     sso_enabled = models.BooleanField(
         "Single Sign-On",
         default=True,
@@ -146,6 +157,11 @@ class VirtualMachine(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_external(self) -> bool:
+        """Defined on its host by someone else; Vireo acts on it but does not manage it yet."""
+        return self.origin == VMOrigin.EXTERNAL
 
     @property
     def uptime(self):

@@ -1,7 +1,8 @@
 """The monitor: keeps the inventory true to what the hosts say.
 
 It holds one libvirt connection per host, listens to libvirt lifecycle events (a change made
-outside the portal shows within a second), and polls every host as a fallback. A host that
+outside the portal shows within a second), and polls every host as a fallback. Domains a host
+runs that Vireo did not define are adopted as external VMs (vms.external). A host that
 cannot be reached goes Non Responsive and its VMs Unknown; they come back by themselves when
 it answers. It also ends jobs whose worker died, so no VM stays busy. A host's answer never
 overrides a status set after the host was asked, and one silent host holds up neither the
@@ -41,6 +42,7 @@ from .choices import (
     VMStatus,
     status_from_domain,
 )
+from .external import domain_adopt, external_gone, host_domains_adopt, host_externals_gone
 from .jobs import vm_settle
 from .models import Host, Snapshot, SnapshotPreview, VirtualMachine
 
@@ -359,7 +361,9 @@ class Monitor:
         finally:
             db_tidy()
         host_reachable(host, info)
+        host_externals_gone(host, domains)
         host_vms_sync(host, domains, busy_ids, seen_at)
+        host_domains_adopt(host, conn, domains)
         try:
             storage_sync(host, conn)
         except hypervisor.HypervisorError as exc:
@@ -399,13 +403,21 @@ class Monitor:
             .first()
         )
         conn = self.watched.get(host_id)
-        if vm is None or conn is None:
+        if conn is None:
+            return
+        if vm is None:  # a domain defined outside Vireo (or not yet its own): adopt it
+            host = Host.objects.select_related("cluster").filter(pk=host_id).first()
+            if host is not None and not VirtualMachine.objects.filter(uuid=uuid).exists():
+                domain_adopt(host, conn, uuid)
             return
         seen_at = timezone.now()
         try:
             info = conn.get_domain(uuid)
             status = status_from_domain(info.state, info.has_managed_save)
         except hypervisor.DomainNotFound:
+            if vm.is_external:  # undefined outside Vireo: it leaves the inventory
+                external_gone(vm, vm.host)
+                return
             status = VMStatus.DOWN
         except hypervisor.HypervisorError as exc:
             log.warning("event for %s on host %s not read: %s", uuid, host_id, exc)

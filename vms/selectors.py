@@ -115,7 +115,7 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
         held = permitted[vm.pk]
         actions = frozenset(
             key
-            for key in allowed_actions(vm.status)
+            for key in allowed_actions(vm.status, external=vm.is_external)
             if {VM_STATUS_ACTIONS[key].permission, *VM_STATUS_ACTIONS[key].also} <= held
         )
         if state is not None and state.previewing:

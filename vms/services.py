@@ -123,6 +123,12 @@ def _vm_begin(
     verb = entry.verb
     if not entry.allows(vm.status):
         raise ActionRefused(f"Cannot {verb} {vm.name}: the VM is {vm.get_status_display()}.")
+    if entry.external is False and vm.is_external:
+        raise ActionRefused(
+            f"Cannot {verb} {vm.name}: it was defined on its host outside Vireo; Import it first."
+        )
+    if entry.external is True and not vm.is_external:
+        raise ActionRefused(f"Cannot {verb} {vm.name}: Vireo already manages it.")
     if vm.snapshots.filter(status=SnapshotStatus.LOCKED).exists():
         raise ActionRefused(f"Cannot {verb} {vm.name}: a snapshot operation on it is in progress.")
     if entry.needs_host and vm.host_id is None:
@@ -236,6 +242,47 @@ def vm_remove(*, vm_id: int, user, remove_disks: bool = True) -> Job:
         Disk.objects.filter(vm=vm).update(status=DiskStatus.LOCKED)
         broadcast("disks")
         return job
+
+
+def vm_import(*, vm_id: int, user, name: str) -> Job:
+    """Import an external VM (a domain defined on its host outside Vireo) into full management
+    under `name`: from then on Vireo defines it from its inventory. Its disks must all be in
+    storage domains; a new name renames the domain, which libvirt does only while it is Down."""
+    queue_ensure_available()
+    with transaction.atomic():
+        vm = _load_vm(vm_id)
+        if vm.is_external and vm.unmanaged_disks:
+            paths = ", ".join(
+                f"{target} ({source or device})" for target, device, source in vm.unmanaged_disks
+            )
+            raise ActionRefused(
+                f"Cannot import {vm.name}: no storage domain holds its disk(s) {paths}. "
+                "Move them into a storage domain's pool first."
+            )
+        vm_names_lock(vm.cluster.data_center_id)
+        old_name = vm.name
+        name = (name or "").strip()
+        if name.lower() != old_name.lower():
+            name = name_validate(name, data_center_id=vm.cluster.data_center_id)
+        renames = bool(vm.domain_name) and name != vm.domain_name
+        if vm.is_external and renames and vm.status != VMStatus.DOWN:
+            raise ActionRefused(
+                f"Cannot import {vm.name} as {name}: its domain is {vm.domain_name} and libvirt "
+                f"renames only a VM that is Down. Shut it down, or import it as {vm.domain_name}."
+            )
+        job = _vm_begin(
+            vm=vm,
+            action=VMAction.IMPORT,
+            user=user,
+            params={"name": name, "old_name": old_name, "rename": renames},
+            message=f"{actor(user)} asked to import VM {old_name} as {name}.",
+            # the queue refused the job: the VM keeps the name it had
+            on_enqueue_failure=lambda _job: VirtualMachine.objects.filter(pk=vm.pk).update(
+                name=old_name
+            ),
+        )
+        VirtualMachine.objects.filter(pk=vm.pk).update(name=name)
+    return job
 
 
 def creation_check(*, user, cluster: Cluster, verb: str = "create VMs") -> None:

@@ -49,6 +49,7 @@ def snapshot_state(vm: VirtualMachine) -> dict:
     return {
         "previewing": SnapshotPreview.objects.filter(vm=vm).exists(),
         "busy": vm.snapshots.filter(status=SnapshotStatus.LOCKED).exists(),
+        "external": vm.is_external,
     }
 
 
@@ -61,7 +62,9 @@ def _guard(vm: VirtualMachine, action: str, snapshot: Snapshot | None = None) ->
     if action in allowed:
         return
     verb = SNAPSHOT_ACTIONS[action].verb
-    if state["busy"]:
+    if state["external"]:
+        why = "it was defined outside Vireo; Import it first"
+    elif state["busy"]:
         why = "another snapshot operation on it is in progress"
     elif action in (SnapshotAction.COMMIT, SnapshotAction.UNDO) and not state["previewing"]:
         why = "no snapshot is being previewed"

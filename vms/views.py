@@ -20,7 +20,15 @@ from portal.kernel.search import SEARCH_MAX, SearchError
 
 from . import selectors, services
 from .actions import TOOLBAR, VM_STATUS_ACTIONS, VMAction
-from .forms import CloneForm, ClusterForm, EditVMForm, HostForm, NewVMForm, VMActionForm
+from .forms import (
+    CloneForm,
+    ClusterForm,
+    EditVMForm,
+    HostForm,
+    ImportForm,
+    NewVMForm,
+    VMActionForm,
+)
 from .models import Cluster
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 from .snapshot_views import snapshots_context
@@ -176,6 +184,8 @@ def vm_action(request, action: str):
     vms = _selected_vms(request, entry.permission)
     if action == VMAction.CLONE:  # its own window: the clone's name
         return _vm_clone(request, vms)
+    if action == VMAction.IMPORT:  # its own window: the name it is imported under
+        return _vm_import(request, vms)
     if len(vms) > 1 and not entry.multi:
         return HttpResponseBadRequest("This action takes one virtual machine.")
     reason_field = "reason" in entry.inputs and any(
@@ -197,6 +207,21 @@ def vm_action(request, action: str):
         for vm in vms
     ]
     return modal_done(request, results)
+
+
+def _vm_import(request, vms):
+    if len(vms) != 1:
+        return HttpResponseBadRequest("Import takes one virtual machine.")
+    vm = vms[0]
+    form = ImportForm(request.POST or None, initial={"name": vm.domain_name or vm.name})
+    return form_window(
+        request,
+        form,
+        lambda data: services.vm_import(vm_id=vm.pk, user=request.user, name=data["name"]),
+        success=lambda _job: f"Importing {vm.name} as {form.cleaned_data['name'].strip()}.",
+        template="vms/_import_dialog.html",
+        context={"vm": vm},
+    )
 
 
 def _vm_clone(request, vms):

@@ -25,6 +25,7 @@ class JobKind(models.TextChoices):
     VM_REBOOT = "vm_reboot", "Reboot VM"
     VM_REMOVE = "vm_remove", "Remove VM"
     VM_CLONE = "vm_clone", "Clone VM"
+    VM_IMPORT = "vm_import", "Import VM"
     SNAPSHOT_CREATE = "snapshot_create", "Create snapshot"
     SNAPSHOT_PREVIEW = "snapshot_preview", "Preview snapshot"
     SNAPSHOT_UNDO = "snapshot_undo", "Undo snapshot preview"

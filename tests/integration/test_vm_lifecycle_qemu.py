@@ -227,3 +227,44 @@ def test_monitor_follows_a_virsh_pause(
 
     virsh(libvirt_uri, "resume", vm.name)
     assert wait_for(lambda: status(vm) == VMStatus.UP, 2), status(vm)
+
+
+def test_a_domain_defined_with_virsh_is_adopted_run_and_gone(
+    site, admin, work, conn, prefix, libvirt_uri, qemu_pool, monitor, tmp_path
+):
+    """Issue 9 item 3 on real qemu: a domain defined outside Vireo (virsh) shows up as
+    external-<name> within a second of its lifecycle event, with its disks (one in the storage
+    domain's pool, one a file no pool holds); Vireo runs and powers it off as it is, and when
+    virsh undefines it, it leaves the inventory."""
+    _cluster, host, domain = site
+    in_pool = conn.create_volume(qemu_pool, f"{prefix}-a.qcow2", 16 * MiB, preallocate=False)
+    loose = tmp_path / "loose.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(loose), "16M"], check=True)
+    name = f"{prefix}-foreign"
+    xml = tmp_path / "foreign.xml"
+    xml.write_text(
+        f"""<domain type='qemu'><name>{name}</name><memory unit='MiB'>96</memory><vcpu>2</vcpu>
+<os><type arch='x86_64'>hvm</type></os><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+<source file='{in_pool.path}'/><target dev='vda' bus='virtio'/></disk>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+<source file='{loose}'/><target dev='vdb' bus='virtio'/></disk>
+</devices></domain>"""
+    )
+    virsh(libvirt_uri, "define", str(xml))
+    assert wait_for(lambda: VirtualMachine.objects.filter(name=f"external-{name}").exists(), 5)
+    vm = VirtualMachine.objects.get(name=f"external-{name}")
+    assert (vm.status, vm.memory_mb, vm.vcpus, vm.host_id) == (VMStatus.DOWN, 96, 2, host.pk)
+    disk = Disk.objects.get(vm=vm)
+    assert (disk.storage_domain_id, disk.volume_name) == (domain.pk, in_pool.name)
+    assert vm.unmanaged_disks == [["vdb", "disk", str(loose)]]
+
+    work(lambda: vm_run(vm_id=vm.pk, user=admin))
+    assert status(vm) == VMStatus.UP, last_job(vm).error
+    assert state(conn, vm) == DomainState.RUNNING
+    work(lambda: vm_poweroff(vm_id=vm.pk, user=admin))
+    assert status(vm) == VMStatus.DOWN, last_job(vm).error
+
+    virsh(libvirt_uri, "undefine", name)
+    assert wait_for(lambda: not VirtualMachine.objects.filter(pk=vm.pk).exists(), 5)
+    assert Event.objects.filter(message__contains=f"external-{name} is gone").exists()
