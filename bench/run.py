@@ -20,12 +20,13 @@ sys.path.insert(0, str(REPO))
 from bench.env import BenchEnv  # noqa: E402
 from bench.stats import fmt_ms  # noqa: E402
 
-PARTS = ("list", "delegated", "live", "shutdown")
+PARTS = ("list", "delegated", "live", "shutdown", "adopt")
 LIST_QUERIES_GOAL = 10
 LIST_MEDIAN_GOAL_MS = 50.0
 DELEGATED_RATIO_GOAL = 1.5
 LIVE_P95_GOAL_MS = 300.0
 SHUTDOWN_JOBS_PER_S_GOAL = 50.0
+ADOPT_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 adopted domains vs 1,000 of Vireo's
 
 
 def load() -> str:
@@ -158,6 +159,26 @@ def part_shutdown(user) -> dict:
     return r
 
 
+def part_adopt(user) -> dict:
+    from bench import adopt
+
+    heading("4. A host already running 1,000 domains Vireo did not define")
+    r = adopt.measure(user, domains=1000)
+    print(
+        f"first poll adopts {r['adopted']} domains ({r['disks_mapped']} disks mapped to the "
+        f"storage domain): {r['adopt_s']:.1f} s"
+    )
+    print(
+        f"steady poll of the host: {r['poll_vireo_ms']:.0f} ms with 1,000 Vireo VMs, "
+        f"{r['poll_external_ms']:.0f} ms with 1,000 external VMs"
+    )
+    print(
+        f"VM list first page: {r['list_vireo_ms']:.1f} ms ({r['list_vireo_queries']} queries) "
+        f"before, {r['list_external_ms']:.1f} ms ({r['list_external_queries']} queries) after"
+    )
+    return r
+
+
 def summary(seed, results: dict, wall: float) -> None:
     def mark(ok: bool, missed: str = "OVER GOAL") -> str:
         return "ok" if ok else missed
@@ -204,6 +225,15 @@ def summary(seed, results: dict, wall: float) -> None:
             f"{'yes' if sd['all_down'] else 'NO'}; a live update "
             f"{sd['live_cost']['publisher']:.2f} ms (was {sd['live_cost']['own_loop']:.2f} ms)  "
             f"[{mark(ok, 'UNDER GOAL')}]"
+        )
+    if ad := results.get("adopt"):
+        poll = ad["poll_external_ms"] / ad["poll_vireo_ms"]
+        listing = ad["list_external_ms"] / ad["list_vireo_ms"]
+        ok = ad["adopted"] == ad["domains"] and max(poll, listing) <= ADOPT_SLOWDOWN_GOAL
+        print(
+            f"{'1,000 adopted domains':22} first poll {ad['adopt_s']:.1f} s; steady poll "
+            f"{poll:.2f} x, VM list {listing:.2f} x of 1,000 Vireo VMs' "
+            f"(goal <= {ADOPT_SLOWDOWN_GOAL})  [{mark(ok)}]"
         )
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
@@ -260,6 +290,7 @@ def main() -> int:
             ("delegated", lambda: part_delegated(user, delegation)),
             ("live", lambda: part_live(user, env)),
             ("shutdown", lambda: part_shutdown(user)),
+            ("adopt", lambda: part_adopt(user)),
         ):
             if part not in parts:
                 continue

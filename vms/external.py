@@ -16,7 +16,7 @@ from django.utils import timezone
 
 import hypervisor
 from portal.kernel.audit import event_record
-from portal.kernel.live import broadcast, broadcast_gone
+from portal.kernel.live import broadcast, broadcast_gone, coalesced
 from portal.kernel.models import Job, Phase, Severity
 from portal.kernel.validators import control_characters_strip
 from storage.choices import DiskStatus
@@ -32,6 +32,7 @@ EXTERNAL_PREFIX = "external-"
 # What a VM name may not hold (vms.services.NAME_RE allows letters, digits, '-', '_', '.').
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]")
 MEMORY_MB_MAX = 2**31 - 1
+ADOPT_BATCH = 50  # adoptions whose live updates go out together
 VCPUS_MAX = 32767
 
 
@@ -52,25 +53,27 @@ def external_name(domain_name: str, data_center_id: int) -> str:
     return name
 
 
-def _disks_sorted(host: Host, conn: hypervisor.Connection, disks) -> tuple[list, list]:
-    """The domain's disks as (target, storage domain, volume) where a storage domain of the
-    host's data center holds the file and no other disk uses it, else as unmanaged
-    [target, device, source]."""
-    domains = {
-        d.pool_name: d
-        for d in StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id)
-    }
+def pool_volumes(host: Host, conn: hypervisor.Connection) -> dict[str, tuple]:
+    """File path -> (storage domain, volume) of every volume in the pools of the storage
+    domains of the host's data center: one listing per pool, read once per batch of adoptions."""
+    volumes = {}
+    for domain in StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id):
+        try:
+            listed = conn.list_volumes(domain.pool_name)
+        except hypervisor.HypervisorError:
+            continue  # the pool is not on this host
+        volumes.update({v.path: (domain, v) for v in listed})
+    return volumes
+
+
+def _disks_sorted(disks, volumes: dict[str, tuple]) -> tuple[list, list]:
+    """The domain's disks as (target, storage domain, volume) where a storage domain's pool
+    holds the file and no other disk uses it, else as unmanaged [target, device, source]."""
     managed, unmanaged = [], []
     for target, device, source in disks:
         if device != "disk":
             continue  # CD-ROMs and floppies are no disks of the VM's
-        domain = volume = None
-        if source.startswith("/"):
-            try:
-                pool, volume = conn.volume_at_path(source)
-            except hypervisor.HypervisorError:
-                pool = None
-            domain = domains.get(pool)
+        domain, volume = volumes.get(source, (None, None))
         in_use = (
             domain is not None
             and Disk.objects.filter(storage_domain=domain, volume_name=volume.name).exists()
@@ -82,9 +85,12 @@ def _disks_sorted(host: Host, conn: hypervisor.Connection, disks) -> tuple[list,
     return managed, unmanaged
 
 
-def domain_adopt(host: Host, conn: hypervisor.Connection, uuid: str) -> VirtualMachine | None:
+def domain_adopt(
+    host: Host, conn: hypervisor.Connection, uuid: str, volumes: dict | None = None
+) -> VirtualMachine | None:
     """Show the host's domain `uuid` as an external VM unless the inventory knows it; read
-    again from the host, so a domain Vireo undefined meanwhile (a removed VM) is not taken."""
+    again from the host, so a domain Vireo undefined meanwhile (a removed VM) is not taken.
+    `volumes`: pool_volumes(host, conn), when the caller adopts several."""
     if VirtualMachine.objects.filter(uuid=uuid).exists():
         return None
     try:
@@ -92,7 +98,9 @@ def domain_adopt(host: Host, conn: hypervisor.Connection, uuid: str) -> VirtualM
         disks = conn.domain_disks(uuid)
     except hypervisor.DomainNotFound:
         return None
-    managed, unmanaged = _disks_sorted(host, conn, disks)
+    if volumes is None:
+        volumes = pool_volumes(host, conn)
+    managed, unmanaged = _disks_sorted(disks, volumes)
     status = status_from_domain(info.state, info.has_managed_save)
     data_center_id = host.cluster.data_center_id
     with transaction.atomic():
@@ -143,19 +151,29 @@ def domain_adopt(host: Host, conn: hypervisor.Connection, uuid: str) -> VirtualM
 
 
 def host_domains_adopt(host: Host, conn: hypervisor.Connection, domains) -> int:
-    """Adopt every domain of the host's list that the inventory does not know; one query
-    when there is none (every poll), one read of the host per new domain."""
-    uuids = [d.uuid for d in domains]
-    known = {
-        str(u) for u in VirtualMachine.objects.filter(uuid__in=uuids).values_list("uuid", flat=True)
+    """Adopt every domain of the host's list that the inventory does not know. Every poll:
+    one query on the host's VMs (by index) when there is none; new domains are read from the
+    host one by one, their pools listed once, their live updates sent a batch at a time."""
+    on_host = {
+        str(u) for u in VirtualMachine.objects.filter(host=host).values_list("uuid", flat=True)
     }
+    unknown = [d.uuid for d in domains if d.uuid not in on_host]
+    if not unknown:
+        return 0
+    elsewhere = {  # known on another host (moved there meanwhile): not this host's to adopt
+        str(u)
+        for u in VirtualMachine.objects.filter(uuid__in=unknown).values_list("uuid", flat=True)
+    }
+    new = [u for u in unknown if u not in elsewhere]
+    volumes = pool_volumes(host, conn) if new else {}
     adopted = 0
-    for uuid in uuids:
-        if uuid not in known:
-            try:
-                adopted += domain_adopt(host, conn, uuid) is not None
-            except hypervisor.HypervisorError as exc:
-                log.warning("domain %s of host %s not adopted: %s", uuid, host.name, exc)
+    for start in range(0, len(new), ADOPT_BATCH):
+        with coalesced():
+            for uuid in new[start : start + ADOPT_BATCH]:
+                try:
+                    adopted += domain_adopt(host, conn, uuid, volumes) is not None
+                except hypervisor.HypervisorError as exc:
+                    log.warning("domain %s of host %s not adopted: %s", uuid, host.name, exc)
     return adopted
 
 
@@ -193,8 +211,6 @@ def external_gone(vm: VirtualMachine, host: Host) -> bool:
 def host_externals_gone(host: Host, domains) -> int:
     """Take away the host's external VMs whose domains its list no longer has."""
     present = {d.uuid for d in domains}
-    gone = 0
-    for vm in VirtualMachine.objects.filter(host=host, origin=VMOrigin.EXTERNAL):
-        if str(vm.uuid) not in present:
-            gone += external_gone(vm, host)
-    return gone
+    externals = VirtualMachine.objects.filter(host=host, origin=VMOrigin.EXTERNAL)
+    missing = [pk for pk, uuid in externals.values_list("pk", "uuid") if str(uuid) not in present]
+    return sum(external_gone(vm, host) for vm in VirtualMachine.objects.filter(pk__in=missing))
