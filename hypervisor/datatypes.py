@@ -102,6 +102,7 @@ class DomainSpec:
     vcpus: int
     disks: tuple[DiskSpec, ...] = ()
     description: str = ""
+    cores_per_socket: int = 1  # vcpus are vcpus / cores_per_socket sockets of that many cores
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from django.db.models import Q
 from storage.choices import DomainFunction
 from storage.models import StorageDomain
 
-from .models import Cluster, Template
+from .choices import VMStatus
+from .models import Cluster, Host, Template
 from .services import MEMORY_MB_RANGE, NAME_MAX, NAME_RE, VCPUS_RANGE
 
 # Every field checks what it can on its own, so a window shows all its field errors at once;
@@ -127,9 +128,41 @@ class HostForm(forms.Form):
 
 
 class EditVMForm(forms.Form):
+    """The Edit Virtual Machine window: General, System and Host tabs. What the VM's status
+    does not let change is shown read-only (disabled: the posted value is ignored)."""
+
+    # General
     description = forms.CharField(max_length=1000, required=False)
-    memory_mb = memory_field()
-    vcpus = vcpus_field()
     sso_enabled = forms.BooleanField(
         label="Single Sign-On: use the guest agent to log the user in", required=False
     )
+    # System
+    memory_mb = memory_field()
+    vcpus = vcpus_field()
+    cores_per_socket = ranged_field(
+        "Cores per Virtual Socket", VCPUS_RANGE, "Cores per Virtual Socket", initial=1
+    )
+    # Host
+    start_host = forms.ModelChoiceField(
+        label="Start Running On",
+        queryset=Host.objects.none(),
+        required=False,
+        empty_label="Any Host in Cluster",
+    )
+
+    TABS = {
+        "General": ("description", "sso_enabled"),
+        "System": ("memory_mb", "vcpus", "cores_per_socket"),
+        "Host": ("start_host",),
+    }
+
+    def __init__(self, *args, vm, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["start_host"].queryset = Host.objects.filter(cluster_id=vm.cluster_id)
+        if vm.status != VMStatus.DOWN:
+            for name in self.TABS["System"]:
+                self.fields[name].disabled = True
+
+    def tabs(self):
+        """(tab name, its bound fields), in the window's order."""
+        return [(tab, [self[name] for name in names]) for tab, names in self.TABS.items()]

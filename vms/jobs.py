@@ -29,7 +29,7 @@ from .choices import (
     VMStatus,
     status_from_domain,
 )
-from .models import Snapshot, VirtualMachine
+from .models import Host, Snapshot, VirtualMachine
 from .services import vm_grants_drop, vm_status_move
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def vm_domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
         vcpus=vm.vcpus,
         disks=disks,
         description=control_characters_strip(vm.description),
+        cores_per_socket=vm.cores_per_socket,
     )
 
 
@@ -164,7 +165,35 @@ def _ensure_defined(conn: hypervisor.Connection, vm: VirtualMachine) -> None:
         conn.define_domain(vm_domain_spec(vm))
 
 
-@vm_action_handler(JobKind.VM_RUN, VMAction.RUN)
+def _define_for_start(job: Job, conn: hypervisor.Connection, vm: VirtualMachine) -> None:
+    """Before a Down VM starts, its host gets the definition the inventory holds now (what Edit
+    changed while it was Down: memory, CPUs and their topology); one moved to its Start
+    Running On host leaves the host it was defined on first. An external VM runs as its maker
+    defined it."""
+    if vm.is_external:
+        _ensure_defined(conn, vm)
+        return
+    moved_from = job.params.get("moved_from")
+    if moved_from:
+        old = Host.objects.filter(pk=moved_from).first()
+        if old is not None:
+            job_progress(job, 5, f"Removing its definition from host {old.name}")
+            try:
+                hypervisor.connect(old.uri).undefine_domain(str(vm.uuid), remove_managed_save=False)
+            except hypervisor.DomainNotFound:
+                pass
+    conn.define_domain(vm_domain_spec(vm))
+
+
+def _run_failed(job: Job, message: str) -> None:
+    """A Run that moved the VM to another host and failed puts it back where it was defined."""
+    moved_from = job.params.get("moved_from")
+    if moved_from:
+        VirtualMachine.objects.filter(pk=job.vm_id).update(host_id=moved_from)
+    vm_settle(job.vm_id)
+
+
+@vm_action_handler(JobKind.VM_RUN, VMAction.RUN, on_fail=_run_failed)
 def vm_run_job(job: Job) -> Outcome:
     vm, conn = vm_job_load(job)
     uuid = str(vm.uuid)
@@ -174,7 +203,10 @@ def vm_run_job(job: Job) -> Outcome:
         conn.resume(uuid)
     else:
         job_progress(job, 10, "Restoring state" if previous == VMStatus.SUSPENDED else "Starting")
-        _ensure_defined(conn, vm)
+        if previous == VMStatus.DOWN:
+            _define_for_start(job, conn, vm)
+        else:
+            _ensure_defined(conn, vm)
         if previous == VMStatus.DOWN and vm.resume_memory_volume:
             # A previewed or committed snapshot's memory: the guest continues where it was.
             pool, _, volume = vm.resume_memory_volume.partition("/")

@@ -108,6 +108,16 @@ class VirtualMachine(models.Model):
     )
     memory_mb = models.PositiveIntegerField("Memory (MB)")
     vcpus = models.PositiveSmallIntegerField("vCPUs")
+    cores_per_socket = models.PositiveSmallIntegerField("Cores per Virtual Socket", default=1)
+    start_host = models.ForeignKey(
+        Host,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="Start Running On",
+        help_text="A specific host of the cluster the VM starts on; empty: any host in the cluster.",
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     shutdown_reason = models.CharField(max_length=1000, blank=True)
     created_by = models.ForeignKey(

@@ -202,7 +202,35 @@ def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
             )
         else:
             reason = ""
-        return _vm_begin(vm=vm, action=action, user=user, reason=reason)
+        params = _start_host_move(vm) if action == VMAction.RUN else None
+        return _vm_begin(vm=vm, action=action, user=user, reason=reason, params=params)
+
+
+def _start_host_move(vm: VirtualMachine) -> dict | None:
+    """A Down VM whose Start Running On names another host of its cluster is placed there
+    before it starts (the run job moves its definition): only onto an Up host that reaches all
+    its disks, a disk on one host's local storage keeping it there. Returns the job's params."""
+    target = vm.start_host
+    if vm.status != VMStatus.DOWN or target is None or target.pk == vm.host_id:
+        return None
+    if target.cluster_id != vm.cluster_id:
+        raise ActionRefused(
+            f"Cannot run {vm.name} on {target.name}: the host is not in cluster {vm.cluster.name}."
+        )
+    if target.status != HostStatus.UP:
+        raise ActionRefused(
+            f"Cannot run {vm.name} on {target.name}: the host is {target.get_status_display()}."
+        )
+    local = vm.disks.exclude(host__isnull=True).exclude(host=target).select_related("host")
+    if disk := local.first():
+        raise ActionRefused(
+            f"Cannot run {vm.name} on {target.name}: its disk {disk.alias} is on the local "
+            f"storage of host {disk.host.name}. Set Start Running On to that host or to any host."
+        )
+    moved_from = vm.host_id
+    VirtualMachine.objects.filter(pk=vm.pk).update(host=target)
+    vm.host = target
+    return {"moved_from": moved_from}
 
 
 def vm_run(*, vm_id: int, user) -> Job:
@@ -545,27 +573,62 @@ def host_add(*, user, name: str, uri: str, cluster_id: int, trusted: bool = Fals
     return host
 
 
+NO_CHANGE = object()  # vm_edit: a setting the window did not offer
+
+
 def vm_edit(
-    *, vm_id: int, user, description: str, sso_enabled: bool, memory_mb=None, vcpus=None
+    *,
+    vm_id: int,
+    user,
+    description: str,
+    sso_enabled: bool,
+    memory_mb=None,
+    vcpus=None,
+    cores_per_socket=None,
+    start_host_id=NO_CHANGE,
 ) -> VirtualMachine:
-    """Edit a VM's description and Single Sign-On setting; memory and vCPUs only while Down
-    (they take effect when the VM is next defined on its host)."""
+    """Edit a VM (the Edit Virtual Machine window's General, System and Host tabs): description
+    and Single Sign-On; memory, vCPUs and cores per virtual socket only while Down (the host
+    gets them when the VM next starts); Start Running On (a host of its cluster, or None for any
+    host), which takes effect at its next start."""
     with transaction.atomic():
         vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
         if vm is None:
             raise ActionRefused("That virtual machine does not exist any more.")
+        if vm.is_external:
+            raise ActionRefused(
+                f"Cannot edit {vm.name}: it was defined on its host outside Vireo; Import it first."
+            )
         fields = {
             "description": text_check(description, "Description")[:1000],
             "sso_enabled": bool(sso_enabled),
         }
+        if start_host_id is not NO_CHANGE:
+            if (
+                start_host_id is not None
+                and not Host.objects.filter(pk=start_host_id, cluster_id=vm.cluster_id).exists()
+            ):
+                raise ActionRefused(f"Choose a host of cluster {vm.cluster.name}, or any host.")
+            fields["start_host_id"] = start_host_id
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
         if vcpus is not None and int(vcpus) != vm.vcpus:
             sizing["vcpus"] = _in_range(vcpus, VCPUS_RANGE, "vCPUs")
+        if cores_per_socket is not None and int(cores_per_socket) != vm.cores_per_socket:
+            sizing["cores_per_socket"] = _in_range(
+                cores_per_socket, VCPUS_RANGE, "Cores per Virtual Socket"
+            )
         if sizing and vm.status != VMStatus.DOWN:
             raise ActionRefused(
-                f"Memory and vCPUs of {vm.name} can be changed only while it is Down."
+                f"Memory and CPUs of {vm.name} can be changed only while it is Down."
+            )
+        total = sizing.get("vcpus", vm.vcpus)
+        cores = sizing.get("cores_per_socket", vm.cores_per_socket)
+        if total % cores:
+            raise ActionRefused(
+                f"Total Virtual CPUs ({total}) must be a multiple of Cores per Virtual Socket "
+                f"({cores})."
             )
         for name, value in {**fields, **sizing}.items():
             setattr(vm, name, value)

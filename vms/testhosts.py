@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.db import connection, transaction
+from django.db.models import Q
 
 import hypervisor
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
@@ -95,9 +96,11 @@ def _node_xml(host: Host) -> str:
         if status == JobStatus.QUEUED and vm_id and (params or {}).get("from_status")
     }
     pools = []
+    # A disk on no host is on shared storage: every host of its data center sees its volume.
+    shared = Q(host__isnull=True, storage_domain__data_center_id=host.cluster.data_center_id)
     disks = [
         d
-        for d in Disk.objects.filter(host=host).select_related("storage_domain")
+        for d in Disk.objects.filter(Q(host=host) | shared).select_related("storage_domain")
         if not (d.vm_id in making and d.status == DiskStatus.LOCKED)
     ]
     extra = _snapshot_volumes(host)

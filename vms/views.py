@@ -358,15 +358,18 @@ def datacenter_list(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def vm_edit(request, pk: int):
-    """The Edit Virtual Machine window: description, sizing (while Down), Single Sign-On."""
+    """The Edit Virtual Machine window: General (description, Single Sign-On), System (memory
+    and CPUs, while Down) and Host (Start Running On)."""
     vm = get_object_or_404(vms_visible(request.user, "edit_vm"), pk=pk)
     initial = {
         "description": vm.description,
         "memory_mb": vm.memory_mb,
         "vcpus": vm.vcpus,
+        "cores_per_socket": vm.cores_per_socket,
         "sso_enabled": vm.sso_enabled,
+        "start_host": vm.start_host_id,
     }
-    form = EditVMForm(request.POST or None, initial=initial)
+    form = EditVMForm(request.POST or None, initial=initial, vm=vm)
     return form_window(
         request,
         form,
@@ -377,6 +380,8 @@ def vm_edit(request, pk: int):
             sso_enabled=data["sso_enabled"],
             memory_mb=data["memory_mb"],
             vcpus=data["vcpus"],
+            cores_per_socket=data["cores_per_socket"],
+            start_host_id=data["start_host"].pk if data["start_host"] else None,
         ),
         success=lambda _vm: f"VM {vm.name} saved.",
         template="vms/_edit_vm_dialog.html",
