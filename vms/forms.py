@@ -140,7 +140,11 @@ class EditVMForm(forms.Form):
     memory_mb = memory_field()
     vcpus = vcpus_field()
     cores_per_socket = ranged_field(
-        "Cores per Virtual Socket", VCPUS_RANGE, "Cores per Virtual Socket", initial=1
+        "Cores per Virtual Socket",
+        VCPUS_RANGE,
+        "Cores per Virtual Socket",
+        initial=1,
+        required=False,  # not posted: unchanged
     )
     # Host
     start_host = forms.ModelChoiceField(

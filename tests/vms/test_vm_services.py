@@ -6,12 +6,11 @@ import threading
 import pytest
 from django.db import connection
 from factories import (
-    DiskFactory,
     HostFactory,
     UserFactory,
     VMFactory,
 )
-from vm_services_support import call_action, snapshot
+from vm_services_support import call_action, snapshot, vm_for
 
 from portal.kernel.errors import ActionRefused
 from portal.kernel.models import Event, Job, JobStatus, Phase
@@ -25,13 +24,17 @@ from vms.models import VirtualMachine
 ALL_CASES = [(action, status) for action in VM_STATUS_ACTIONS for status in VMStatus.values]
 
 
+def external(action: str) -> bool:
+    """Whether the status table of `action` is the one of external VMs (Import's)."""
+    return bool(VM_STATUS_ACTIONS[action].external)
+
+
 @pytest.mark.parametrize(
     ("action", "status"),
-    [c for c in ALL_CASES if c[0] in allowed_actions(c[1])],
+    [c for c in ALL_CASES if c[0] in allowed_actions(c[1], external=external(c[0]))],
 )
 def test_legal_transition_moves_to_busy_status_and_creates_the_job(admin, action, status):
-    vm = VMFactory(status=status)
-    DiskFactory(vm=vm)
+    vm = vm_for(action, status=status)
     result = call_action(action, vm, admin)
     vm.refresh_from_db()
     assert vm.status == VM_STATUS_ACTIONS[action].busy_for(status)
@@ -60,11 +63,10 @@ def test_legal_transition_moves_to_busy_status_and_creates_the_job(admin, action
 
 @pytest.mark.parametrize(
     ("action", "status"),
-    [c for c in ALL_CASES if c[0] not in allowed_actions(c[1])],
+    [c for c in ALL_CASES if c[0] not in allowed_actions(c[1], external=external(c[0]))],
 )
 def test_illegal_transition_is_refused_and_changes_nothing(admin, action, status):
-    vm = VMFactory(status=status)
-    DiskFactory(vm=vm)
+    vm = vm_for(action, status=status)
     before = snapshot(vm)
     label = VMStatus(status).label
     with pytest.raises(ActionRefused, match=rf"Cannot .+ {vm.name}: the VM is {label}\.$"):
