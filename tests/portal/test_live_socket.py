@@ -326,6 +326,20 @@ async def test_frames_that_are_not_json_get_the_usage_error():
     await communicator.disconnect()
 
 
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_topic_with_a_trailing_newline_is_refused():
+    """`$` matches before a final newline: "vm.<id>.events\n" passed the topic check and
+    made the socket join a group no message is ever sent to."""
+    admin = await database_sync_to_async(SuperUserFactory)()
+    vm = await database_sync_to_async(VMFactory)()
+    communicator = await connected(admin)
+    topics = [f"vm.{vm.pk}.events\n", f"vm.{vm.pk}\n", "vms\n"]
+    assert await subscribe(communicator, topics) == {"subscribed": [], "refused": topics}
+    assert await group_members(group_name(topics[0])) == []
+    await communicator.disconnect()
+
+
 def test_a_frames_topics_are_checked_in_one_query(db, django_assert_max_num_queries):
     """1,000 out-of-scope topics used to cost a query each (10 s, stalling everyone)."""
     user = UserFactory()
