@@ -22,7 +22,7 @@ from portal.kernel.live import OWN_TOPICS, group_name, user_group
 
 log = logging.getLogger(__name__)
 
-TOPIC_RE = re.compile(r"^[a-z]+(\.[0-9]{1,18})?(\.[a-z]+)?$")
+TOPIC_RE = re.compile(r"[a-z]+(\.[0-9]{1,18})?(\.[a-z]+)?")  # fullmatch: "$" lets a final \n by
 MAX_TOPICS = 2000  # per socket: a page shows far fewer; it unsubscribes what it no longer shows
 MAX_FRAME_CHARS = 200_000  # about MAX_TOPICS topics of the longest form, quoted
 FRAME_BURST = 20  # frames a socket may send at once ...
@@ -164,7 +164,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def _subscribe(self, wanted: list) -> dict:
         wanted = wanted[:MAX_TOPICS]
-        well_formed = [t for t in wanted if isinstance(t, str) and TOPIC_RE.match(t)]
+        well_formed = [t for t in wanted if isinstance(t, str) and TOPIC_RE.fullmatch(t)]
         self.own.update(t for t in well_formed if t in OWN_TOPICS)
         fresh = [
             t for t in dict.fromkeys(well_formed) if t not in self.topics and t not in OWN_TOPICS

@@ -2,6 +2,7 @@
 clean-up, the end of a session, hostile frames, and grants pushed to open pages."""
 
 import asyncio
+import logging
 import uuid
 
 import pytest
@@ -68,9 +69,11 @@ async def group_members(group: str) -> list[str]:
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-async def test_a_socket_held_open_30_seconds_still_receives():
+async def test_a_socket_held_open_30_seconds_still_receives(caplog):
     """redis-py 8's default 5 s socket timeout equals channels-redis's blocking pop: without a
-    longer one the consumer died with TimeoutError every 5 s and missed what followed."""
+    longer one the consumer died with TimeoutError every 5 s and missed what followed, and
+    the disconnects logged Redis timeout tracebacks (item 18): none is logged now."""
+    caplog.set_level(logging.WARNING)
     admin = await database_sync_to_async(SuperUserFactory)()
     vm = await database_sync_to_async(VMFactory)()
     communicator = await connected(admin)
@@ -80,6 +83,7 @@ async def test_a_socket_held_open_30_seconds_still_receives():
     await sync_to_async(send_now)(topic)
     assert await communicator.receive_json_from(timeout=5) == {"topic": topic}
     await communicator.disconnect()
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 @pytest.mark.asyncio
@@ -119,6 +123,29 @@ async def test_a_consumer_that_dies_leaves_its_groups(monkeypatch):
         await communicator.receive_output(timeout=5)
     assert await group_members(group_name(topic)) == []
     assert await group_members(user_group(admin.pk)) == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_disconnect_redis_cannot_answer_logs_no_traceback(monkeypatch, caplog):
+    """Item 18: disconnects logged Redis timeout tracebacks. Leaving a group Redis cannot
+    answer for is one warning line per group (its expiry drops the channel), the socket still
+    closes cleanly."""
+    import redis.exceptions
+
+    admin = await database_sync_to_async(SuperUserFactory)()
+    communicator = await connected(admin)
+    assert (await subscribe(communicator, ["vms"]))["subscribed"] == ["vms"]
+    layer = get_channel_layer()
+
+    async def timing_out(group, channel):
+        raise redis.exceptions.TimeoutError("Timeout reading from 127.0.0.1:6379")
+
+    monkeypatch.setattr(type(layer), "group_discard", lambda self, g, c: timing_out(g, c))
+    caplog.set_level(logging.WARNING)
+    await communicator.disconnect()
+    assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.WARNING, None)] * 2
+    assert all("could not leave" in r.getMessage() for r in caplog.records)
 
 
 def test_the_layers_socket_timeout_outlasts_its_blocking_pop(settings):
@@ -296,6 +323,20 @@ async def test_frames_that_are_not_json_get_the_usage_error():
     assert await communicator.receive_json_from(timeout=5) == {"error": USAGE}
     # Still alive and answering.
     assert (await subscribe(communicator, ["vms"]))["subscribed"] == ["vms"]
+    await communicator.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_topic_with_a_trailing_newline_is_refused():
+    """`$` matches before a final newline: "vm.<id>.events\n" passed the topic check and
+    made the socket join a group no message is ever sent to."""
+    admin = await database_sync_to_async(SuperUserFactory)()
+    vm = await database_sync_to_async(VMFactory)()
+    communicator = await connected(admin)
+    topics = [f"vm.{vm.pk}.events\n", f"vm.{vm.pk}\n", "vms\n"]
+    assert await subscribe(communicator, topics) == {"subscribed": [], "refused": topics}
+    assert await group_members(group_name(topics[0])) == []
     await communicator.disconnect()
 
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from factories import HostFactory, StorageDomainFactory
 from helpers import GiB
 from monitor_support import OLD, detected, status_of, vm_on_host
+from rq.job import Job as RQJob
 
 import hypervisor
 from portal.kernel import tasks
@@ -18,7 +19,8 @@ from portal.kernel.tasks import get_queue
 from portal.kernel.worker import ThreadWorker
 from vms import services
 from vms.choices import VMStatus
-from vms.monitor import jobs_reconcile
+from vms.models import VirtualMachine
+from vms.monitor import QueueView, jobs_reconcile
 
 pytestmark = pytest.mark.django_db
 
@@ -99,6 +101,63 @@ def test_reconcile_during_a_backlog_never_fails_a_job_that_a_worker_finished(
         disk = vm.disks.get()
         assert conn.get_volume(domain.pool_name, disk.volume_name).capacity == GiB
         assert conn.get_domain(str(vm.uuid)).name == vm.name
+
+
+@pytest.mark.parametrize("action", ["create", "remove"])
+def test_a_job_a_worker_finishes_while_the_reconcile_asks_the_queue_is_not_failed(
+    admin, sync_hosts, monkeypatch, django_capture_on_commit_callbacks, work_off, action
+):
+    """D1, made deterministic: the reconcile lists a New VM (or Remove) job still queued after
+    the stale limit, and a worker carries it out before the reconcile asks RQ about it. RQ then
+    says `finished`, which is no loss: the job keeps its success, the VM made keeps its disk
+    and domain (a removed one stays removed), and no Failed Event is written."""
+    host = HostFactory()
+    domain = StorageDomainFactory(data_center=host.cluster.data_center)
+    sync_hosts(host)
+    with django_capture_on_commit_callbacks(execute=True):
+        vm = services.vm_create(
+            user=admin,
+            name="kept",
+            cluster_id=host.cluster_id,
+            memory_mb=512,
+            vcpus=1,
+            disk_bytes=GiB,
+            storage_domain_id=domain.pk,
+        )
+    if action == "remove":
+        work_off()
+        with django_capture_on_commit_callbacks(execute=True):
+            services.vm_remove(vm_id=vm.pk, user=admin)
+    job = Job.objects.get(kind=f"vm_{action}")
+    assert job.status == JobStatus.QUEUED and job.rq_id
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - OLD)  # a long backlog
+
+    real_lost = QueueView.lost
+    asked, answers = [], []
+
+    def lost(view, rq_ids):
+        work_off()  # the worker ends the listed job before the queue is asked about it
+        asked.extend(RQJob.fetch(i, connection=view.connection).get_status() for i in rq_ids)
+        answers.append(real_lost(view, rq_ids))
+        return answers[-1]
+
+    monkeypatch.setattr(QueueView, "lost", lost)
+    assert jobs_reconcile(30) == 0
+    assert asked == ["finished"]  # the reconcile did ask about a job RQ had finished
+    assert answers == [{}]  # and `finished` is never lost
+
+    job.refresh_from_db()
+    assert (job.status, job.error) == (JobStatus.SUCCEEDED, "")
+    assert not Event.objects.filter(phase=Phase.FAILED).exists()
+    conn = hypervisor.connect(host.uri)
+    if action == "create":
+        assert status_of(vm) == VMStatus.DOWN
+        disk = vm.disks.get()
+        assert conn.get_volume(domain.pool_name, disk.volume_name).capacity == GiB
+        assert conn.get_domain(str(vm.uuid)).name == vm.name
+    else:
+        assert not VirtualMachine.objects.filter(pk=vm.pk).exists()
+        assert conn.list_volumes(domain.pool_name) == []
 
 
 @pytest.fixture
