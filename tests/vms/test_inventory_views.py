@@ -173,6 +173,8 @@ def test_data_centers_page_follows_live_topics(admin_client):
     live = html_one(page, "#datacenter-results")
     assert set(live.get("data-live").split()) >= {"datacenters", "clusters"}
     assert live.get("hx-select") == "#datacenter-results"
+    # Its buttons (Edit, Remove, Permissions) answer with windows, not with the list.
+    assert live.get("hx-disinherit") == "hx-select"
 
 
 # -- clusters -----------------------------------------------------------------------------
