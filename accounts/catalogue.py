@@ -32,8 +32,16 @@ ACTIONS: dict[str, str] = {
     "import_template": "Import templates",
     "configure_network": "Configure logical networks",
     "attach_vnic": "Attach VM network interfaces to a network",
+    "create_datacenter": "Create data centers",
+    "edit_datacenter": "Edit data centers",
+    "remove_datacenter": "Remove data centers",
+    "create_cluster": "Create clusters",
     "edit_cluster": "Edit clusters",
+    "remove_cluster": "Remove clusters",
     "add_host": "Add hosts",
+    "edit_host": "Edit hosts",
+    "remove_host": "Remove hosts",
+    "manipulate_host": "Move hosts to Maintenance and activate them",
     "view_storage": "See storage domains",
     "edit_storage": "Manage storage domains",
     "manage_roles": "Create, edit and remove roles; configure system permissions",
@@ -48,6 +56,7 @@ TEMPLATE_ADMIN = (
     "export_template",
     "import_template",
 )
+HOST_ADMIN = ("view", "edit_host", "remove_host", "manipulate_host")
 ALL = tuple(ACTIONS)
 
 # name -> (administrative role?, description, actions)
@@ -72,9 +81,17 @@ BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {
             "create_vm",
             "create_vm_from_template",
             "edit_disk",
+            "create_cluster",
             "edit_cluster",
+            "remove_cluster",
             "add_host",
-        ),
+        )
+        + HOST_ADMIN[1:],
+    ),
+    "HostAdmin": (
+        True,
+        "Administrator of a host: edit and remove it, move it to Maintenance and activate it.",
+        HOST_ADMIN,
     ),
     "NetworkAdmin": (
         True,

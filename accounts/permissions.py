@@ -219,6 +219,7 @@ LIST_TOPICS = {
     "storage",
     "hosts",
     "clusters",
+    "datacenters",
     "roles",
     "templates",
     "networks",

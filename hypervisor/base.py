@@ -211,16 +211,21 @@ class ConnectionBase:
         return self._capabilities
 
     def host_info(self) -> HostInfo:
-        """Name, CPUs, memory and versions of the host."""
+        """Name, CPU model, CPUs and cores, memory, and versions of the host (virNodeGetInfo:
+        model, memory, active CPUs, MHz, NUMA nodes, sockets per node, cores per socket,
+        threads per core)."""
         with self._translated():
-            model, memory_mb, cpus, *_ = self._conn.getInfo()
+            model, memory_mb, cpus, _mhz, nodes, sockets, cores, _threads = self._conn.getInfo()
+            version = _version(self._conn.getVersion())
             return HostInfo(
                 hostname=self._conn.getHostname(),
                 cpu_model=host_cpu_model(self._caps(), default=model),
                 cpus=cpus,
                 memory_mb=memory_mb,
-                hypervisor=f"{self._conn.getType()} {_version(self._conn.getVersion())}",
+                hypervisor=f"{self._conn.getType()} {version}",
                 libvirt_version=_version(self._conn.getLibVersion()),
+                cores=max(1, nodes) * max(1, sockets) * max(1, cores),
+                hypervisor_version=version,
             )
 
     # -- events -----------------------------------------------------------------------------

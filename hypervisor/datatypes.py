@@ -33,7 +33,9 @@ STATE_BY_NUMBER = (
 
 @dataclass(frozen=True)
 class HostInfo:
-    """What a host is: its name, CPUs, memory and hypervisor versions."""
+    """What a host is: its name, CPU model, logical CPUs and physical cores, memory, and the
+    versions of its hypervisor (`hypervisor`: type and version, "QEMU 7.2.0";
+    `hypervisor_version` the version alone) and of libvirt."""
 
     hostname: str
     cpu_model: str
@@ -41,6 +43,8 @@ class HostInfo:
     memory_mb: int
     hypervisor: str
     libvirt_version: str
+    cores: int = 0
+    hypervisor_version: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 
 from django.db import models
 
-from .choices import SnapshotStatus, VMStatus
+from .choices import HostStatus, SnapshotStatus, VMStatus
 
 S = VMStatus
+H = HostStatus
 
 
 @dataclass(frozen=True)
 class Action:
     """One action as the portal offers it."""
 
-    on: str  # what it acts on: "vm", "snapshot", "disk", "host"
+    on: str  # what it acts on: "vm", "snapshot", "disk", "host", "cluster", "datacenter"
     key: str  # its name in URLs and Events ("run"); unique among the actions on the same kind
     label: str  # the button's and menu's text, in the chapter's words
     verb: str  # "Cannot {verb} {name}: ...", "asked to {verb} VM ...", "Failed to {verb} ..."
@@ -34,7 +35,8 @@ class Action:
     job: str | None = None  # the job kind whose handler carries it out; None: done at once
     title: str = ""  # the confirmation window's title
     question: str = ""  # the confirmation window's question
-    # VM statuses it may start from (None: any), and the busy status the VM holds meanwhile
+    # VM (for a host action: host) statuses it may start from (None: any), and the busy status
+    # the VM holds meanwhile
     # (None: the status does not move); `busy_from` overrides it for a starting status.
     sources: frozenset[str] | None = None
     busy: str | None = None
@@ -362,6 +364,116 @@ CATALOGUE: tuple[Action, ...] = (
         url="vms:host_new",
         title="New Host",
     ),
+    Action(
+        "host",
+        "edit",
+        "Edit",
+        "edit",
+        permission="edit_host",
+        service="vms.inventory.host_update",
+        url="vms:host_edit",
+        title="Edit Host",
+    ),
+    Action(
+        "host",
+        "remove",
+        "Remove",
+        "remove",
+        permission="remove_host",
+        service="vms.inventory.host_remove",
+        url="vms:host_remove",
+        title="Remove Host(s)",
+        question="Are you sure you want to remove the following Host(s)?",
+        sources=frozenset({H.MAINTENANCE}),
+    ),
+    Action(
+        "host",
+        "maintenance",
+        "Maintenance",
+        "move to Maintenance",
+        permission="manipulate_host",
+        service="vms.inventory.host_maintenance",
+        url="vms:host_maintenance",
+        title="Maintenance Host(s)",
+        question="Are you sure you want to place the following Host(s) into maintenance mode?",
+        sources=frozenset({H.UP, H.NON_RESPONSIVE, H.CONNECTING}),
+    ),
+    Action(
+        "host",
+        "activate",
+        "Activate",
+        "activate",
+        permission="manipulate_host",
+        service="vms.inventory.host_activate",
+        url="vms:host_activate",
+        title="Activate Host(s)",
+        question="Are you sure you want to activate the following Host(s)?",
+        sources=frozenset({H.MAINTENANCE, H.PREPARING_FOR_MAINTENANCE}),
+    ),
+    # -- clusters (Clusters tab) ---------------------------------------------------------------
+    Action(
+        "cluster",
+        "create",
+        "New",
+        "create",
+        permission="create_cluster",
+        service="vms.inventory.cluster_create",
+        url="vms:cluster_new",
+        title="New Cluster",
+    ),
+    Action(
+        "cluster",
+        "edit",
+        "Edit",
+        "edit",
+        permission="edit_cluster",
+        service="vms.services.cluster_update",
+        url="vms:cluster_edit",
+        title="Edit Cluster",
+    ),
+    Action(
+        "cluster",
+        "remove",
+        "Remove",
+        "remove",
+        permission="remove_cluster",
+        service="vms.inventory.cluster_remove",
+        url="vms:cluster_remove",
+        title="Remove Cluster(s)",
+        question="Are you sure you want to remove the following Cluster(s)?",
+    ),
+    # -- data centers (Data Centers tab) -------------------------------------------------------
+    Action(
+        "datacenter",
+        "create",
+        "New",
+        "create",
+        permission="create_datacenter",
+        service="vms.inventory.datacenter_create",
+        url="vms:datacenter_new",
+        title="New Data Center",
+    ),
+    Action(
+        "datacenter",
+        "edit",
+        "Edit",
+        "edit",
+        permission="edit_datacenter",
+        service="vms.inventory.datacenter_update",
+        url="vms:datacenter_edit",
+        title="Edit Data Center",
+    ),
+    Action(
+        "datacenter",
+        "remove",
+        "Remove",
+        "remove",
+        permission="remove_datacenter",
+        service="vms.inventory.datacenter_remove",
+        url="vms:datacenter_remove",
+        title="Remove Data Center(s)",
+        question="Are you sure you want to remove the following Data Center(s)?",
+    ),
 )
 
 
@@ -373,6 +485,14 @@ VM_ACTIONS = _by_kind("vm")
 SNAPSHOT_ACTIONS = _by_kind("snapshot")
 DISK_ACTIONS = _by_kind("disk")
 HOST_ACTIONS = _by_kind("host")
+CLUSTER_ACTIONS = _by_kind("cluster")
+DATACENTER_ACTIONS = _by_kind("datacenter")
+
+
+def host_actions_allowed(status: str) -> frozenset[str]:
+    """The host actions that may start from a host's `status` (those without statuses: any)."""
+    return frozenset(k for k, a in HOST_ACTIONS.items() if a.allows(status))
+
 
 # The VM actions of the status table (toolbar, right-click menu, `vms:action`), and the
 # snapshot actions of the Snapshots sub-tab, as choices.

@@ -55,7 +55,21 @@ class HostStatus(models.TextChoices):
     UP = "up", "Up"
     CONNECTING = "connecting", "Connecting"
     NON_RESPONSIVE = "non_responsive", "Non Responsive"
+    PREPARING_FOR_MAINTENANCE = "preparing_for_maintenance", "Preparing For Maintenance"
     MAINTENANCE = "maintenance", "Maintenance"
+
+
+# A host an administrator took out of service: new VMs are not placed on it, its VMs are not
+# run, and the monitor neither polls it nor moves its status (only Activate brings it back).
+# Preparing For Maintenance is the status a host will hold while its VMs migrate away, once
+# migration lands; until then Maintenance is refused while VMs run on the host.
+HOST_MAINTENANCE_STATUSES = frozenset(
+    {HostStatus.MAINTENANCE, HostStatus.PREPARING_FOR_MAINTENANCE}
+)
+
+# VM statuses that keep a host from Maintenance (and from being removed): anything but a
+# guest at rest. A Suspended VM's memory lies saved on the host; it runs nowhere.
+VM_AT_REST_STATUSES = frozenset({S.DOWN, S.SUSPENDED})
 
 
 # Where the hypervisor's own domain state leads (hypervisor.DomainState -> VMStatus).

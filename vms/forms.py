@@ -9,8 +9,8 @@ from storage.choices import DomainFunction
 from storage.models import StorageDomain
 
 from .choices import VMStatus
-from .models import Cluster, Host, Template
-from .services import MEMORY_MB_RANGE, NAME_MAX, NAME_RE, VCPUS_RANGE
+from .models import Cluster, DataCenter, Host, Template
+from .services import MEMORY_MB_RANGE, NAME_MAX, NAME_RE, SHUTDOWN_TIMEOUT_RANGE, VCPUS_RANGE
 
 # Every field checks what it can on its own, so a window shows all its field errors at once;
 # the services check the same again (and what needs the database) when OK is pressed.
@@ -101,18 +101,53 @@ class VMActionForm(forms.Form):
     remove_disks = forms.BooleanField(label="Remove Disk(s)", required=False, initial=True)
 
 
-class ClusterForm(forms.ModelForm):
+def _model_field(model, name: str):
+    return model._meta.get_field(name)
+
+
+class DataCenterForm(forms.Form):
+    """New Data Center and Edit Data Center."""
+
+    name = forms.CharField(max_length=NAME_MAX)
+    description = forms.CharField(max_length=1000, required=False)
+
+
+class ClusterForm(forms.Form):
+    """Edit Cluster: its name, description and VM settings."""
+
+    name = forms.CharField(max_length=NAME_MAX)
+    description = forms.CharField(max_length=1000, required=False)
+    shutdown_reason_enabled = forms.BooleanField(
+        label=_model_field(Cluster, "shutdown_reason_enabled").verbose_name,
+        help_text=_model_field(Cluster, "shutdown_reason_enabled").help_text,
+        required=False,
+    )
     shutdown_timeout = ranged_field(
-        Cluster._meta.get_field("shutdown_timeout").verbose_name.capitalize(),
-        (5, 3600),
+        _model_field(Cluster, "shutdown_timeout").verbose_name.capitalize(),
+        SHUTDOWN_TIMEOUT_RANGE,
         "Graceful shutdown timeout",
         " seconds",
-        help_text=Cluster._meta.get_field("shutdown_timeout").help_text,
+        help_text=_model_field(Cluster, "shutdown_timeout").help_text,
+        initial=120,
     )
 
-    class Meta:
-        model = Cluster
-        fields = ["description", "shutdown_reason_enabled", "shutdown_timeout"]
+    @classmethod
+    def initial_of(cls, cluster: Cluster) -> dict:
+        return {name: getattr(cluster, name) for name in cls.base_fields}
+
+
+class NewClusterForm(ClusterForm):
+    """New Cluster: Edit Cluster's fields in a data center the user may create clusters in."""
+
+    data_center = forms.ModelChoiceField(
+        label="Data Center", queryset=DataCenter.objects.none(), empty_label=None
+    )
+
+    field_order = ["data_center", "name", "description"]
+
+    def __init__(self, *args, data_centers, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["data_center"].queryset = data_centers
 
 
 class HostForm(forms.Form):
@@ -125,6 +160,18 @@ class HostForm(forms.Form):
     def __init__(self, *args, clusters, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["cluster"].queryset = clusters
+
+
+class EditHostForm(forms.Form):
+    """Edit Host: its name and cluster (another cluster only in Maintenance)."""
+
+    name = forms.CharField(max_length=NAME_MAX, validators=[host_name_chars])
+    cluster = forms.ModelChoiceField(queryset=Cluster.objects.none(), empty_label=None)
+
+    def __init__(self, *args, clusters, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["cluster"].queryset = clusters.select_related("data_center")
+        self.fields["cluster"].label_from_instance = lambda c: f"{c.name} ({c.data_center.name})"
 
 
 class EditVMForm(forms.Form):

@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from portal.kernel.querysets import RestrictedManager
@@ -22,6 +23,10 @@ class DataCenter(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # Names differ by more than case ("Default" and "default" are one name).
+            models.UniqueConstraint(Lower("name"), name="datacenter_name_unique_ci")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -51,7 +56,10 @@ class Cluster(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["data_center", "name"], name="cluster_name_unique_in_dc"
-            )
+            ),
+            models.UniqueConstraint(
+                "data_center", Lower("name"), name="cluster_name_unique_in_dc_ci"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -70,7 +78,12 @@ class Host(models.Model):
     hostname = models.CharField(max_length=255, blank=True)
     cpu_model = models.CharField(max_length=255, blank=True)
     cpus = models.PositiveIntegerField(default=0)
+    cores = models.PositiveIntegerField(default=0, help_text="Physical CPU cores")
     memory_mb = models.PositiveBigIntegerField(default=0)
+    libvirt_version = models.CharField("libvirt version", max_length=64, blank=True)
+    hypervisor_version = models.CharField(
+        "QEMU version", max_length=64, blank=True, help_text="The hypervisor's version (QEMU/KVM)"
+    )
     last_seen = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
 
@@ -78,6 +91,7 @@ class Host(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [models.UniqueConstraint(Lower("name"), name="host_name_unique_ci")]
 
     def __str__(self) -> str:
         return self.name

@@ -36,6 +36,7 @@ from storage.models import StorageDomain
 
 from .choices import (
     BUSY_STATUSES,
+    HOST_MAINTENANCE_STATUSES,
     RUNNING_STATUSES,
     HostStatus,
     SnapshotStatus,
@@ -139,10 +140,11 @@ def host_vms_sync(
 def host_unreachable(
     host: Host, error: str, busy_ids: set[int], seen_at: datetime | None = None
 ) -> None:
-    """Mark a host Non Responsive and the VMs that were running on it Unknown."""
+    """Mark a host Non Responsive and the VMs that were running on it Unknown. A host put in
+    Maintenance while it was being asked stays there, and its VMs as they are."""
     if (
         Host.objects.filter(pk=host.pk)
-        .exclude(status=HostStatus.NON_RESPONSIVE)
+        .exclude(status__in={HostStatus.NON_RESPONSIVE, *HOST_MAINTENANCE_STATUSES})
         .update(status=HostStatus.NON_RESPONSIVE, last_error=error[:2000])
     ):
         broadcast("hosts", f"host.{host.pk}")
@@ -157,23 +159,39 @@ def host_unreachable(
             error=error,
             message=f"Host {host.name} is Non Responsive.",
         )
+    elif Host.objects.filter(pk=host.pk, status__in=HOST_MAINTENANCE_STATUSES).exists():
+        return
     for vm in VirtualMachine.objects.filter(host=host).exclude(
         status__in=(VMStatus.DOWN, VMStatus.UNKNOWN)
     ):
         vm_apply(vm, VMStatus.UNKNOWN, host, busy_ids, seen_at=seen_at)
 
 
-def host_reachable(host: Host, info: hypervisor.HostInfo | None) -> None:
+def host_reachable(host: Host, info: hypervisor.HostInfo | None) -> bool:
+    """Mark a host that answered Up, with what libvirt reports about it (`info`, read when the
+    monitor connects or the host was not Up). A host put in Maintenance meanwhile is left
+    there (only Activate brings it back): returns False then."""
     fields = {"status": HostStatus.UP, "last_seen": timezone.now(), "last_error": ""}
     if info is not None:
         fields.update(
-            hostname=info.hostname,
-            cpu_model=info.cpu_model,
+            hostname=info.hostname[:255],
+            cpu_model=info.cpu_model[:255],
             cpus=info.cpus,
+            cores=info.cores,
             memory_mb=info.memory_mb,
+            libvirt_version=info.libvirt_version[:64],
+            hypervisor_version=info.hypervisor_version[:64],
         )
     was = host.status
-    Host.objects.filter(pk=host.pk).update(**fields)
+    moved = (
+        Host.objects.filter(pk=host.pk)
+        .exclude(status__in=HOST_MAINTENANCE_STATUSES)
+        .update(**fields)
+    )
+    if not moved:
+        return False
+    if info is not None:
+        broadcast("hosts")
     if was != HostStatus.UP:
         broadcast("hosts", f"host.{host.pk}")
         event_record(
@@ -185,6 +203,7 @@ def host_reachable(host: Host, info: hypervisor.HostInfo | None) -> None:
             object_name=host.name,
             message=f"Host {host.name} is Up.",
         )
+    return True
 
 
 def storage_sync(host: Host, conn: hypervisor.Connection) -> None:
@@ -360,7 +379,8 @@ class Monitor:
             return
         finally:
             db_tidy()
-        host_reachable(host, info)
+        if not host_reachable(host, info):
+            return  # put in Maintenance while it was being asked
         host_externals_gone(host, domains)
         host_vms_sync(host, domains, busy_ids, seen_at)
         host_domains_adopt(host, conn, domains)
@@ -381,7 +401,10 @@ class Monitor:
         """Start a poll of every host not still being polled from an earlier cycle, and wait
         up to `wait` seconds (the poll interval) for them; returns how many were started."""
         busy_ids = vms_with_active_jobs()
-        hosts = list(Host.objects.exclude(status=HostStatus.MAINTENANCE).select_related("cluster"))
+        hosts = list(
+            Host.objects.exclude(status__in=HOST_MAINTENANCE_STATUSES).select_related("cluster")
+        )
+        self.removed_hosts_forget()
         started = []
         for host in hosts:
             running = self.polling.get(host.pk)
@@ -394,6 +417,21 @@ class Monitor:
             started.append(future)
         futures_wait(started, timeout=self.poll_seconds if wait is None else wait)
         return len(started)
+
+    def removed_hosts_forget(self) -> None:
+        """Close the connections of hosts removed from the inventory (a host in Maintenance
+        keeps its connection: its lifecycle events still count)."""
+        gone = set(self.watched) - set(
+            Host.objects.filter(pk__in=list(self.watched)).values_list("pk", flat=True)
+        )
+        for host_id in gone:
+            running = self.polling.get(host_id)
+            if running is not None and not running.done():
+                continue
+            self.polling.pop(host_id, None)
+            conn = self.watched.pop(host_id, None)
+            if conn is not None:
+                hypervisor.disconnect(conn.uri)
 
     def handle_event(self, host_id: int, uuid: str) -> None:
         """A lifecycle event: read the domain's state now and apply it."""

@@ -179,6 +179,24 @@ def can_create_vm(user) -> bool:
     return Cluster.objects.restrict(user, ("create_vm", "create_vm_from_template")).exists()
 
 
+def row_actions_attach(user, objects, entries, *, status_allows: bool = False) -> list:
+    """Set on each object of a page `held_actions`, the keys of the catalogue `entries` (the
+    Edit, Remove, ... of a Hosts, Clusters or Data Centers row) whose role action the user holds
+    on it, and `enabled_actions`, those of them its status lets start (`status_allows`: the
+    entries' statuses, a host's; otherwise all held ones). Answered from the grants in memory."""
+    objects = list(objects)
+    permitted = permitted_actions(user, objects, sorted({e.permission for e in entries}))
+    for obj in objects:
+        held = permitted.get(obj.pk, frozenset())
+        obj.held_actions = frozenset(e.key for e in entries if e.permission in held)
+        obj.enabled_actions = frozenset(
+            e.key
+            for e in entries
+            if e.key in obj.held_actions and (not status_allows or e.allows(obj.status))
+        )
+    return objects
+
+
 def host_list(user) -> QuerySet:
     """The Hosts tab: hosts the user may see, by name."""
     return Host.objects.select_related("cluster").restrict(user, "view").order_by("name", "pk")

@@ -9,7 +9,7 @@ the user and change nothing when they refuse.
 import re
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
@@ -104,6 +104,17 @@ def _restore_status(vm_id: int, busy: str, previous: str):
     return undo
 
 
+def host_status_locked(host_id: int) -> str | None:
+    """A host's status, read under a row lock held to the end of the transaction (None when
+    the host is gone)."""
+    return (
+        Host.objects.select_for_update(no_key=True)
+        .filter(pk=host_id)
+        .values_list("status", flat=True)
+        .first()
+    )
+
+
 def _vm_begin(
     *,
     vm: VirtualMachine,
@@ -133,10 +144,13 @@ def _vm_begin(
         raise ActionRefused(f"Cannot {verb} {vm.name}: a snapshot operation on it is in progress.")
     if entry.needs_host and vm.host_id is None:
         raise ActionRefused(f"Cannot {verb} {vm.name}: it is not placed on any host.")
-    if vm.host_id and vm.host.status != HostStatus.UP:
-        raise ActionRefused(
-            f"Cannot {verb} {vm.name}: its host {vm.host.name} is {vm.host.get_status_display()}."
-        )
+    if vm.host_id:
+        # Read under a lock on the host's row: Maintenance (`vms.inventory.host_maintenance`)
+        # takes the same lock, so a VM cannot start on a host going into Maintenance.
+        host_status = host_status_locked(vm.host_id)
+        if host_status != HostStatus.UP:
+            now = HostStatus(host_status).label if host_status else "removed"
+            raise ActionRefused(f"Cannot {verb} {vm.name}: its host {vm.host.name} is {now}.")
     busy = entry.busy_for(vm.status)
     previous = vm.status
     if not vm_status_move(vm_id=vm.pk, from_status=previous, to_status=busy):
@@ -360,12 +374,17 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
         return clone
 
 
-def vm_grants_drop(vm_id: int) -> None:
-    """Forget the permissions given on a VM that is taken away (guardian's rows are generic:
-    nothing cascades when the VM row goes)."""
-    content_type = ContentType.objects.get_for_model(VirtualMachine)
+def grants_drop(model, pk: int) -> None:
+    """Forget the permissions given on an object that is taken away (guardian's rows are
+    generic: nothing cascades when the object's row goes)."""
+    content_type = ContentType.objects.get_for_model(model)
     for table in (UserObjectPermission, GroupObjectPermission):
-        table.objects.filter(content_type=content_type, object_pk=str(vm_id)).delete()
+        table.objects.filter(content_type=content_type, object_pk=str(pk)).delete()
+
+
+def vm_grants_drop(vm_id: int) -> None:
+    """Forget the permissions given on a VM that is taken away."""
+    grants_drop(VirtualMachine, vm_id)
 
 
 def vm_take_back(vm_id: int) -> None:
@@ -395,12 +414,16 @@ def _creation_allowed(user, cluster: Cluster, template: Template | None) -> None
 
 
 def _pick_host(cluster: Cluster) -> Host:
+    """The Up host of the cluster with the fewest VMs not Down (a host in Maintenance, Non
+    Responsive or Connecting gets no new VM), locked against Maintenance until commit."""
     host = (
         Host.objects.filter(cluster=cluster, status=HostStatus.UP)
         .annotate(n=Count("vms", filter=~Q(vms__status=VMStatus.DOWN)))
         .order_by("n", "name")
         .first()
     )
+    if host is not None and host_status_locked(host.pk) != HostStatus.UP:
+        host = None  # it went into Maintenance (or away) meanwhile
     if host is None:
         raise ActionRefused(
             f"No host in cluster {cluster.name} is Up; a VM cannot be created there now."
@@ -509,6 +532,34 @@ def vm_create(
         return vm
 
 
+SHUTDOWN_TIMEOUT_RANGE = (5, 3600)
+
+
+def shutdown_timeout_check(value) -> int:
+    """A cluster's graceful shutdown timeout, in seconds."""
+    return _in_range(value, SHUTDOWN_TIMEOUT_RANGE, "Graceful shutdown timeout", " seconds")
+
+
+def inventory_name_check(name, what: str = "Name") -> str:
+    """The name of a data center or cluster: required, at most 255 characters, no control
+    characters (whether it is taken is the caller's to check, in its scope)."""
+    name = text_check(name, what, max_length=NAME_MAX)
+    if not name:
+        raise ActionRefused(f"{what} is required.")
+    return name
+
+
+def cluster_name_taken(name: str, *, data_center_id: int, exclude_pk: int | None = None):
+    """Refuse a cluster name already used in the data center (whatever its case)."""
+    others = Cluster.objects.filter(data_center_id=data_center_id, name__iexact=name)
+    if exclude_pk is not None:
+        others = others.exclude(pk=exclude_pk)
+    if others.exists():
+        raise ActionRefused(
+            f"Name '{name}' is already used by another cluster in this data center."
+        )
+
+
 def cluster_update(
     *,
     cluster_id: int,
@@ -516,16 +567,33 @@ def cluster_update(
     shutdown_reason_enabled: bool,
     shutdown_timeout: int,
     description: str | None = None,
+    name: str | None = None,
 ) -> Cluster:
-    """Edit a cluster's VM settings."""
-    timeout = _in_range(shutdown_timeout, (5, 3600), "Graceful shutdown timeout", " seconds")
+    """Edit a cluster: its name (unique in its data center), description and VM settings."""
+    timeout = shutdown_timeout_check(shutdown_timeout)
+    if name is not None:
+        name = inventory_name_check(name)
+    if description is not None:
+        description = text_check(description, "Description", max_length=1000)
     with transaction.atomic():
-        cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
+        cluster = Cluster.objects.select_for_update().filter(pk=cluster_id).first()
+        if cluster is None:
+            raise ActionRefused("That cluster does not exist any more.")
+        if name is not None and name != cluster.name:
+            vm_names_lock(cluster.data_center_id)  # cluster names are checked under it
+            cluster_name_taken(name, data_center_id=cluster.data_center_id, exclude_pk=cluster.pk)
+            cluster.name = name
         cluster.shutdown_reason_enabled = bool(shutdown_reason_enabled)
         cluster.shutdown_timeout = timeout
         if description is not None:
-            cluster.description = text_check(description, "Description")[:1000]
-        cluster.save()
+            cluster.description = description
+        try:
+            with transaction.atomic():
+                cluster.save()
+        except IntegrityError:
+            raise ActionRefused(
+                f"Name '{name}' is already used by another cluster in this data center."
+            ) from None
         event_record(
             action="edit",
             phase=Phase.SUCCEEDED,
@@ -535,7 +603,7 @@ def cluster_update(
             object_name=cluster.name,
             message=f"{actor(user)} edited cluster {cluster.name}.",
         )
-        broadcast("clusters")
+        broadcast("clusters", "datacenters")
     return cluster
 
 
@@ -550,15 +618,19 @@ def host_add(*, user, name: str, uri: str, cluster_id: int, trusted: bool = Fals
         )
     uri = host_address_check(uri, user=user, trusted=trusted)
     with transaction.atomic():
-        if Host.objects.filter(Q(name=name) | Q(uri=uri)).exists():
+        # Locked: Remove Cluster (`vms.inventory.cluster_remove`) takes the same lock.
+        cluster = Cluster.objects.select_for_update().filter(pk=cluster_id).first()
+        if cluster is None:
+            raise ActionRefused("That cluster does not exist.")
+        if Host.objects.filter(Q(name__iexact=name) | Q(uri=uri)).exists():
             raise ActionRefused("A host with that name or URI already exists.")
         try:
-            cluster = Cluster.objects.get(pk=cluster_id)
-        except Cluster.DoesNotExist:
-            raise ActionRefused("That cluster does not exist.") from None
-        host = Host.objects.create(
-            name=name, uri=uri, cluster=cluster, status=HostStatus.CONNECTING
-        )
+            with transaction.atomic():
+                host = Host.objects.create(
+                    name=name, uri=uri, cluster=cluster, status=HostStatus.CONNECTING
+                )
+        except IntegrityError:  # the same name or URI, added by a request racing this one
+            raise ActionRefused("A host with that name or URI already exists.") from None
         event_record(
             action="add_host",
             phase=Phase.SUCCEEDED,

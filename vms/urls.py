@@ -2,7 +2,7 @@ from django.urls import path
 
 import portal.kernel.converters  # noqa: F401  (registers the <id:...> path converter)
 
-from . import quota_views, snapshot_views, views
+from . import inventory_views, quota_views, snapshot_views, views
 
 app_name = "vms"
 urlpatterns = [
@@ -33,9 +33,20 @@ urlpatterns = [
     path("<id:pk>/details/<str:tab>/", views.vm_details_pane, name="details"),
     path("hosts/", views.host_list, name="hosts"),
     path("hosts/new/", views.host_new, name="host_new"),
+    path("hosts/<id:pk>/edit/", inventory_views.host_edit, name="host_edit"),
+    path("hosts/<id:pk>/remove/", inventory_views.host_remove, name="host_remove"),
+    path("hosts/<id:pk>/maintenance/", inventory_views.host_maintenance, name="host_maintenance"),
+    path("hosts/<id:pk>/activate/", inventory_views.host_activate, name="host_activate"),
     path("clusters/", views.cluster_list, name="clusters"),
+    path("clusters/new/", inventory_views.cluster_new, name="cluster_new"),
     path("datacenters/", views.datacenter_list, name="datacenters"),
+    path("datacenters/new/", inventory_views.datacenter_new, name="datacenter_new"),
+    path("datacenters/<id:pk>/edit/", inventory_views.datacenter_edit, name="datacenter_edit"),
+    path(
+        "datacenters/<id:pk>/remove/", inventory_views.datacenter_remove, name="datacenter_remove"
+    ),
     path("clusters/<id:pk>/edit/", views.cluster_edit, name="cluster_edit"),
+    path("clusters/<id:pk>/remove/", inventory_views.cluster_remove, name="cluster_remove"),
     path("quotas/", quota_views.quota_list, name="quotas"),
     path("quotas/<id:pk>/edit/", quota_views.quota_edit, name="quota_edit"),
 ]

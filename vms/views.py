@@ -11,6 +11,7 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import admin_portal_required
+from accounts.models import System
 from accounts.permissions import can, may_read_permissions
 from portal.kernel.converters import parse_id
 from portal.kernel.dialogs import form_window, modal_done, outcome
@@ -19,7 +20,14 @@ from portal.kernel.paging import page_get
 from portal.kernel.search import SEARCH_MAX, SearchError
 
 from . import selectors, services
-from .actions import TOOLBAR, VM_STATUS_ACTIONS, VMAction
+from .actions import (
+    CLUSTER_ACTIONS,
+    DATACENTER_ACTIONS,
+    HOST_ACTIONS,
+    TOOLBAR,
+    VM_STATUS_ACTIONS,
+    VMAction,
+)
 from .forms import (
     CloneForm,
     ClusterForm,
@@ -29,7 +37,7 @@ from .forms import (
     NewVMForm,
     VMActionForm,
 )
-from .models import Cluster
+from .models import Cluster, DataCenter
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 from .snapshot_views import snapshots_context
 
@@ -269,16 +277,27 @@ def vm_new(request):
     )
 
 
+HOST_ROW_ACTIONS = tuple(a for k, a in HOST_ACTIONS.items() if k != "add_host")
+CLUSTER_ROW_ACTIONS = tuple(a for k, a in CLUSTER_ACTIONS.items() if k != "create")
+DATACENTER_ROW_ACTIONS = tuple(a for k, a in DATACENTER_ACTIONS.items() if k != "create")
+
+
 @admin_portal_required
 def host_list(request):
-    """The Hosts tab."""
+    """The Hosts tab: what libvirt reports of each host, and its Edit, Remove, Maintenance and
+    Activate buttons (enabled as the host's status allows)."""
     page = page_get(selectors.host_list(request.user), request.GET.get("page"))
-    template = "vms/_host_table.html" if request.htmx else "vms/host_list.html"
-    return render(
-        request,
-        template,
-        {"page": page, "tab": "hosts", "can_add": can(request.user, "add_host")},
+    selectors.row_actions_attach(
+        request.user, page.object_list, HOST_ROW_ACTIONS, status_allows=True
     )
+    template = "vms/_host_table.html" if request.htmx else "vms/host_list.html"
+    context = {
+        "page": page,
+        "tab": "hosts",
+        "can_add": can(request.user, "add_host"),
+        "row_entries": HOST_ROW_ACTIONS,
+    }
+    return render(request, template, context)
 
 
 @admin_portal_required
@@ -306,29 +325,41 @@ def host_new(request):
 def cluster_list(request):
     """The Clusters tab."""
     page = page_get(selectors.cluster_list(request.user), request.GET.get("page"))
+    selectors.row_actions_attach(request.user, page.object_list, CLUSTER_ROW_ACTIONS)
     template = "vms/_cluster_table.html" if request.htmx else "vms/cluster_list.html"
-    return render(request, template, {"page": page, "tab": "clusters"})
+    context = {
+        "page": page,
+        "tab": "clusters",
+        "row_entries": CLUSTER_ROW_ACTIONS,
+        "can_create": DataCenter.objects.restrict(
+            request.user, CLUSTER_ACTIONS["create"].permission
+        ).exists(),
+        "create": CLUSTER_ACTIONS["create"],
+    }
+    return render(request, template, context)
 
 
 @admin_portal_required
 @require_http_methods(["GET", "POST"])
 def cluster_edit(request, pk: int):
     """The Edit Cluster window (the VM settings this slice uses)."""
-    cluster = get_object_or_404(Cluster.objects.restrict(request.user, "edit_cluster"), pk=pk)
-    form = ClusterForm(request.POST or None, instance=cluster)
+    entry = CLUSTER_ACTIONS["edit"]
+    cluster = get_object_or_404(Cluster.objects.restrict(request.user, entry.permission), pk=pk)
+    form = ClusterForm(request.POST or None, initial=ClusterForm.initial_of(cluster))
     return form_window(
         request,
         form,
         lambda data: services.cluster_update(
             cluster_id=cluster.pk,
             user=request.user,
+            name=data["name"],
             shutdown_reason_enabled=data["shutdown_reason_enabled"],
             shutdown_timeout=data["shutdown_timeout"],
             description=data["description"],
         ),
-        success=lambda _cluster: f"Cluster {cluster.name} saved.",
+        success=lambda saved: f"Cluster {saved.name} saved.",
         template="vms/_cluster_dialog.html",
-        context={"cluster": cluster},
+        context={"cluster": cluster, "entry": entry, "post_url": request.path},
         redirect_to="vms:clusters",
     )
 
@@ -339,7 +370,15 @@ def datacenter_list(request):
     templates, and a Permissions window for each."""
     user = request.user
     page = page_get(selectors.datacenter_list(user), request.GET.get("page"))
-    context = {"tab": "datacenters", "page": page, "datacenters": page.object_list}
+    selectors.row_actions_attach(user, page.object_list, DATACENTER_ROW_ACTIONS)
+    context = {
+        "tab": "datacenters",
+        "page": page,
+        "datacenters": page.object_list,
+        "row_entries": DATACENTER_ROW_ACTIONS,
+        "can_create": can(user, DATACENTER_ACTIONS["create"].permission, System.get()),
+        "create": DATACENTER_ACTIONS["create"],
+    }
     context.update(selectors.datacenter_contents(user, page.object_list))
     # Which Permissions windows to offer (kind -> ids): those the user may read.
     context["readable"] = {

@@ -228,11 +228,82 @@ def cluster_edit(w: World) -> list[Case]:
     for s in sides(w):
         gate = need("edit_cluster", on=[s.cluster], admin=True)
         url = reverse("vms:cluster_edit", args=[s.cluster.pk])
-        data = {"description": "edited", "shutdown_reason_enabled": "on", "shutdown_timeout": 60}
+        data = {
+            "name": s.cluster.name,
+            "description": "edited",
+            "shutdown_reason_enabled": "on",
+            "shutdown_timeout": 60,
+        }
         cases += [
             Case("vms:cluster_edit", "GET", url, gate),
             Case("vms:cluster_edit", "POST", url, gate, data, inside=s is w.inside),
         ]
+    return cases
+
+
+def datacenter_new(w: World) -> list[Case]:
+    gate = need("create_datacenter", on=[w.system], admin=True)
+    url = reverse("vms:datacenter_new")
+    data = {"name": "made-dc", "description": ""}
+    return [
+        Case("vms:datacenter_new", "GET", url, gate),
+        Case("vms:datacenter_new", "POST", url, gate, data),
+    ]
+
+
+def object_windows(name: str, action: str, attr: str, post: Callable[[Side], dict]):
+    """A window on one data center, cluster or host (`attr` of each side): `action` on it."""
+
+    def cases(w: World) -> list[Case]:
+        out = []
+        for s in sides(w):
+            obj = getattr(s, attr)
+            gate = need(action, on=[obj], admin=True)
+            url = reverse(name, args=[obj.pk])
+            out += [
+                Case(name, "GET", url, gate),
+                Case(name, "POST", url, gate, post(s), inside=s is w.inside),
+            ]
+        return out
+
+    return cases
+
+
+def host_edit(w: World) -> list[Case]:
+    cases = object_windows(
+        "vms:host_edit",
+        "edit_host",
+        "host",
+        lambda s: {"name": s.host.name, "cluster": s.cluster.pk},
+    )(w)
+    # Another cluster is offered only where the user may add hosts.
+    for s, other in ((w.inside, w.outside), (w.outside, w.inside)):
+        url = reverse("vms:host_edit", args=[s.host.pk])
+        data = {"name": s.host.name, "cluster": other.cluster.pk}
+        gate = need("edit_host", on=[s.host], admin=True)
+        made = need("add_host", on=[other.cluster])
+        cases.append(Case("vms:host_edit", "POST", url, gate, data, refused_unless=made))
+    return cases
+
+
+def cluster_new(w: World) -> list[Case]:
+    url = reverse("vms:cluster_new")
+    gate = need("create_cluster", on=[s.dc for s in sides(w)], admin=True)
+    cases = [Case("vms:cluster_new", "GET", url, gate)]
+    for s in sides(w):
+        data = {"name": f"made-{s.dc.name}", "data_center": s.dc.pk, "shutdown_timeout": 60}
+        made = need("create_cluster", on=[s.dc])
+        cases.append(
+            Case(
+                "vms:cluster_new",
+                "POST",
+                url,
+                gate,
+                data,
+                refused_unless=made,
+                inside=s is w.inside,
+            )
+        )
     return cases
 
 
@@ -480,6 +551,40 @@ RULES: dict[str, Rule] = {
     ),
     "vms:host_new": Rule(ADMIN_PAGE + "; add_host anywhere, else 404", host_new),
     "vms:cluster_edit": Rule(OBJECT + " (edit_cluster)", cluster_edit),
+    "vms:cluster_new": Rule(
+        ADMIN_PAGE + "; create_cluster on a data center, else 404", cluster_new
+    ),
+    "vms:cluster_remove": Rule(
+        OBJECT + " (remove_cluster)",
+        object_windows("vms:cluster_remove", "remove_cluster", "cluster", lambda s: {}),
+    ),
+    "vms:datacenter_new": Rule(OBJECT + " (create_datacenter on the System)", datacenter_new),
+    "vms:datacenter_edit": Rule(
+        OBJECT + " (edit_datacenter)",
+        object_windows(
+            "vms:datacenter_edit",
+            "edit_datacenter",
+            "dc",
+            lambda s: {"name": s.dc.name, "description": "edited"},
+        ),
+    ),
+    "vms:datacenter_remove": Rule(
+        OBJECT + " (remove_datacenter)",
+        object_windows("vms:datacenter_remove", "remove_datacenter", "dc", lambda s: {}),
+    ),
+    "vms:host_edit": Rule(OBJECT + " (edit_host; another cluster needs add_host there)", host_edit),
+    "vms:host_remove": Rule(
+        OBJECT + " (remove_host)",
+        object_windows("vms:host_remove", "remove_host", "host", lambda s: {}),
+    ),
+    "vms:host_maintenance": Rule(
+        OBJECT + " (manipulate_host)",
+        object_windows("vms:host_maintenance", "manipulate_host", "host", lambda s: {}),
+    ),
+    "vms:host_activate": Rule(
+        OBJECT + " (manipulate_host)",
+        object_windows("vms:host_activate", "manipulate_host", "host", lambda s: {}),
+    ),
     "vms:quotas": Rule(
         OBJECT + " (manage_roles on the System)",
         lambda w: [

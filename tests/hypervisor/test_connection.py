@@ -48,7 +48,10 @@ def test_host_info(conn):
     assert info.memory_mb == 16384
     assert info.cpu_model == "Vireo Test CPU"
     assert info.hypervisor.startswith("TEST ")
+    assert info.hypervisor == f"TEST {info.hypervisor_version}"
     assert re.fullmatch(r"\d+\.\d+\.\d+", info.libvirt_version)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", info.hypervisor_version)
+    assert info.cores == 8  # the node's one socket of 8 cores
     assert info.hostname  # the test driver reports the real host name
 
 

@@ -194,7 +194,12 @@ def test_cluster_edit_window_toggles_reason_and_timeout(admin_client):
     )
     response = admin_client.post(
         reverse("vms:cluster_edit", args=[cluster.pk]),
-        {"description": "d", "shutdown_reason_enabled": "on", "shutdown_timeout": 30},
+        {
+            "name": "prod",
+            "description": "d",
+            "shutdown_reason_enabled": "on",
+            "shutdown_timeout": 30,
+        },
         headers=HX,
     )
     assert_messages(response, "success", "Cluster prod saved.")
@@ -206,7 +211,9 @@ def test_cluster_edit_window_toggles_reason_and_timeout(admin_client):
     )
     # And back off (an unchecked box is absent from the POST).
     admin_client.post(
-        reverse("vms:cluster_edit", args=[cluster.pk]), {"shutdown_timeout": 60}, headers=HX
+        reverse("vms:cluster_edit", args=[cluster.pk]),
+        {"name": "prod", "shutdown_timeout": 60},
+        headers=HX,
     )
     cluster.refresh_from_db()
     assert (cluster.shutdown_reason_enabled, cluster.shutdown_timeout) == (False, 60)
@@ -226,7 +233,7 @@ def test_cluster_edit_bad_timeout_shows_error(admin_client, timeout, error):
     cluster = ClusterFactory(name="prod", shutdown_timeout=120)
     response = admin_client.post(
         reverse("vms:cluster_edit", args=[cluster.pk]),
-        {"shutdown_reason_enabled": "on", "shutdown_timeout": timeout},
+        {"name": "prod", "shutdown_reason_enabled": "on", "shutdown_timeout": timeout},
         headers=HX,
     )
     assert response.status_code == 200

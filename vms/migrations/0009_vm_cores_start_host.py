@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("vms", "0007_vm_origin_external"),
+        ("vms", "0008_vm_origin_external"),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("vms", "0006_vm_search_indexes"),
+        ("vms", "0007_host_libvirt_facts_maintenance_names"),
     ]
 
     operations = [
