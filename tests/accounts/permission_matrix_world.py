@@ -33,6 +33,8 @@ ROLE_SCOPES = [
     ("ClusterAdmin", "cluster"),
     ("NetworkAdmin", "datacenter"),
     ("NetworkAdmin", "network"),
+    ("StorageAdmin", "datacenter"),
+    ("StorageAdmin", "storagedomain"),
     ("TemplateAdmin", "datacenter"),
     ("TemplateAdmin", "template"),
     ("UserRole", "system"),
