@@ -253,7 +253,8 @@ def floating_disk_window(name: str, post: Callable[[Side], dict]) -> Callable[[W
 
 def domain_new(w: World) -> list[Case]:
     url = reverse("storage:domain_new")
-    gate = need("create_storage_domain", on=ANYWHERE, admin=True)
+    # Held on a data center (or the System): a StorageAdmin of one domain creates none.
+    gate = need("create_storage_domain", on=[s.dc for s in sides(w)], admin=True)
     cases = [Case("storage:domain_new", "GET", url, gate)]
     for s in sides(w):
         data = {
@@ -552,7 +553,7 @@ RULES: dict[str, Rule] = {
     "storage:domains": admin_page("storage:domains"),
     "storage:disks": admin_page("storage:disks"),
     "storage:domain_new": Rule(
-        ADMIN_PAGE + "; create_storage_domain anywhere, else 404", domain_new
+        ADMIN_PAGE + "; create_storage_domain on a data center, else 404", domain_new
     ),
     "storage:domain_edit": Rule(
         OBJECT + " (edit_storage on the domain)",
