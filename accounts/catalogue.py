@@ -44,6 +44,7 @@ ACTIONS: dict[str, str] = {
     "manipulate_host": "Move hosts to Maintenance and activate them",
     "view_storage": "See storage domains",
     "edit_storage": "Manage storage domains",
+    "create_storage_domain": "Create storage domains and attach them to data centers",
     "manage_roles": "Create, edit and remove roles; configure system permissions",
 }
 
@@ -58,6 +59,7 @@ TEMPLATE_ADMIN = (
 )
 HOST_ADMIN = ("view", "edit_host", "remove_host", "manipulate_host")
 ALL = tuple(ACTIONS)
+STORAGE_ADMIN = ("view_storage", "edit_storage", "create_storage_domain")
 
 # name -> (administrative role?, description, actions)
 BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {
@@ -65,7 +67,7 @@ BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {
     "DataCenterAdmin": (
         True,
         "Administrator of all objects under a data center, except its storage.",
-        tuple(a for a in ALL if a not in ("view_storage", "edit_storage", "manage_roles")),
+        tuple(a for a in ALL if a not in STORAGE_ADMIN + ("manage_roles",)),
     ),
     "ClusterAdmin": (
         True,
@@ -97,6 +99,11 @@ BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {
         True,
         "Administrator of a logical network.",
         ("view", "configure_network", "attach_vnic"),
+    ),
+    "StorageAdmin": (
+        True,
+        "Storage Administrator: can create, delete, configure and manage a specific storage domain.",
+        ("view", *STORAGE_ADMIN),
     ),
     "TemplateAdmin": (
         True,

@@ -29,6 +29,7 @@ from hypervisor.datatypes import (
     HostInfo,
     LifecycleEvent,
     PoolInfo,
+    PoolSpec,
     VolumeInfo,
 )
 from hypervisor.errors import (
@@ -54,6 +55,7 @@ __all__ = [
     "LifecycleEvent",
     "PoolInfo",
     "PoolNotFound",
+    "PoolSpec",
     "TestDriverConnection",
     "VolumeInfo",
     "VolumeNotFound",

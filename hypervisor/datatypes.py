@@ -75,6 +75,18 @@ class PoolInfo:
 
 
 @dataclass(frozen=True)
+class PoolSpec:
+    """A pool to define: a `dir` pool on `path`, or a `netfs` pool mounting
+    `source_host`:`source_dir` (NFS) on `path`."""
+
+    name: str
+    type: str  # "dir" or "netfs"
+    path: str
+    source_host: str = ""
+    source_dir: str = ""
+
+
+@dataclass(frozen=True)
 class VolumeInfo:
     """A storage volume; sizes in bytes, format as libvirt names it (qcow2, raw ...)."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from hypervisor.datatypes import DomainSpec
+from hypervisor.datatypes import DomainSpec, PoolSpec
 
 
 @dataclass(frozen=True)
@@ -206,6 +206,22 @@ def volume_format(xml: str) -> str:
 def volume_backing_path(xml: str) -> str:
     """The backing file a volume's XML names ("" for none), as written (maybe relative)."""
     return _text(xml, "backingStore/path")
+
+
+def pool_xml(spec: PoolSpec) -> str:
+    """The XML of a `dir` pool, or of a `netfs` pool mounting an NFS export. The values are
+    element text and attributes, so whatever they hold cannot change the document's shape."""
+    if spec.type not in ("dir", "netfs"):
+        raise ValueError(f"unsupported pool type {spec.type!r}")
+    pool = ET.Element("pool", {"type": spec.type})
+    _sub(pool, "name", spec.name)
+    if spec.type == "netfs":
+        source = _sub(pool, "source")
+        _sub(source, "host", name=spec.source_host)
+        _sub(source, "dir", path=spec.source_dir)
+        _sub(source, "format", type="nfs")
+    _sub(_sub(pool, "target"), "path", spec.path)
+    return ET.tostring(pool, encoding="unicode")
 
 
 def pool_type(xml: str) -> str:

@@ -1,15 +1,17 @@
-"""Storage pools and volumes: list, create, clone and delete volumes (part of Connection)."""
+"""Storage pools and volumes: set pools up, stop and remove them; list, create, clone and
+delete volumes (part of Connection)."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 
 import libvirt
 
 from hypervisor.base import ConnectionBase
-from hypervisor.datatypes import PoolInfo, VolumeInfo
-from hypervisor.domainxml import pool_path, pool_type, volume_format, volume_xml
+from hypervisor.datatypes import PoolInfo, PoolSpec, VolumeInfo
+from hypervisor.domainxml import pool_path, pool_type, pool_xml, volume_format, volume_xml
 from hypervisor.errors import PoolNotFound, VolumeNotFound, convert
 
 
@@ -49,6 +51,56 @@ class StorageMixin(ConnectionBase):
         pool = self._pool(name)
         self._refresh(pool)
         return self._pool_info(pool)
+
+    def pool_setup(self, spec: PoolSpec, *, build: bool) -> PoolInfo:
+        """Make the pool usable on this host and return it: define it (unless a pool of that
+        name exists), build it when `build` (an NFS mount point; a `dir` pool's directory is
+        the administrator's and is never made here), start it (NFS: mount), mark it to start
+        with the host, and check that a volume can be written in it (a read-only path fails
+        here rather than at the first disk). Safe to repeat."""
+        with self._translated():
+            try:
+                pool = self._conn.storagePoolLookupByName(spec.name)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    raise
+                pool = self._conn.storagePoolDefineXML(pool_xml(spec), 0)
+            if not pool.isActive():
+                if build:
+                    pool.build(0)
+                pool.create(0)
+            pool.setAutostart(1)
+            probe = pool.createXML(volume_xml(f".vireo-probe-{uuid.uuid4().hex}", 0, 0, "raw"), 0)
+            probe.delete(0)
+        self._refresh(pool)
+        return self._pool_info(pool)
+
+    def pool_stop(self, name: str) -> None:
+        """Stop the pool (NFS: unmount) and keep it from starting with the host; its
+        definition and its data stay (PoolNotFound if there is no such pool)."""
+        pool = self._pool(name)
+        with self._translated():
+            pool.setAutostart(0)
+            if pool.isActive():
+                pool.destroy()
+
+    def pool_remove(self, name: str, *, wipe: bool, delete_target: bool) -> None:
+        """Undefine the pool. `wipe`: first delete every volume in it (starting it for that);
+        `delete_target`: remove its (empty) target directory once stopped, for a mount point
+        Vireo built. PoolNotFound if there is no such pool."""
+        pool = self._pool(name)
+        with self._translated():
+            if wipe:
+                if not pool.isActive():
+                    pool.create(0)
+                pool.refresh(0)
+                for vol in pool.listAllVolumes(0):
+                    vol.delete(0)
+            if pool.isActive():
+                pool.destroy()
+            if delete_target:
+                pool.delete(0)
+            pool.undefine()
 
     def _volume_info(self, vol: libvirt.virStorageVol) -> VolumeInfo:
         with self._translated():

@@ -196,6 +196,8 @@ VIREO_MONITOR_POLL_SECONDS = float(os.environ.get("VIREO_MONITOR_POLL_SECONDS", 
 VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
 # A host that has not answered a connection attempt within this many seconds is Non Responsive.
 VIREO_HOST_CONNECT_TIMEOUT = float(os.environ.get("VIREO_HOST_CONNECT_TIMEOUT", "10"))
+# Where each host mounts an NFS storage domain: <root>/<pool name> (made by the pool's build).
+VIREO_NFS_MOUNT_ROOT = os.environ.get("VIREO_NFS_MOUNT_ROOT", "/var/lib/vireo/mnt")
 # Rows a page in every list of the portal (VMs, hosts, clusters, storage, disks, events, tasks).
 VIREO_PAGE_SIZE = 50
 # Default quota of each user (SuperUsers excepted): VMs they create and the disk space of those

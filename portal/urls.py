@@ -4,7 +4,7 @@ from django.urls import include, path
 from portal.shell import views
 from portal.shell.security import LoginForm
 from storage import urls as storage_urls
-from vms import disk_views
+from vms import disk_views, domain_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -14,11 +14,17 @@ urlpatterns = [
     path("events/", views.event_list, name="events"),
     path("jobs/", views.job_list, name="jobs"),
     path("vms/", include("vms.urls")),
-    # The Storage tab: storage's lists and vms' disk windows (vms owns disk actions), one namespace.
+    # The Storage tab: storage's Disks list, vms' domain list and windows (vms owns the actions on
+    # domains and disks, and their toolbar reads its catalogue), one namespace.
     path(
         "storage/",
         include(
-            (storage_urls.urlpatterns + disk_views.disk_urlpatterns, storage_urls.app_name),
+            (
+                domain_views.domain_urlpatterns
+                + storage_urls.urlpatterns
+                + disk_views.disk_urlpatterns,
+                storage_urls.app_name,
+            ),
             namespace="storage",
         ),
     ),

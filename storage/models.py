@@ -1,15 +1,19 @@
-"""Storage domains and virtual disks."""
+"""Storage domains, their pools on each host, and virtual disks."""
 
+import posixpath
+
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from portal.kernel.querysets import RestrictedManager
 
-from .choices import DiskStatus, DomainFunction, StorageDomainStatus
+from .choices import DiskStatus, DomainFunction, PoolStatus, StorageDomainStatus, StorageType
 
 
 class StorageDomain(models.Model):
-    """A storage domain: on every host of its data center it is the libvirt pool `pool_name`."""
+    """A storage domain: on every host of its data center it is the libvirt pool `pool_name`
+    (a `dir` pool on `path`, or a `netfs` pool mounting `nfs_server`:`path`)."""
 
     name = models.CharField(max_length=255)
     description = models.CharField(max_length=1000, blank=True)
@@ -19,11 +23,24 @@ class StorageDomain(models.Model):
     domain_function = models.CharField(
         max_length=16, choices=DomainFunction.choices, default=DomainFunction.DATA
     )
-    storage_type = models.CharField(max_length=64, default="Local on Host")
-    pool_name = models.CharField("libvirt pool", max_length=255)
-    status = models.CharField(
-        max_length=16, choices=StorageDomainStatus.choices, default=StorageDomainStatus.UNKNOWN
+    storage_type = models.CharField(
+        max_length=16, choices=StorageType.choices, default=StorageType.LOCAL
     )
+    # Vireo's own name (vireo-<uuid>), never typed by a user; a domain from before Vireo made
+    # its pools names the pool that existed (and has no path).
+    pool_name = models.CharField("libvirt pool", max_length=255)
+    path = models.CharField(
+        "Path",
+        max_length=1024,
+        blank=True,
+        help_text="Local on Host: the directory on each host. NFS: the export path.",
+    )
+    nfs_server = models.CharField("NFS server", max_length=255, blank=True)
+    status = models.CharField(
+        max_length=32, choices=StorageDomainStatus.choices, default=StorageDomainStatus.UNKNOWN
+    )
+    # The domain's space: an NFS domain's one pool, or the sum of a local domain's pools on
+    # the hosts where it is Active (each host's own figures are on its StorageDomainHost).
     total_bytes = models.PositiveBigIntegerField(default=0)
     used_bytes = models.PositiveBigIntegerField(default=0)
     free_bytes = models.PositiveBigIntegerField(default=0)
@@ -38,6 +55,55 @@ class StorageDomain(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def shared(self) -> bool:
+        """Every host sees the same data (NFS): one pool's figures are the domain's."""
+        return self.storage_type == StorageType.NFS
+
+    @property
+    def managed(self) -> bool:
+        """Vireo defines this domain's pools (it knows their path); False for a domain that
+        names a pool made outside Vireo."""
+        return bool(self.path)
+
+    @property
+    def target_path(self) -> str:
+        """Where the pool lives on each host: the directory, or the NFS mount point."""
+        if self.shared:
+            return posixpath.join(settings.VIREO_NFS_MOUNT_ROOT, self.pool_name)
+        return self.path or f"/{self.pool_name}"
+
+    @property
+    def location(self) -> str:
+        """The Storage tab's Path column: the directory, or server:export."""
+        return f"{self.nfs_server}:{self.path}" if self.shared else self.path
+
+
+class StorageDomainHost(models.Model):
+    """A storage domain's pool on one host: its status there, that host's error and its space.
+    Each host's pool has its own row, so hosts never overwrite one another's figures."""
+
+    domain = models.ForeignKey(StorageDomain, on_delete=models.CASCADE, related_name="host_pools")
+    host = models.ForeignKey("vms.Host", on_delete=models.CASCADE, related_name="storage_pools")
+    status = models.CharField(
+        max_length=16, choices=PoolStatus.choices, default=PoolStatus.INACTIVE
+    )
+    error = models.TextField(blank=True)
+    # The error came from setting the pool up (a missing or read-only path, an NFS server that
+    # does not answer): the monitor keeps it until Activate tries again.
+    setup_failed = models.BooleanField(default=False)
+    total_bytes = models.PositiveBigIntegerField(default=0)
+    used_bytes = models.PositiveBigIntegerField(default=0)
+    free_bytes = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["host__name"]
+        constraints = [models.UniqueConstraint(fields=["domain", "host"], name="sd_host_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.domain_id}@{self.host_id}"
 
 
 class Disk(models.Model):

@@ -6,6 +6,5 @@ from . import views
 
 app_name = "storage"
 urlpatterns = [
-    path("", views.domain_list, name="domains"),
     path("disks/", views.disk_list, name="disks"),
 ]

@@ -1,5 +1,6 @@
-"""The Storage tab: storage domains and, under Disks, every disk with its VM or floating.
-The disks' windows (attach, remove) are vms' (vms/disk_views.py): vms owns disk actions."""
+"""The Storage tab's Disks: every disk with its VM or floating. The storage domains' list
+(its toolbar reads vms' action catalogue) and every window of the tab are vms'
+(vms/domain_views.py, vms/disk_views.py): vms owns the actions, which act on hosts."""
 
 from django.shortcuts import render
 
@@ -7,14 +8,6 @@ from accounts.access import admin_portal_required
 from portal.kernel.paging import page_get
 
 from . import selectors
-
-
-@admin_portal_required
-def domain_list(request):
-    """Storage domains with type, status and total / used / free."""
-    page = page_get(selectors.domain_list(request.user), request.GET.get("page"))
-    template = "storage/_domain_table.html" if request.htmx else "storage/domain_list.html"
-    return render(request, template, {"page": page, "tab": "storage", "subtab": "domains"})
 
 
 @admin_portal_required

@@ -1,4 +1,5 @@
-"""The catalogue of actions: every action on a VM, a snapshot, a disk or a host, declared once.
+"""The catalogue of actions: every action on a VM, a snapshot, a disk, a storage domain or a
+host, declared once.
 
 An entry holds what the chapter calls it (label, the verb of its Events and refusals, its
 window's title and question), where it may start (the statuses, a snapshot preview) and the
@@ -15,17 +16,20 @@ from dataclasses import dataclass, field
 
 from django.db import models
 
+from storage.choices import StorageDomainStatus
+
 from .choices import HostStatus, SnapshotStatus, VMStatus
 
 S = VMStatus
 H = HostStatus
+SD = StorageDomainStatus
 
 
 @dataclass(frozen=True)
 class Action:
     """One action as the portal offers it."""
 
-    on: str  # what it acts on: "vm", "snapshot", "disk", "host", "cluster", "datacenter"
+    on: str  # what it acts on: "vm", "snapshot", "disk", "storagedomain", "host", "cluster", "datacenter"
     key: str  # its name in URLs and Events ("run"); unique among the actions on the same kind
     label: str  # the button's and menu's text, in the chapter's words
     verb: str  # "Cannot {verb} {name}: ...", "asked to {verb} VM ...", "Failed to {verb} ..."
@@ -35,9 +39,9 @@ class Action:
     job: str | None = None  # the job kind whose handler carries it out; None: done at once
     title: str = ""  # the confirmation window's title
     question: str = ""  # the confirmation window's question
-    # VM (for a host action: host) statuses it may start from (None: any), and the busy status
-    # the VM holds meanwhile
-    # (None: the status does not move); `busy_from` overrides it for a starting status.
+    # Statuses (of the VM, or of the storage domain) it may start from (None: any), and the
+    # busy status the object holds meanwhile (None: the status does not move); `busy_from`
+    # overrides it for a starting status.
     sources: frozenset[str] | None = None
     busy: str | None = None
     busy_from: dict[str, str] = field(default_factory=dict)
@@ -353,6 +357,105 @@ CATALOGUE: tuple[Action, ...] = (
         title="Remove Disk(s)",
         question="Are you sure you want to remove the floating disk?",
     ),
+    # -- storage domains (Storage tab): the toolbar, in its order ------------------------------
+    Action(
+        "storagedomain",
+        "create",
+        "New Domain",
+        "add",
+        permission="create_storage_domain",
+        service="vms.domains.storage_domain_create",
+        job="storage_domain_create",
+        url="storage:domain_new",
+        title="New Domain",
+        busy=SD.LOCKED,
+    ),
+    Action(
+        "storagedomain",
+        "edit",
+        "Edit",
+        "edit",
+        permission="edit_storage",
+        service="vms.domains.storage_domain_edit",
+        url="storage:domain_edit",
+        title="Edit Domain",
+        sources=frozenset({SD.ACTIVE, SD.INACTIVE, SD.UNKNOWN, SD.MAINTENANCE, SD.UNATTACHED}),
+    ),
+    Action(
+        "storagedomain",
+        "remove",
+        "Remove",
+        "remove",
+        permission="edit_storage",
+        service="vms.domains.storage_domain_remove",
+        job="storage_domain_remove",
+        url="storage:domain_remove",
+        title="Remove Storage(s)",
+        question="Are you sure you want to remove the following storage domain?",
+        sources=frozenset({SD.MAINTENANCE, SD.UNATTACHED}),
+        busy=SD.LOCKED,
+        inputs=("format_domain",),
+    ),
+    Action(
+        "storagedomain",
+        "maintenance",
+        "Maintenance",
+        "move {} to maintenance",  # "{}": where the object's words go
+        permission="edit_storage",
+        service="vms.domains.storage_domain_maintenance",
+        job="storage_domain_maintenance",
+        url="storage:domain_action",
+        title="Maintenance Storage Domain(s)",
+        question="Are you sure you want to place the following storage domain(s) into "
+        "maintenance mode? Its pool is stopped on every host of the data center.",
+        sources=frozenset({SD.ACTIVE, SD.INACTIVE, SD.UNKNOWN}),
+        busy=SD.PREPARING_FOR_MAINTENANCE,
+    ),
+    Action(
+        "storagedomain",
+        "activate",
+        "Activate",
+        "activate",
+        permission="edit_storage",
+        service="vms.domains.storage_domain_activate",
+        job="storage_domain_activate",
+        url="storage:domain_action",
+        title="Activate Storage Domain(s)",
+        question="Are you sure you want to activate the following storage domain(s)? Its pool "
+        "is set up again on every Up host of the data center.",
+        # From Active or Inactive too: it tries again on hosts where setting it up failed.
+        sources=frozenset({SD.MAINTENANCE, SD.INACTIVE, SD.ACTIVE, SD.UNKNOWN}),
+        busy=SD.ACTIVATING,
+    ),
+    Action(
+        "storagedomain",
+        "attach",
+        "Attach",
+        "attach",
+        permission="edit_storage",
+        service="vms.domains.storage_domain_attach",
+        job="storage_domain_attach",
+        url="storage:domain_attach",
+        title="Attach to Data Center",
+        sources=frozenset({SD.UNATTACHED}),
+        busy=SD.LOCKED,
+        inputs=("data_center",),
+    ),
+    Action(
+        "storagedomain",
+        "detach",
+        "Detach",
+        "detach",
+        permission="edit_storage",
+        service="vms.domains.storage_domain_detach",
+        job="storage_domain_detach",
+        url="storage:domain_action",
+        title="Detach Storage",
+        question="Are you sure you want to detach the following storage(s)? Its pool is taken "
+        "off every host of the data center; its data stays.",
+        sources=frozenset({SD.MAINTENANCE}),
+        busy=SD.DETACHING,
+    ),
     # -- hosts ---------------------------------------------------------------------------------
     Action(
         "host",
@@ -484,6 +587,13 @@ def _by_kind(kind: str) -> dict[str, Action]:
 VM_ACTIONS = _by_kind("vm")
 SNAPSHOT_ACTIONS = _by_kind("snapshot")
 DISK_ACTIONS = _by_kind("disk")
+DOMAIN_ACTIONS = _by_kind("storagedomain")
+# The Storage tab's toolbar on a selected domain (New Domain needs no selection), and the
+# actions whose confirmation window is the shared one (`storage:domain_action`).
+DOMAIN_TOOLBAR = tuple(a for k, a in DOMAIN_ACTIONS.items() if k != "create")
+DOMAIN_CONFIRM_ACTIONS = {
+    k: a for k, a in DOMAIN_ACTIONS.items() if a.url == "storage:domain_action"
+}
 HOST_ACTIONS = _by_kind("host")
 CLUSTER_ACTIONS = _by_kind("cluster")
 DATACENTER_ACTIONS = _by_kind("datacenter")
@@ -528,6 +638,11 @@ def job_shows_on(kind: str, status: str) -> bool:
     if kind.startswith("snapshot_"):
         return status in SNAPSHOT_JOB_STATUSES
     return status in JOB_BUSY_STATUSES.get(kind, frozenset({S.IMAGE_LOCKED}))
+
+
+def domain_actions_allowed(status: str) -> frozenset[str]:
+    """The storage domain actions the status table allows from `status` (New Domain aside)."""
+    return frozenset(a.key for a in DOMAIN_TOOLBAR if a.allows(status))
 
 
 def allowed_actions(status: str, *, external: bool = False) -> frozenset[str]:

@@ -11,10 +11,11 @@ from guardian.shortcuts import assign_perm
 
 from accounts.models import Role
 from accounts.services import role_permission
-from storage.choices import DomainFunction, StorageDomainStatus
+from storage.choices import DomainFunction, StorageDomainStatus, StorageType
 from storage.models import Disk, StorageDomain
 
 from .choices import HostStatus, VMStatus
+from .domains import pool_name_new
 from .models import Cluster, DataCenter, Host, Network, NetworkInterface, Template, VirtualMachine
 
 GiB = 1024**3
@@ -94,7 +95,9 @@ def demo_seed(*, hosts: int = 2) -> bool:
         name="data1",
         data_center=dc,
         domain_function=DomainFunction.DATA,
-        pool_name="data1",
+        storage_type=StorageType.LOCAL,
+        path="/var/lib/vireo/data1",
+        pool_name=pool_name_new(),
         status=StorageDomainStatus.ACTIVE,
         total_bytes=2 * 1024 * GiB,
         free_bytes=2 * 1024 * GiB,

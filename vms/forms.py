@@ -5,7 +5,7 @@ from django import forms
 from django.core.validators import RegexValidator
 from django.db.models import Q
 
-from storage.choices import DomainFunction
+from storage.choices import DomainFunction, StorageDomainStatus
 from storage.models import StorageDomain
 
 from .choices import VMStatus
@@ -69,7 +69,11 @@ class NewVMForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["cluster"].queryset = choices["clusters"].select_related("data_center")
         self.fields["template"].queryset = choices["templates"]
-        data_domains = StorageDomain.objects.filter(domain_function=DomainFunction.DATA)
+        # Only Data domains take a VM's disks (ISO and Export are other functions), and only
+        # Active ones can.
+        data_domains = StorageDomain.objects.filter(
+            domain_function=DomainFunction.DATA, status=StorageDomainStatus.ACTIVE
+        )
         if choices["template_clusters"].exists():
             # A VM from a template brings its disk: any data domain of the template's data center.
             dcs = choices["template_clusters"].values("data_center_id")

@@ -31,8 +31,9 @@ from portal.kernel.db import db_tidy
 from portal.kernel.live import broadcast
 from portal.kernel.models import Job, JobStatus, Phase, Severity
 from portal.kernel.tasks import get_queue, job_fail
-from storage.choices import StorageDomainStatus
-from storage.models import StorageDomain
+from storage.choices import DOMAIN_IN_USE_STATUSES, PoolStatus, StorageDomainStatus
+from storage.models import StorageDomain, StorageDomainHost
+from storage.space import domain_space_refresh, pool_figures
 
 from .choices import (
     BUSY_STATUSES,
@@ -43,13 +44,13 @@ from .choices import (
     VMStatus,
     status_from_domain,
 )
+from .domains import storage_domain_host_setup
 from .external import domain_adopt, external_gone, host_domains_adopt, host_externals_gone
 from .jobs import vm_settle
 from .models import Host, Snapshot, SnapshotPreview, VirtualMachine
 
 log = logging.getLogger(__name__)
 
-BIGINT_MAX = 2**63 - 1
 # RQ statuses of a job that waits to be taken by a worker.
 RQ_WAITING = {"queued", "deferred", "scheduled"}
 LOST_BY_QUEUE = "The task queue lost this job before a worker took it."
@@ -207,24 +208,54 @@ def host_reachable(host: Host, info: hypervisor.HostInfo | None) -> bool:
 
 
 def storage_sync(host: Host, conn: hypervisor.Connection) -> None:
-    """Refresh the sizes of the host's data center's storage domains from its pools."""
+    """Record what the host's pools say on the host's own row of each storage domain of its
+    data center (hosts never overwrite one another: the domain's figures are derived from the
+    rows), and have a pool set up on a host that has not got it yet (a host added later)."""
     pools = {p.name: p for p in conn.list_pools()}
-    for domain in StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id):
+    rows = {row.domain_id: row for row in StorageDomainHost.objects.filter(host=host).order_by()}
+    domains = StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id).exclude(
+        status=StorageDomainStatus.UNATTACHED
+    )
+    for domain in domains:
         pool = pools.get(domain.pool_name)
-        if pool is None:
+        row = rows.get(domain.pk)
+        if row is None and pool is None:
+            if domain.managed and domain.status in DOMAIN_IN_USE_STATUSES:
+                storage_domain_host_setup(domain_id=domain.pk, host_id=host.pk)
             continue
-        # A pool can report more allocated than its capacity (sparse volumes, or the test
-        # driver's fixed 100 GiB): free space is then none, not a wrapped-around huge number.
-        used = min(pool.allocation, BIGINT_MAX)
-        fields = {
-            "status": StorageDomainStatus.ACTIVE if pool.active else StorageDomainStatus.INACTIVE,
-            "total_bytes": min(pool.capacity, BIGINT_MAX),
-            "used_bytes": used,
-            "free_bytes": max(0, min(pool.available, pool.capacity - pool.allocation, BIGINT_MAX)),
-        }
-        if any(getattr(domain, k) != v for k, v in fields.items()):
-            StorageDomain.objects.filter(pk=domain.pk).update(**fields)
-            broadcast("storage")
+        if row is None:
+            row, _ = StorageDomainHost.objects.get_or_create(domain=domain, host=host)
+        if host_pool_apply(domain, host, row, pool):
+            domain_space_refresh(domain.pk)
+
+
+def host_pool_apply(
+    domain: StorageDomain, host: Host, row: StorageDomainHost, pool: hypervisor.PoolInfo | None
+) -> bool:
+    """Write one host's reading of a domain's pool on its row, if it changed; True if so. An
+    error from setting the pool up stays until Activate tries again; the status of a domain
+    a job holds (or in Maintenance) is left to that job."""
+    fields = {}
+    if pool is not None and pool.active:
+        fields.update(pool_figures(pool.capacity, pool.allocation, pool.available))
+    if not row.setup_failed and domain.status in DOMAIN_IN_USE_STATUSES:
+        if pool is None:
+            status = PoolStatus.INACTIVE
+            error = f"Storage pool {domain.pool_name} is not defined on host {host.name}."
+        elif not pool.active:
+            status = PoolStatus.INACTIVE
+            error = f"Storage pool {domain.pool_name} is not active on host {host.name}."
+        else:
+            status, error = PoolStatus.ACTIVE, ""
+        fields.update(status=status, error=error)
+    changed = {k: v for k, v in fields.items() if getattr(row, k) != v}
+    if not changed:
+        return False
+    StorageDomainHost.objects.filter(pk=row.pk).update(**changed, updated_at=timezone.now())
+    for k, v in changed.items():
+        setattr(row, k, v)
+    broadcast("storage")
+    return True
 
 
 class QueueView:

@@ -22,8 +22,9 @@ from portal.kernel.live import broadcast, broadcast_gone
 from portal.kernel.models import Job, JobKind, Phase
 from portal.kernel.tasks import job_create, queue_ensure_available
 from portal.kernel.validators import text_check
-from storage.choices import DiskStatus, DomainFunction
+from storage.choices import DiskStatus, DomainFunction, StorageDomainStatus, StorageType
 from storage.models import Disk, StorageDomain
+from storage.space import free_bytes_on, unusable_on
 
 from .actions import VM_ACTIONS, VMAction
 from .choices import HostStatus, SnapshotStatus, VMStatus
@@ -235,13 +236,15 @@ def _start_host_move(vm: VirtualMachine) -> dict | None:
         raise ActionRefused(
             f"Cannot run {vm.name} on {target.name}: the host is {target.get_status_display()}."
         )
-    local = vm.disks.exclude(host__isnull=True).exclude(host=target).select_related("host")
-    if disk := local.first():
+    elsewhere = vm.disks.exclude(host__isnull=True).exclude(host=target)
+    local = elsewhere.exclude(storage_domain__storage_type=StorageType.NFS)
+    if disk := local.select_related("host").first():
         raise ActionRefused(
             f"Cannot run {vm.name} on {target.name}: its disk {disk.alias} is on the local "
             f"storage of host {disk.host.name}. Set Start Running On to that host or to any host."
         )
     moved_from = vm.host_id
+    elsewhere.update(host=target)  # shared storage: the new host reaches them as well
     VirtualMachine.objects.filter(pk=vm.pk).update(host=target)
     vm.host = target
     return {"moved_from": moved_from}
@@ -484,11 +487,20 @@ def vm_create(
         # A VM from a template brings its disk; a blank VM's disk is the user's to create.
         if template is None and not can(user, "create_disk", domain):
             raise ActionRefused(f"You may not create disks on {domain.name}.")
-        if domain.free_bytes and not sparse and disk_bytes > domain.free_bytes:
+        if domain.status != StorageDomainStatus.ACTIVE:
             raise ActionRefused(
-                f"Not enough free space on {domain.name}: {disk_bytes:,} bytes needed, {domain.free_bytes:,} free."
+                f"Storage domain {domain.name} is {domain.get_status_display()}; choose an Active one."
             )
         host = _pick_host(cluster)
+        unusable = unusable_on(domain, host.pk)
+        if unusable:
+            raise ActionRefused(unusable)
+        # A local domain's room is the chosen host's own; another host's is of no use here.
+        free = free_bytes_on(domain, host.pk)
+        if free and not sparse and disk_bytes > free:
+            raise ActionRefused(
+                f"Not enough free space on {domain.name}: {disk_bytes:,} bytes needed, {free:,} free."
+            )
         quota_check(user, disk_bytes=disk_bytes)
         vm = VirtualMachine.objects.create(
             name=name,

@@ -15,6 +15,7 @@ from portal.kernel.models import Job, JobKind, Phase
 from portal.kernel.tasks import job_create, queue_ensure_available
 from portal.kernel.validators import text_check
 from storage.models import Disk
+from storage.space import free_bytes_on
 
 from .actions import SNAPSHOT_ACTIONS, SnapshotAction, snapshot_actions_allowed
 from .choices import RUNNING_STATUSES, SnapshotStatus, VMStatus
@@ -355,11 +356,9 @@ def snapshot_delete_space(snapshot: Snapshot) -> list[tuple[str, int, int]]:
         needed[disk.storage_domain_id] = needed.get(disk.storage_domain_id, 0) + max(
             disk.actual_bytes, 1
         )
-    return [
-        (domains[pk].name, need, domains[pk].free_bytes)
-        for pk, need in needed.items()
-        if need > domains[pk].free_bytes
-    ]
+    # A local domain's room is that of the VM's host (each host has its own directory).
+    free = {pk: free_bytes_on(domains[pk], snapshot.vm.host_id) for pk in needed}
+    return [(domains[pk].name, need, free[pk]) for pk, need in needed.items() if need > free[pk]]
 
 
 def snapshot_delete(*, vm_id: int, snapshot_id: int, user) -> Job:

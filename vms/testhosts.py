@@ -19,7 +19,7 @@ from django.db.models import Q
 import hypervisor
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
 from portal.kernel.models import Job, JobKind, JobStatus
-from storage.choices import DiskStatus
+from storage.choices import DiskStatus, StorageDomainStatus
 from storage.models import Disk, StorageDomain
 
 from .choices import VMStatus
@@ -104,7 +104,10 @@ def _node_xml(host: Host) -> str:
         if not (d.vm_id in making and d.status == DiskStatus.LOCKED)
     ]
     extra = _snapshot_volumes(host)
-    for domain in StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id):
+    domains = StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id).exclude(
+        status=StorageDomainStatus.UNATTACHED
+    )
+    for domain in domains:
         volumes = tuple(
             TestVolume(
                 name=d.volume_name,
@@ -122,7 +125,7 @@ def _node_xml(host: Host) -> str:
         pools.append(
             TestPool(
                 name=domain.pool_name,
-                path=f"/{domain.pool_name}",
+                path=domain.target_path,
                 capacity=POOL_CAPACITY,
                 volumes=volumes,
             )

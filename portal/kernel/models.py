@@ -33,6 +33,12 @@ class JobKind(models.TextChoices):
     SNAPSHOT_DELETE = "snapshot_delete", "Delete snapshot"
     DISK_ATTACH = "disk_attach", "Attach disk"
     DISK_REMOVE = "disk_remove", "Remove disk"
+    STORAGE_DOMAIN_CREATE = "storage_domain_create", "Add storage domain"
+    STORAGE_DOMAIN_ACTIVATE = "storage_domain_activate", "Activate storage domain"
+    STORAGE_DOMAIN_MAINTENANCE = "storage_domain_maintenance", "Storage domain maintenance"
+    STORAGE_DOMAIN_DETACH = "storage_domain_detach", "Detach storage domain"
+    STORAGE_DOMAIN_ATTACH = "storage_domain_attach", "Attach storage domain"
+    STORAGE_DOMAIN_REMOVE = "storage_domain_remove", "Remove storage domain"
 
 
 class Job(models.Model):

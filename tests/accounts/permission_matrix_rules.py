@@ -9,7 +9,7 @@ from permission_matrix_world import KIND_OBJECTS, KIND_SEEN_WITH, Side, Who, Wor
 from accounts.catalogue import ACTIONS
 from accounts.models import Role
 from accounts.views import PERMISSION_KINDS
-from vms.actions import VM_STATUS_ACTIONS, SnapshotAction, VMAction
+from vms.actions import DOMAIN_CONFIRM_ACTIONS, VM_STATUS_ACTIONS, SnapshotAction, VMAction
 from vms.views import DETAIL_TABS
 
 # -- the rule table ---------------------------------------------------------------------------
@@ -322,6 +322,64 @@ def floating_disk_window(name: str, post: Callable[[Side], dict]) -> Callable[[W
     return cases
 
 
+def domain_new(w: World) -> list[Case]:
+    url = reverse("storage:domain_new")
+    # Held on a data center (or the System): a StorageAdmin of one domain creates none.
+    gate = need("create_storage_domain", on=[s.dc for s in sides(w)], admin=True)
+    cases = [Case("storage:domain_new", "GET", url, gate)]
+    for s in sides(w):
+        data = {
+            "name": f"new-{s.dc.name}",
+            "description": "",
+            "data_center": s.dc.pk,
+            "domain_function": "data",
+            "storage_type": "local",
+            "path": f"/var/lib/vireo/{s.dc.name}",
+        }
+        cases.append(
+            Case(
+                "storage:domain_new",
+                "POST",
+                url,
+                gate,
+                data,
+                refused_unless=need("create_storage_domain", on=[s.dc]),
+                inside=s is w.inside,
+            )
+        )
+    return cases
+
+
+def domain_window(name: str, post: Callable[[Side], dict]) -> Callable[[World], list]:
+    """A window on one storage domain: edit_storage on it (a DataCenterAdmin has none)."""
+
+    def cases(w: World) -> list[Case]:
+        out = []
+        for s in sides(w):
+            gate = need("edit_storage", on=[s.sd], admin=True)
+            url = reverse(name, args=[s.sd.pk])
+            out += [
+                Case(name, "GET", url, gate),
+                Case(name, "POST", url, gate, post(s), inside=s is w.inside),
+            ]
+        return out
+
+    return cases
+
+
+def domain_actions(w: World) -> list[Case]:
+    out = []
+    for key in DOMAIN_CONFIRM_ACTIONS:
+        for s in sides(w):
+            gate = need("edit_storage", on=[s.sd], admin=True)
+            url = reverse("storage:domain_action", args=[s.sd.pk, key])
+            out += [
+                Case("storage:domain_action", "GET", url, gate),
+                Case("storage:domain_action", "POST", url, gate, {}, inside=s is w.inside),
+            ]
+    return out
+
+
 def snapshot_windows(name: str) -> Callable[[World], list[Case]]:
     """The Snapshots sub-tab's windows: the snapshots action on the VM; a snapshot of another
     VM, or an unknown Commit/Undo, is a 404 for everybody."""
@@ -599,6 +657,24 @@ RULES: dict[str, Rule] = {
     "vms:quota_edit": Rule(OBJECT + " (manage_roles on the System)", quota_edit),
     "storage:domains": admin_page("storage:domains"),
     "storage:disks": admin_page("storage:disks"),
+    "storage:domain_new": Rule(
+        ADMIN_PAGE + "; create_storage_domain on a data center, else 404", domain_new
+    ),
+    "storage:domain_edit": Rule(
+        OBJECT + " (edit_storage on the domain)",
+        domain_window("storage:domain_edit", lambda s: {"name": f"renamed-{s.sd.name}"}),
+    ),
+    "storage:domain_remove": Rule(
+        OBJECT + " (edit_storage on the domain)",
+        domain_window("storage:domain_remove", lambda s: {"format_domain": "on"}),
+    ),
+    "storage:domain_attach": Rule(
+        OBJECT + " (edit_storage on the domain; create_storage_domain on the data center)",
+        domain_window("storage:domain_attach", lambda s: {"data_center": s.dc.pk}),
+    ),
+    "storage:domain_action": Rule(
+        OBJECT + " (edit_storage on the domain: Maintenance, Activate, Detach)", domain_actions
+    ),
     "storage:disk_attach": Rule(
         OBJECT + " (edit_disk on the floating disk)",
         floating_disk_window("storage:disk_attach", lambda s: {"vm": s.vm.pk}),

@@ -35,6 +35,8 @@ ROLE_SCOPES = [
     ("HostAdmin", "host"),
     ("NetworkAdmin", "datacenter"),
     ("NetworkAdmin", "network"),
+    ("StorageAdmin", "datacenter"),
+    ("StorageAdmin", "storagedomain"),
     ("TemplateAdmin", "datacenter"),
     ("TemplateAdmin", "template"),
     ("UserRole", "system"),
