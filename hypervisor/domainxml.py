@@ -137,12 +137,15 @@ def without_interface(xml: str, mac: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def network_xml(spec: NetworkSpec) -> str:
+def network_xml(spec: NetworkSpec, *, uuid: str | None = None) -> str:
     """The XML of a libvirt network: NAT or isolated (a bridge libvirt makes, with the host's
     address and DHCP for the rest of the subnet when `ipv4` is given), or an existing host
-    bridge (an Open vSwitch one for a VLAN tag: libvirt tags on no other)."""
+    bridge (an Open vSwitch one for a VLAN tag: libvirt tags on no other). `uuid`: the one
+    the host gave it (a definition replacing another of the same name must keep it)."""
     net = ET.Element("network")
     _sub(net, "name", spec.name)
+    if uuid:
+        _sub(net, "uuid", uuid)
     if spec.mode == NetworkMode.BRIDGE:
         _sub(net, "forward", mode="bridge")
         _sub(net, "bridge", name=spec.bridge)

@@ -33,6 +33,12 @@ class JobKind(models.TextChoices):
     SNAPSHOT_DELETE = "snapshot_delete", "Delete snapshot"
     DISK_ATTACH = "disk_attach", "Attach disk"
     DISK_REMOVE = "disk_remove", "Remove disk"
+    NETWORK_CREATE = "network_create", "Create logical network"
+    NETWORK_EDIT = "network_edit", "Edit logical network"
+    NETWORK_REMOVE = "network_remove", "Remove logical network"
+    NIC_CREATE = "nic_create", "Add network interface"
+    NIC_EDIT = "nic_edit", "Edit network interface"
+    NIC_REMOVE = "nic_remove", "Remove network interface"
 
 
 class Job(models.Model):
