@@ -164,7 +164,16 @@ class NetworkForm(forms.Form):
         help_text="The hosts' address with its prefix, e.g. 192.168.150.1/24; DHCP serves the rest.",
     )
     bridge = forms.CharField(label="Host bridge", max_length=15, required=False)
-    vlan = ranged_field("VLAN tag", (0, 4094), "VLAN tag", required=False)
+    vlan = forms.IntegerField(
+        label="VLAN tag",
+        required=False,
+        min_value=0,
+        max_value=4094,
+        error_messages={
+            "min_value": "VLAN tag must be between 0 and 4094.",
+            "max_value": "VLAN tag must be between 0 and 4094.",
+        },
+    )
 
 
 class VnicProfileForm(forms.Form):
