@@ -1,8 +1,8 @@
 """The one list of action permissions and of the built-in roles (the chapter's role tables).
 
 A role is a named set of these actions. Scope comes from where the role is assigned (the
-whole system, a data center, a cluster, a host, a storage domain, a logical network, a
-template or a VM) and reaches everything under that object.
+whole system, a data center, a cluster, a host, a storage domain, a logical network, a vNIC
+profile, a template or a VM) and reaches everything under that object.
 """
 
 # action -> label shown in the role editor

@@ -1,8 +1,8 @@
 """Where permissions are inherited from: for each kind of object, the objects above it.
 
 system > data center > cluster > VM (and host); data center > storage domain, logical
-network, template. Each entry is (model of the ancestor, path from the object to its id),
-None for the System singleton.
+network > vNIC profile, template. Each entry is (model of the ancestor, path from the object
+to its id), None for the System singleton.
 """
 
 from functools import cache
@@ -38,6 +38,12 @@ def scope_paths(model) -> tuple[tuple[type, str | None], ...]:
         ),
         "vms.template": (system, (dc, "data_center_id"), (_m("vms.Template"), "pk")),
         "vms.network": (system, (dc, "data_center_id"), (_m("vms.Network"), "pk")),
+        "vms.vnicprofile": (
+            system,
+            (dc, "network__data_center_id"),
+            (_m("vms.Network"), "network_id"),
+            (_m("vms.VnicProfile"), "pk"),
+        ),
         "storage.storagedomain": (system, (dc, "data_center_id"), (sd, "pk")),
         "storage.disk": (
             system,

@@ -34,6 +34,7 @@ PERMISSION_KINDS = {
     "vm": "vms.VirtualMachine",
     "storagedomain": "storage.StorageDomain",
     "network": "vms.Network",
+    "vnicprofile": "vms.VnicProfile",
     "template": "vms.Template",
 }
 

@@ -5,7 +5,7 @@ Modules, each importing only those below it:
 
 - cache: the event loop thread, connect() (one shared connection per URI), disconnect();
 - testdriver: TestDriverConnection, the Connection for libvirt's test driver;
-- connection: Connection, composed of chains (snapshot chains), domains and storage,
+- connection: Connection, composed of chains (snapshot chains), domains, storage and networks,
   each over base (opening, keepalive, callbacks, lookups);
 - domainxml (all libvirt XML), datatypes, errors; testnode renders test-driver node files.
 """
@@ -27,7 +27,11 @@ from hypervisor.datatypes import (
     DomainSpec,
     DomainState,
     HostInfo,
+    InterfaceSpec,
     LifecycleEvent,
+    NetworkInfo,
+    NetworkMode,
+    NetworkSpec,
     PoolInfo,
     PoolSpec,
     VolumeInfo,
@@ -36,6 +40,7 @@ from hypervisor.errors import (
     DomainNotFound,
     HostUnreachable,
     HypervisorError,
+    NetworkNotFound,
     PoolNotFound,
     VolumeNotFound,
 )
@@ -52,7 +57,12 @@ __all__ = [
     "HostInfo",
     "HostUnreachable",
     "HypervisorError",
+    "InterfaceSpec",
     "LifecycleEvent",
+    "NetworkInfo",
+    "NetworkMode",
+    "NetworkNotFound",
+    "NetworkSpec",
     "PoolInfo",
     "PoolNotFound",
     "PoolSpec",

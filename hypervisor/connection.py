@@ -2,6 +2,7 @@
 
 - hypervisor/base.py: opening (with a deadline), keepalive, callbacks, lookups, host info;
 - hypervisor/domains.py: domains; hypervisor/storage.py: pools and volumes;
+- hypervisor/networks.py: libvirt networks and domains' network interfaces;
 - hypervisor/chains.py: snapshot chains (overlays, external snapshots, merges, restore).
 
 libvirt's test driver gets TestDriverConnection (hypervisor/testdriver.py), a subclass;
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 from hypervisor.chains import SnapshotChainsMixin
 from hypervisor.domains import DomainsMixin
+from hypervisor.networks import NetworksMixin
 from hypervisor.storage import StorageMixin
 
 
-class Connection(SnapshotChainsMixin, DomainsMixin, StorageMixin):
+class Connection(SnapshotChainsMixin, DomainsMixin, StorageMixin, NetworksMixin):
     """One open libvirt connection (virConnect) to a real libvirtd; safe to use from several
-    threads. Its methods: hypervisor/base.py, domains.py, storage.py, chains.py."""
+    threads. Its methods: hypervisor/base.py, domains.py, storage.py, networks.py, chains.py."""

@@ -109,6 +109,17 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
+class InterfaceSpec:
+    """A network interface of a domain: plugged into the libvirt network `network` of the
+    host, with its MAC, its device model (virtio, e1000, rtl8139) and its link state."""
+
+    mac: str
+    network: str
+    model: str = "virtio"
+    link_up: bool = True
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """What define_domain needs to build a domain's XML."""
 
@@ -119,6 +130,41 @@ class DomainSpec:
     disks: tuple[DiskSpec, ...] = ()
     description: str = ""
     cores_per_socket: int = 1  # vcpus are vcpus / cores_per_socket sockets of that many cores
+    interfaces: tuple[InterfaceSpec, ...] = ()
+
+
+class NetworkMode:
+    """How a libvirt network reaches the outside: NAT through the host, not at all
+    (isolated), or through an existing bridge of the host."""
+
+    NAT = "nat"
+    ISOLATED = "isolated"
+    BRIDGE = "bridge"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A libvirt network to define on a host. `ipv4` is the host's address on it with its
+    prefix ("192.168.150.1/24", NAT and isolated; DHCP serves the rest of the subnet); a
+    bridge network names the host's `bridge`, and a VLAN `vlan` tag (libvirt tags only on
+    Open vSwitch bridges)."""
+
+    name: str
+    mode: str
+    bridge: str = ""
+    vlan: int | None = None
+    ipv4: str = ""
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A libvirt network of a host as it is now."""
+
+    name: str
+    uuid: str
+    active: bool
+    autostart: bool
+    persistent: bool
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ The domain builder is shared by define_domain and the test-node renderer.
 
 from __future__ import annotations
 
+import ipaddress
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from hypervisor.datatypes import DomainSpec, PoolSpec
+from hypervisor.datatypes import DomainSpec, InterfaceSpec, NetworkMode, NetworkSpec, PoolSpec
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ def domain_element(
         _sub(disk_el, "driver", name="qemu", type="qcow2" if disk.format == "qcow2" else "raw")
         _sub(disk_el, "source", file=disk.path)
         _sub(disk_el, "target", dev=disk.target, bus=disk.bus)
+    for nic in spec.interfaces:
+        devices.append(interface_element(nic))
     _sub(_sub(devices, "serial", type="pty"), "target", port="0")
     _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
     return dom
@@ -68,6 +71,108 @@ def domain_xml(
     element = domain_element(spec, domain_type=domain_type, disks=disks, arch=arch)
     ET.indent(element)
     return ET.tostring(element, encoding="unicode")
+
+
+# -- network interfaces and networks ---------------------------------------------------------
+
+
+def interface_element(nic: InterfaceSpec) -> ET.Element:
+    """<interface type='network'> on the libvirt network `nic.network`, with its MAC, model
+    and link state."""
+    element = ET.Element("interface", {"type": "network"})
+    _sub(element, "mac", address=nic.mac)
+    _sub(element, "source", network=nic.network)
+    _sub(element, "model", type=nic.model)
+    _sub(element, "link", state="up" if nic.link_up else "down")
+    return element
+
+
+def interface_xml(nic: InterfaceSpec) -> str:
+    """The <interface> device XML of `nic` (for hot-plug, unplug and update)."""
+    return ET.tostring(interface_element(nic), encoding="unicode")
+
+
+def _interfaces_by_mac(root: ET.Element) -> dict[str, ET.Element]:
+    found = {}
+    for nic in root.findall("devices/interface"):
+        mac = nic.find("mac")
+        if mac is not None and mac.get("address"):
+            found[mac.get("address").lower()] = nic
+    return found
+
+
+def interface_macs(xml: str) -> list[str]:
+    """The MACs of a domain's interfaces, in XML order (lower case)."""
+    return list(_interfaces_by_mac(ET.fromstring(xml)))
+
+
+def interface_link_states(xml: str) -> dict[str, bool]:
+    """MAC -> whether the interface's link is up (no <link> element: up)."""
+    states = {}
+    for mac, nic in _interfaces_by_mac(ET.fromstring(xml)).items():
+        link = nic.find("link")
+        states[mac] = link is None or link.get("state", "up") == "up"
+    return states
+
+
+def with_interface(xml: str, nic: InterfaceSpec) -> str:
+    """`xml` with the interface of `nic.mac` replaced by `nic` (or `nic` added after the
+    last interface or disk)."""
+    root = ET.fromstring(xml)
+    devices = root.find("devices")
+    existing = _interfaces_by_mac(root).get(nic.mac.lower())
+    new = interface_element(nic)
+    children = list(devices)
+    if existing is not None:
+        index = children.index(existing)
+        devices.remove(existing)
+    else:
+        after = [i for i, c in enumerate(children) if c.tag in ("disk", "interface")]
+        index = after[-1] + 1 if after else len(children)
+    devices.insert(index, new)
+    return ET.tostring(root, encoding="unicode")
+
+
+def without_interface(xml: str, mac: str) -> str:
+    """`xml` without the interface whose MAC is `mac` (KeyError if it has none)."""
+    root = ET.fromstring(xml)
+    nic = _interfaces_by_mac(root)[mac.lower()]
+    root.find("devices").remove(nic)
+    return ET.tostring(root, encoding="unicode")
+
+
+def network_xml(spec: NetworkSpec, *, uuid: str | None = None) -> str:
+    """The XML of a libvirt network: NAT or isolated (a bridge libvirt makes, with the host's
+    address and DHCP for the rest of the subnet when `ipv4` is given), or an existing host
+    bridge (an Open vSwitch one for a VLAN tag: libvirt tags on no other). `uuid`: the one
+    the host gave it (a definition replacing another of the same name must keep it)."""
+    net = ET.Element("network")
+    _sub(net, "name", spec.name)
+    if uuid:
+        _sub(net, "uuid", uuid)
+    if spec.mode == NetworkMode.BRIDGE:
+        _sub(net, "forward", mode="bridge")
+        _sub(net, "bridge", name=spec.bridge)
+        if spec.vlan is not None:
+            _sub(net, "virtualport", type="openvswitch")
+    elif spec.mode == NetworkMode.NAT:
+        _sub(net, "forward", mode="nat")
+    elif spec.mode != NetworkMode.ISOLATED:
+        raise ValueError(f"unknown network mode {spec.mode!r}")
+    if spec.vlan is not None:
+        _sub(_sub(net, "vlan"), "tag", id=str(spec.vlan))
+    if spec.ipv4 and spec.mode != NetworkMode.BRIDGE:
+        interface = ipaddress.IPv4Interface(spec.ipv4)
+        ip = _sub(net, "ip", address=str(interface.ip), prefix=str(interface.network.prefixlen))
+        # DHCP hands out the subnet's addresses above the host's (below it, if none above).
+        first, last = interface.network[1], interface.network[-2]
+        if interface.ip < last:
+            first = max(first, interface.ip + 1)
+        else:
+            last = interface.ip - 1
+        if first <= last:
+            _sub(_sub(ip, "dhcp"), "range", start=str(first), end=str(last))
+    return ET.tostring(net, encoding="unicode")
 
 
 # -- reading and rewriting the disks of an existing domain's XML ---------------------------------

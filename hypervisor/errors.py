@@ -58,10 +58,15 @@ class PoolNotFound(HypervisorError):
     """No storage pool with that name exists on the host."""
 
 
+class NetworkNotFound(HypervisorError):
+    """No libvirt network with that name exists on the host."""
+
+
 _NOT_FOUND = {
     libvirt.VIR_ERR_NO_DOMAIN: DomainNotFound,
     libvirt.VIR_ERR_NO_STORAGE_VOL: VolumeNotFound,
     libvirt.VIR_ERR_NO_STORAGE_POOL: PoolNotFound,
+    libvirt.VIR_ERR_NO_NETWORK: NetworkNotFound,
 }
 
 

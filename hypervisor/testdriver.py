@@ -11,7 +11,11 @@ hooks (its public methods stay Connection's own):
 - a snapshot of a running test domain is taken like one of a shut-off domain (overlays, then
   defineXML): the domain keeps running, and since the test driver cannot change a running
   domain's live XML, its persistent definition is where the current disks are read from;
-- a merge rewires the dict (no data to move), restoring memory just starts the domain.
+- a merge rewires the dict (no data to move), restoring memory just starts the domain;
+- it has no device hot-plug (virDomainAttachDeviceFlags, Detach, Update: "not supported by
+  the connection driver"): an interface is plugged, unplugged or updated in the persistent
+  definition (defineXML), running or not, as snapshots do. Its networks (define, start,
+  autostart, destroy, undefine) are libvirt's own.
 """
 
 from __future__ import annotations
@@ -22,8 +26,15 @@ from collections.abc import Callable
 import libvirt
 
 from hypervisor.connection import Connection
-from hypervisor.datatypes import VolumeInfo
-from hypervisor.domainxml import overlay_xml, volume_xml
+from hypervisor.datatypes import InterfaceSpec, VolumeInfo
+from hypervisor.domainxml import (
+    interface_macs,
+    overlay_xml,
+    volume_xml,
+    with_interface,
+    without_interface,
+)
+from hypervisor.errors import HypervisorError
 
 
 class TestDriverConnection(Connection):
@@ -53,6 +64,27 @@ class TestDriverConnection(Connection):
             if dom.isPersistent():
                 flags |= libvirt.VIR_DOMAIN_XML_INACTIVE
             return dom.XMLDesc(flags)
+
+    def _device(self, uuid: str, nic: InterfaceSpec, call: str, *, live: bool) -> None:
+        """Plug, unplug or update `nic` in the domain's persistent definition (see above)."""
+        dom = self._domain(uuid)
+        xml = self._current_xml(dom)
+        present = nic.mac.lower() in interface_macs(xml)
+        if call == "attachDeviceFlags" and present:
+            raise HypervisorError(
+                f"operation failed: an interface with MAC {nic.mac} already exists",
+                libvirt.VIR_ERR_OPERATION_FAILED,
+            )
+        if call != "attachDeviceFlags" and not present:
+            raise HypervisorError(
+                f"device not found: no interface with MAC {nic.mac}",
+                libvirt.VIR_ERR_DEVICE_MISSING,
+            )
+        xml = without_interface(xml, nic.mac) if call == "detachDeviceFlags" else xml
+        if call != "detachDeviceFlags":
+            xml = with_interface(xml, nic)
+        with self._translated():
+            self._conn.defineXML(xml)
 
     # -- backing chains -----------------------------------------------------------------------
 

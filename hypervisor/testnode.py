@@ -11,8 +11,8 @@ import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from hypervisor.datatypes import STATE_BY_NUMBER, DomainSpec, DomainState
-from hypervisor.domainxml import DiskSource, domain_element
+from hypervisor.datatypes import STATE_BY_NUMBER, DomainSpec, DomainState, NetworkSpec
+from hypervisor.domainxml import DiskSource, domain_element, network_xml
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 
@@ -77,8 +77,10 @@ def render_node_xml(
     memory_mb: int,
     pools: list[TestPool],
     domains: list[TestDomain],
+    networks: list[NetworkSpec] = (),
 ) -> str:
-    """The XML of a test-driver node with these CPUs, memory, dir pools and domains."""
+    """The XML of a test-driver node with these CPUs, memory, dir pools, domains and (active)
+    libvirt networks."""
     ET.register_namespace("test", TEST_NS)
     node = ET.Element("node")
     node.append(ET.Comment(f" hostname: {hostname} (the test driver reports the real one) "))
@@ -103,6 +105,10 @@ def render_node_xml(
         if domain.has_managed_save:
             ET.SubElement(element, f"{{{TEST_NS}}}hasmanagedsave")
         node.append(element)
+    for network in networks:
+        net_el = ET.fromstring(network_xml(network))
+        _sub(net_el, "uuid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"vireo-test-net:{network.name}")))
+        node.append(net_el)
     for pool in pools:
         pool_el = ET.SubElement(node, "pool", type="dir")
         _sub(pool_el, "name", pool.name)

@@ -10,7 +10,15 @@ from helpers import GiB
 from storage.choices import DiskStatus, DomainFunction, StorageDomainStatus
 from storage.models import Disk, StorageDomain
 from vms.choices import HostStatus, VMStatus
-from vms.models import Cluster, DataCenter, Host, VirtualMachine
+from vms.models import (
+    Cluster,
+    DataCenter,
+    Host,
+    Network,
+    NetworkInterface,
+    VirtualMachine,
+    VnicProfile,
+)
 
 _host_numbers = itertools.count(1)
 
@@ -106,6 +114,49 @@ class DiskFactory(factory.django.DjangoModelFactory):
     actual_bytes = 0
     sparse = True
     status = DiskStatus.OK
+
+
+class NetworkFactory(factory.django.DjangoModelFactory):
+    """A logical network (isolated) with its default vNIC profile of its name."""
+
+    class Meta:
+        model = Network
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"net{n}")
+    data_center = factory.SubFactory(DataCenterFactory)
+
+    @factory.post_generation
+    def default_profile(obj, create, extracted, **kwargs):
+        if create and extracted is not False:
+            VnicProfile.objects.create(network=obj, name=obj.name)
+
+
+def profile_of(network) -> VnicProfile:
+    """A network's default vNIC profile (the one named after it)."""
+    return network.profiles.get(name=network.name)
+
+
+_macs = itertools.count(1)
+
+
+class NicFactory(factory.django.DjangoModelFactory):
+    """A VM's network interface on a network's default profile (a network of the VM's data
+    center made for it unless given), with a MAC outside every data center's pool."""
+
+    class Meta:
+        model = NetworkInterface
+
+    vm = factory.SubFactory(VMFactory)
+    name = "nic1"
+    profile = factory.LazyAttribute(
+        lambda o: profile_of(NetworkFactory(data_center=o.vm.cluster.data_center))
+    )
+    mac = factory.LazyFunction(lambda: _mac_outside_pools(next(_macs)))
+
+
+def _mac_outside_pools(n: int) -> str:
+    return f"02:00:00:{n >> 16 & 0xFF:02x}:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}"
 
 
 def grant(principal, role_name: str, obj) -> None:

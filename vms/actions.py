@@ -29,7 +29,9 @@ SD = StorageDomainStatus
 class Action:
     """One action as the portal offers it."""
 
-    on: str  # what it acts on: "vm", "snapshot", "disk", "storagedomain", "host", "cluster", "datacenter"
+    # what it acts on: "vm", "snapshot", "disk", "storagedomain", "host", "cluster", "datacenter",
+    # "network", "vnic_profile", "nic"
+    on: str
     key: str  # its name in URLs and Events ("run"); unique among the actions on the same kind
     label: str  # the button's and menu's text, in the chapter's words
     verb: str  # "Cannot {verb} {name}: ...", "asked to {verb} VM ...", "Failed to {verb} ..."
@@ -577,6 +579,108 @@ CATALOGUE: tuple[Action, ...] = (
         title="Remove Data Center(s)",
         question="Are you sure you want to remove the following Data Center(s)?",
     ),
+    # -- logical networks and their vNIC profiles (Data Centers tab, Networks) -----------------
+    Action(
+        "network",
+        "create",
+        "New",
+        "create",
+        permission="configure_network",  # on the data center
+        service="vms.networks.network_create",
+        job="network_create",
+        url="vms:network_new",
+        title="New Logical Network",
+    ),
+    Action(
+        "network",
+        "edit",
+        "Edit",
+        "edit",
+        permission="configure_network",
+        service="vms.networks.network_edit",
+        job="network_edit",  # only when its backing changes
+        url="vms:network_edit",
+        title="Edit Logical Network",
+    ),
+    Action(
+        "network",
+        "remove",
+        "Remove",
+        "remove",
+        permission="configure_network",
+        service="vms.networks.network_remove",
+        job="network_remove",
+        url="vms:network_remove",
+        title="Remove Logical Network(s)",
+        question="Are you sure you want to remove the following Logical Network(s)?",
+    ),
+    Action(
+        "vnic_profile",
+        "create",
+        "New",
+        "create",
+        permission="configure_network",  # on its network
+        service="vms.networks.vnic_profile_create",
+        url="vms:vnic_profile_new",
+        title="New VM Interface Profile",
+    ),
+    Action(
+        "vnic_profile",
+        "edit",
+        "Edit",
+        "edit",
+        permission="configure_network",
+        service="vms.networks.vnic_profile_edit",
+        url="vms:vnic_profile_edit",
+        title="Edit VM Interface Profile",
+    ),
+    Action(
+        "vnic_profile",
+        "remove",
+        "Remove",
+        "remove",
+        permission="configure_network",
+        service="vms.networks.vnic_profile_remove",
+        url="vms:vnic_profile_remove",
+        title="Remove VM Interface Profile(s)",
+        question="Are you sure you want to remove the following VM Interface Profile(s)?",
+    ),
+    # -- a VM's network interfaces (details pane, Network Interfaces); the profile chosen
+    # needs attach_vnic (VnicProfileUser) on it besides ----------------------------------------
+    Action(
+        "nic",
+        "create",
+        "New",
+        "add",
+        permission="edit_vm",
+        service="vms.networks.nic_create",
+        job="nic_create",
+        url="vms:nic_new",
+        title="New Network Interface",
+    ),
+    Action(
+        "nic",
+        "edit",
+        "Edit",
+        "edit",
+        permission="edit_vm",
+        service="vms.networks.nic_edit",
+        job="nic_edit",
+        url="vms:nic_edit",
+        title="Edit Network Interface",
+    ),
+    Action(
+        "nic",
+        "remove",
+        "Remove",
+        "remove",
+        permission="edit_vm",
+        service="vms.networks.nic_remove",
+        job="nic_remove",
+        url="vms:nic_remove",
+        title="Remove Network Interface(s)",
+        question="Are you sure you want to remove the following Network Interface(s)?",
+    ),
 )
 
 
@@ -603,6 +707,10 @@ def host_actions_allowed(status: str) -> frozenset[str]:
     """The host actions that may start from a host's `status` (those without statuses: any)."""
     return frozenset(k for k, a in HOST_ACTIONS.items() if a.allows(status))
 
+
+NETWORK_ACTIONS = _by_kind("network")
+VNIC_PROFILE_ACTIONS = _by_kind("vnic_profile")
+NIC_ACTIONS = _by_kind("nic")
 
 # The VM actions of the status table (toolbar, right-click menu, `vms:action`), and the
 # snapshot actions of the Snapshots sub-tab, as choices.

@@ -97,3 +97,26 @@ class SnapshotStatus(models.TextChoices):
     LOCKED = "locked", "Locked"
     OK = "ok", "Ok"
     IN_PREVIEW = "in_preview", "Preview Mode"
+
+
+class NetworkKind(models.TextChoices):
+    """What backs a logical network on each host of its data center."""
+
+    NAT = "nat", "NAT (libvirt network)"
+    ISOLATED = "isolated", "Isolated (libvirt network)"
+    BRIDGE = "bridge", "Existing host bridge"
+
+
+class NetworkStatus(models.TextChoices):
+    """Locked while a job defines, changes or removes it on the hosts."""
+
+    OPERATIONAL = "operational", "Operational"
+    LOCKED = "locked", "Locked"
+
+
+class NicModel(models.TextChoices):
+    """A network interface's device type, as the New Network Interface window names it."""
+
+    VIRTIO = "virtio", "VirtIO"
+    E1000 = "e1000", "e1000"
+    RTL8139 = "rtl8139", "rtl8139"

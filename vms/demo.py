@@ -14,9 +14,19 @@ from accounts.services import role_permission
 from storage.choices import DomainFunction, StorageDomainStatus, StorageType
 from storage.models import Disk, StorageDomain
 
-from .choices import HostStatus, VMStatus
+from .choices import HostStatus, NetworkKind, VMStatus
 from .domains import pool_name_new
-from .models import Cluster, DataCenter, Host, Network, NetworkInterface, Template, VirtualMachine
+from .models import (
+    Cluster,
+    DataCenter,
+    Host,
+    Network,
+    NetworkInterface,
+    Template,
+    VirtualMachine,
+    VnicProfile,
+)
+from .vnics import mac_pool_range, mac_text
 
 GiB = 1024**3
 DEMO_VMS = [
@@ -155,10 +165,18 @@ def demo_seed(*, hosts: int = 2) -> bool:
             actual_bytes=2 * GiB,
         )
     network = Network.objects.create(
-        name="ovirtmgmt", data_center=dc, description="Management and VM network"
+        name="ovirtmgmt",
+        data_center=dc,
+        description="Management and VM network",
+        kind=NetworkKind.NAT,
+        ipv4="10.150.0.1/24",
     )
+    profile = VnicProfile.objects.create(network=network, name=network.name)
+    first, _last = mac_pool_range(dc.pk)
+    base = int(first.replace(":", ""), 16)
     NetworkInterface.objects.bulk_create(
-        NetworkInterface(vm=vm, network=network) for vm in VirtualMachine.objects.all()
+        NetworkInterface(vm=vm, profile=profile, mac=mac_text(base + n))
+        for n, vm in enumerate(VirtualMachine.objects.order_by("pk"))
     )
     Template.objects.create(
         name="small-linux",

@@ -8,8 +8,8 @@ from django.db.models import Q
 from storage.choices import DomainFunction, StorageDomainStatus
 from storage.models import StorageDomain
 
-from .choices import VMStatus
-from .models import Cluster, DataCenter, Host, Template
+from .choices import NetworkKind, NicModel, VMStatus
+from .models import Cluster, DataCenter, Host, Template, VnicProfile
 from .services import MEMORY_MB_RANGE, NAME_MAX, NAME_RE, SHUTDOWN_TIMEOUT_RANGE, VCPUS_RANGE
 
 # Every field checks what it can on its own, so a window shows all its field errors at once;
@@ -62,6 +62,12 @@ class NewVMForm(forms.Form):
     template = forms.ModelChoiceField(
         queryset=Template.objects.none(), required=False, empty_label="Blank"
     )
+    profile = forms.ModelChoiceField(
+        label="vNIC Profile (nic1)",
+        queryset=VnicProfile.objects.none(),
+        required=False,
+        empty_label="(no network interface)",
+    )
 
     field_order = ["template", "name", "description", "cluster"]
 
@@ -83,6 +89,8 @@ class NewVMForm(forms.Form):
         else:
             data_domains = data_domains.filter(pk__in=choices["disk_domains"].values("pk"))
         self.fields["storage_domain"].queryset = data_domains
+        self.fields["profile"].queryset = choices["profiles"]
+        self.fields["profile"].label_from_instance = profile_label
 
 
 class CloneForm(forms.Form):
@@ -221,3 +229,78 @@ class EditVMForm(forms.Form):
     def tabs(self):
         """(tab name, its bound fields), in the window's order."""
         return [(tab, [self[name] for name in names]) for tab, names in self.TABS.items()]
+
+
+def profile_label(profile: VnicProfile) -> str:
+    """A vNIC profile in a drop-down: "profile/network (data center)"."""
+    network = profile.network
+    return f"{profile.name}/{network.name} ({network.data_center.name})"
+
+
+class NetworkForm(forms.Form):
+    """New / Edit Logical Network."""
+
+    name = forms.CharField(max_length=NAME_MAX, validators=[name_chars])
+    description = forms.CharField(max_length=1000, required=False)
+    vm_network = forms.BooleanField(label="VM network", required=False, initial=True)
+    kind = forms.ChoiceField(label="Type", choices=NetworkKind.choices, initial=NetworkKind.NAT)
+    ipv4 = forms.CharField(
+        label="IPv4 address (NAT, isolated)",
+        max_length=18,
+        required=False,
+        help_text="The hosts' address with its prefix, e.g. 192.168.150.1/24; DHCP serves the rest.",
+    )
+    bridge = forms.CharField(label="Host bridge", max_length=15, required=False)
+    vlan = forms.IntegerField(
+        label="VLAN tag",
+        required=False,
+        min_value=0,
+        max_value=4094,
+        error_messages={
+            "min_value": "VLAN tag must be between 0 and 4094.",
+            "max_value": "VLAN tag must be between 0 and 4094.",
+        },
+    )
+
+
+class VnicProfileForm(forms.Form):
+    """New / Edit VM Interface Profile."""
+
+    name = forms.CharField(max_length=NAME_MAX, validators=[name_chars])
+    description = forms.CharField(max_length=1000, required=False)
+    port_mirroring = forms.BooleanField(label="Port Mirroring", required=False)
+
+
+class NicForm(forms.Form):
+    """New / Edit Network Interface."""
+
+    name = forms.CharField(
+        max_length=64, required=False, help_text="Empty: the next free of nic1, nic2 ..."
+    )
+    profile = forms.ModelChoiceField(
+        label="Profile", queryset=VnicProfile.objects.none(), empty_label=None
+    )
+    model = forms.ChoiceField(label="Type", choices=NicModel.choices, initial=NicModel.VIRTIO)
+    mac = forms.CharField(
+        label="MAC address",
+        max_length=40,
+        required=False,
+        help_text="Empty: the next free address of the data center's MAC pool.",
+    )
+    link_state = forms.ChoiceField(
+        label="Link State",
+        choices=[("up", "Up"), ("down", "Down")],
+        initial="up",
+        widget=forms.RadioSelect,
+    )
+    card_status = forms.ChoiceField(
+        label="Card Status",
+        choices=[("plugged", "Plugged"), ("unplugged", "Unplugged")],
+        initial="plugged",
+        widget=forms.RadioSelect,
+    )
+
+    def __init__(self, *args, profiles, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["profile"].queryset = profiles
+        self.fields["profile"].label_from_instance = profile_label

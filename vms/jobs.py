@@ -29,7 +29,7 @@ from .choices import (
     VMStatus,
     status_from_domain,
 )
-from .models import Host, Snapshot, VirtualMachine
+from .models import Host, Network, NetworkInterface, Snapshot, VirtualMachine
 from .services import vm_grants_drop, vm_status_move
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,39 @@ class JobError(Exception):
     """A job cannot go on; the message is for the user."""
 
 
-def vm_domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
-    """The libvirt domain a VM is, built from the inventory."""
+def network_spec(network: Network) -> hypervisor.NetworkSpec:
+    """The libvirt network that backs a logical network on each host."""
+    return hypervisor.NetworkSpec(
+        name=network.libvirt_name,
+        mode=network.kind,
+        bridge=network.bridge,
+        vlan=network.vlan,
+        ipv4=network.ipv4,
+    )
+
+
+def interface_spec(nic: NetworkInterface) -> hypervisor.InterfaceSpec:
+    """A VM's network interface as its domain has it."""
+    return hypervisor.InterfaceSpec(
+        mac=nic.mac,
+        network=nic.profile.network.libvirt_name,
+        model=nic.model,
+        link_up=nic.linked,
+    )
+
+
+def vm_plugged_nics(vm: VirtualMachine, *, without: int | None = None) -> list[NetworkInterface]:
+    """The VM's plugged interfaces in the order they were made (prefetched ones if read)."""
+    if "nics" in getattr(vm, "_prefetched_objects_cache", {}):
+        nics = vm.nics.all()
+    else:
+        nics = vm.nics.select_related("profile__network")
+    return sorted((n for n in nics if n.plugged and n.pk != without), key=lambda n: n.pk)
+
+
+def vm_domain_spec(vm: VirtualMachine, *, without_nic: int | None = None) -> hypervisor.DomainSpec:
+    """The libvirt domain a VM is, built from the inventory (its plugged interfaces, less
+    `without_nic`, one being removed)."""
     disks = tuple(
         hypervisor.DiskSpec(pool=d.storage_domain.pool_name, volume=d.volume_name, target=d.target)
         for d in sorted(vm.disks.all(), key=lambda d: d.target)
@@ -56,7 +87,16 @@ def vm_domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
         disks=disks,
         description=control_characters_strip(vm.description),
         cores_per_socket=vm.cores_per_socket,
+        interfaces=tuple(interface_spec(n) for n in vm_plugged_nics(vm, without=without_nic)),
     )
+
+
+def networks_ensure(conn: hypervisor.Connection, networks) -> None:
+    """Make sure the host has each logical network's libvirt network, started: a host that
+    was not Up when the network was made (or a test host that forgot it) gets it now."""
+    for network in {n.pk: n for n in networks}.values():
+        if not conn.network_started(network.libvirt_name):
+            conn.ensure_network(network_spec(network))
 
 
 def vm_hypervisor_status(vm: VirtualMachine) -> str:
@@ -203,6 +243,7 @@ def vm_run_job(job: Job) -> Outcome:
         conn.resume(uuid)
     else:
         job_progress(job, 10, "Restoring state" if previous == VMStatus.SUSPENDED else "Starting")
+        networks_ensure(conn, [nic.profile.network for nic in vm_plugged_nics(vm)])
         if previous == VMStatus.DOWN:
             _define_for_start(job, conn, vm)
         else:

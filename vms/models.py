@@ -10,7 +10,15 @@ from django.utils import timezone
 
 from portal.kernel.querysets import RestrictedManager
 
-from .choices import HostStatus, SnapshotStatus, VMOrigin, VMStatus
+from .choices import (
+    HostStatus,
+    NetworkKind,
+    NetworkStatus,
+    NicModel,
+    SnapshotStatus,
+    VMOrigin,
+    VMStatus,
+)
 
 
 class DataCenter(models.Model):
@@ -223,12 +231,31 @@ class Template(models.Model):
 
 
 class Network(models.Model):
-    """A logical network of a data center; VM network interfaces refer to one."""
+    """A logical network of a data center, backed on each of its hosts by the libvirt network
+    `libvirt_name` (NAT, isolated, or over an existing host bridge); VM network interfaces
+    reach it through its vNIC profiles."""
 
     name = models.CharField(max_length=255)
     description = models.CharField(max_length=1000, blank=True)
     data_center = models.ForeignKey(DataCenter, on_delete=models.PROTECT, related_name="networks")
     vm_network = models.BooleanField("VM network", default=True)
+    kind = models.CharField(
+        "Type", max_length=16, choices=NetworkKind.choices, default=NetworkKind.ISOLATED
+    )
+    bridge = models.CharField(
+        "Host bridge", max_length=15, blank=True, help_text="An existing bridge on every host."
+    )
+    vlan = models.PositiveSmallIntegerField("VLAN tag", null=True, blank=True)
+    ipv4 = models.CharField(
+        "IPv4 address",
+        max_length=18,
+        blank=True,
+        help_text="The hosts' address on a NAT or isolated network, with its prefix "
+        "(192.168.150.1/24); DHCP hands out the rest of the subnet.",
+    )
+    status = models.CharField(
+        max_length=16, choices=NetworkStatus.choices, default=NetworkStatus.OPERATIONAL
+    )
 
     objects = RestrictedManager()
 
@@ -243,13 +270,48 @@ class Network(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def libvirt_name(self) -> str:
+        """The libvirt network that stands for it on each host (never the user's text)."""
+        return f"vireo-{self.pk}"
+
+
+class VnicProfile(models.Model):
+    """A vNIC profile: how interfaces plug into a logical network (port mirroring). A user
+    picks one for an interface with VnicProfileUser (attach_vnic) on it."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="profiles")
+    name = models.CharField(max_length=255)
+    description = models.CharField(max_length=1000, blank=True)
+    port_mirroring = models.BooleanField("Port Mirroring", default=False)
+
+    objects = RestrictedManager()
+
+    class Meta:
+        ordering = ["network__name", "name"]
+        verbose_name = "vNIC profile"
+        constraints = [
+            models.UniqueConstraint(fields=["network", "name"], name="vnic_profile_unique_in_net")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
 
 class NetworkInterface(models.Model):
-    """A VM's network interface, plugged into a logical network."""
+    """A VM's network interface (nic1, nic2 ...) on a vNIC profile, with a MAC from its data
+    center's MAC pool (unique), a device model, a link state, and whether it is plugged."""
 
     vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="nics")
     name = models.CharField(max_length=64, default="nic1")
-    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="interfaces")
+    profile = models.ForeignKey(VnicProfile, on_delete=models.PROTECT, related_name="interfaces")
+    model = models.CharField(
+        "Type", max_length=16, choices=NicModel.choices, default=NicModel.VIRTIO
+    )
+    mac = models.CharField("MAC", max_length=17, unique=True)
+    linked = models.BooleanField("Link State", default=True, help_text="Up when ticked.")
+    plugged = models.BooleanField("Plugged", default=True)
+    locked = models.BooleanField(default=False, help_text="A job is changing it on the host.")
 
     class Meta:
         ordering = ["vm", "name"]

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from django.core.paginator import Page
-from django.db.models import Exists, F, JSONField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, JSONField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import JSONObject
 
 from accounts.permissions import permitted_actions
@@ -12,8 +12,18 @@ from portal.kernel.paging import page_get
 from storage.models import StorageDomain
 
 from .actions import VM_STATUS_ACTIONS, allowed_actions, job_shows_on, preview_blocked
-from .choices import BUSY_STATUSES
-from .models import Cluster, DataCenter, Host, Network, SnapshotPreview, Template, VirtualMachine
+from .choices import BUSY_STATUSES, NetworkStatus
+from .models import (
+    Cluster,
+    DataCenter,
+    Host,
+    Network,
+    NetworkInterface,
+    SnapshotPreview,
+    Template,
+    VirtualMachine,
+    VnicProfile,
+)
 from .search import vm_search
 
 SORTS = {
@@ -171,6 +181,7 @@ def vm_create_choices(user) -> dict:
         ),
         "templates": Template.objects.restrict(user, "create_vm_from_template"),
         "disk_domains": StorageDomain.objects.restrict(user, "create_disk"),
+        "profiles": usable_profiles(VnicProfile.objects.restrict(user, "attach_vnic")),
     }
 
 
@@ -223,3 +234,30 @@ def datacenter_contents(user, datacenters) -> dict[str, QuerySet]:
         "networks": Network.objects.filter(**inside).restrict(user, "view"),
         "templates": Template.objects.filter(**inside).restrict(user, "view"),
     }
+
+
+def usable_profiles(queryset) -> QuerySet:
+    """Profiles an interface may be put on: of VM networks no job is changing."""
+    return queryset.filter(
+        network__vm_network=True, network__status=NetworkStatus.OPERATIONAL
+    ).select_related("network__data_center")
+
+
+def network_list(user, data_center) -> QuerySet:
+    """A data center's logical networks the user may see, with their profile counts."""
+    networks = Network.objects.filter(data_center=data_center).restrict(user, "view")
+    return networks.annotate(profile_count=Count("profiles")).order_by("name", "pk")
+
+
+def profile_list(user, network) -> QuerySet:
+    """A logical network's vNIC profiles the user may see."""
+    return VnicProfile.objects.filter(network=network).restrict(user, "view").order_by("name", "pk")
+
+
+def vm_nics(vm) -> QuerySet:
+    """A VM's network interfaces, with their profiles and networks."""
+    return (
+        NetworkInterface.objects.filter(vm=vm)
+        .select_related("profile__network")
+        .order_by("name", "pk")
+    )

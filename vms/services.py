@@ -29,8 +29,17 @@ from storage.space import free_bytes_on, unusable_on
 from .actions import VM_ACTIONS, VMAction
 from .choices import HostStatus, SnapshotStatus, VMStatus
 from .host_address import host_address_check
-from .models import Cluster, DataCenter, Host, SnapshotPreview, Template, VirtualMachine
+from .models import (
+    Cluster,
+    DataCenter,
+    Host,
+    NetworkInterface,
+    SnapshotPreview,
+    Template,
+    VirtualMachine,
+)
 from .quotas import quota_check
+from .vnics import mac_allocate, profile_usable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 NAME_MAX = 255
@@ -446,10 +455,12 @@ def vm_create(
     sparse: bool = True,
     description: str = "",
     template_id: int | None = None,
+    profile_id: int | None = None,
 ) -> VirtualMachine:
-    """New VM with one disk, blank or from a template: it is Image Locked while its disk is
-    created, then Down. Its creator holds UserVmEngine on it. A VM from a template takes the
-    template's memory, vCPUs and disk size; making one needs create_vm or
+    """New VM with one disk, blank or from a template, and a network interface nic1 on the
+    vNIC profile chosen (one the user may use, attach_vnic), if any: it is Image Locked while
+    its disk is created, then Down. Its creator holds UserVmEngine on it. A VM from a template
+    takes the template's memory, vCPUs and disk size; making one needs create_vm or
     create_vm_from_template on the cluster, a blank one create_vm and create_disk on the
     storage domain."""
     queue_ensure_available()
@@ -491,6 +502,9 @@ def vm_create(
             raise ActionRefused(
                 f"Storage domain {domain.name} is {domain.get_status_display()}; choose an Active one."
             )
+        profile = None
+        if profile_id is not None:  # after the data center's lock, as vms.networks locks
+            profile = profile_usable(user, profile_id, data_center_id=cluster.data_center_id)
         host = _pick_host(cluster)
         unusable = unusable_on(domain, host.pk)
         if unusable:
@@ -524,6 +538,10 @@ def vm_create(
             sparse=sparse,
             status=DiskStatus.LOCKED,
         )
+        if profile is not None:
+            NetworkInterface.objects.create(
+                vm=vm, name="nic1", profile=profile, mac=mac_allocate(cluster.data_center_id)
+            )
         job = job_create(
             kind=JobKind.VM_CREATE,
             description=f"Create VM {name}",

@@ -62,7 +62,7 @@ def snapshots_context(request, vm, *, url: str | None = None, target: str = "#vm
         "snapshot_subtabs": SNAPSHOT_SUBTABS.items(),
         "can_snapshot": permitted,
         "vm_running": vm.status in RUNNING_STATUSES,
-        "nics": vm.nics.select_related("network"),
+        "nics": vm.nics.select_related("profile__network"),
     }
 
 

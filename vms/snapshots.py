@@ -151,7 +151,8 @@ def snapshot_create(
             raise ActionRefused("Save Memory needs a running VM.")
         previous = _lock_vm_if_down(vm)
         nics = [
-            {"name": n.name, "network": n.network.name} for n in vm.nics.select_related("network")
+            {"name": n.name, "network": n.profile.network.name, "profile": n.profile.name}
+            for n in vm.nics.select_related("profile__network")
         ]
         snapshot = Snapshot.objects.create(
             vm=vm,

@@ -23,8 +23,8 @@ from storage.choices import DiskStatus, StorageDomainStatus
 from storage.models import Disk, StorageDomain
 
 from .choices import VMStatus
-from .jobs import vm_domain_spec
-from .models import Host, Snapshot, SnapshotDisk, SnapshotPreview
+from .jobs import network_spec, vm_domain_spec
+from .models import Host, Network, Snapshot, SnapshotDisk, SnapshotPreview
 from .monitor import Monitor
 
 TEST_PREFIX = "test:///"
@@ -131,11 +131,24 @@ def _node_xml(host: Host) -> str:
             )
         )
     domains = []
-    for vm in host.vms.exclude(pk__in=making).prefetch_related("disks__storage_domain"):
+    vms = host.vms.exclude(pk__in=making).prefetch_related(
+        "disks__storage_domain", "nics__profile__network"
+    )
+    for vm in vms:
         state, saved = _vm_state(vm, waiting)
         domains.append(TestDomain(spec=vm_domain_spec(vm), state=state, has_managed_save=saved))
+    # The data center's logical networks, as their jobs left them on every host.
+    networks = [
+        network_spec(n)
+        for n in Network.objects.filter(data_center_id=host.cluster.data_center_id).order_by("pk")
+    ]
     return render_node_xml(
-        hostname=host.name, cpus=16, memory_mb=64 * 1024, pools=pools, domains=domains
+        hostname=host.name,
+        cpus=16,
+        memory_mb=64 * 1024,
+        pools=pools,
+        domains=domains,
+        networks=networks,
     )
 
 

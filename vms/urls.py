@@ -2,7 +2,7 @@ from django.urls import path
 
 import portal.kernel.converters  # noqa: F401  (registers the <id:...> path converter)
 
-from . import inventory_views, quota_views, snapshot_views, views
+from . import inventory_views, network_views, quota_views, snapshot_views, views
 
 app_name = "vms"
 urlpatterns = [
@@ -31,6 +31,9 @@ urlpatterns = [
         name="snapshot_end_preview",
     ),
     path("<id:pk>/details/<str:tab>/", views.vm_details_pane, name="details"),
+    path("<id:pk>/nics/new/", network_views.nic_new, name="nic_new"),
+    path("<id:pk>/nics/<id:nid>/edit/", network_views.nic_edit, name="nic_edit"),
+    path("<id:pk>/nics/<id:nid>/remove/", network_views.nic_remove, name="nic_remove"),
     path("hosts/", views.host_list, name="hosts"),
     path("hosts/new/", views.host_new, name="host_new"),
     path("hosts/<id:pk>/edit/", inventory_views.host_edit, name="host_edit"),
@@ -45,6 +48,14 @@ urlpatterns = [
     path(
         "datacenters/<id:pk>/remove/", inventory_views.datacenter_remove, name="datacenter_remove"
     ),
+    path("datacenters/<id:pk>/networks/", network_views.network_list, name="networks"),
+    path("datacenters/<id:pk>/networks/new/", network_views.network_new, name="network_new"),
+    path("networks/<id:pk>/edit/", network_views.network_edit, name="network_edit"),
+    path("networks/<id:pk>/remove/", network_views.network_remove, name="network_remove"),
+    path("networks/<id:pk>/profiles/", network_views.network_profiles, name="network_profiles"),
+    path("networks/<id:pk>/profiles/new/", network_views.vnic_profile_new, name="vnic_profile_new"),
+    path("profiles/<id:pk>/edit/", network_views.vnic_profile_edit, name="vnic_profile_edit"),
+    path("profiles/<id:pk>/remove/", network_views.vnic_profile_remove, name="vnic_profile_remove"),
     path("clusters/<id:pk>/edit/", views.cluster_edit, name="cluster_edit"),
     path("clusters/<id:pk>/remove/", inventory_views.cluster_remove, name="cluster_remove"),
     path("quotas/", quota_views.quota_list, name="quotas"),

@@ -45,6 +45,7 @@ from .snapshot_views import snapshots_context
 DETAIL_TABS = {
     "general": "General",
     "disks": "Disks",
+    "nics": "Network Interfaces",
     "snapshots": "Snapshots",
     "events": "Events",
     "permissions": "Permissions",
@@ -150,6 +151,9 @@ def _details_context(request, vm, tab: str) -> dict:
     context["detail_tabs"] = DETAIL_TABS.items()
     if tab == "disks":
         context["disks"] = vm.disks.select_related("storage_domain").order_by("target")
+    elif tab == "nics":
+        context["nic_page"] = page_get(selectors.vm_nics(vm), request.GET.get("page"))
+        context["nics_locked"] = any(n.locked for n in context["nic_page"].object_list)
     elif tab == "events":
         context["events"] = Event.objects.filter(vm=vm).select_related("user")[:100]
     elif tab == "snapshots":
@@ -271,6 +275,7 @@ def vm_new(request):
             storage_domain_id=data["storage_domain"].pk,
             sparse=data["allocation"] == "thin",
             template_id=data["template"].pk if data["template"] else None,
+            profile_id=data["profile"].pk if data["profile"] else None,
         ),
         success=lambda vm: f"Creating VM {vm.name}.",
         template="vms/_new_vm_dialog.html",

@@ -39,6 +39,12 @@ class JobKind(models.TextChoices):
     STORAGE_DOMAIN_DETACH = "storage_domain_detach", "Detach storage domain"
     STORAGE_DOMAIN_ATTACH = "storage_domain_attach", "Attach storage domain"
     STORAGE_DOMAIN_REMOVE = "storage_domain_remove", "Remove storage domain"
+    NETWORK_CREATE = "network_create", "Create logical network"
+    NETWORK_EDIT = "network_edit", "Edit logical network"
+    NETWORK_REMOVE = "network_remove", "Remove logical network"
+    NIC_CREATE = "nic_create", "Add network interface"
+    NIC_EDIT = "nic_edit", "Edit network interface"
+    NIC_REMOVE = "nic_remove", "Remove network interface"
 
 
 class Job(models.Model):

@@ -417,6 +417,109 @@ def snapshot_windows(name: str) -> Callable[[World], list[Case]]:
     return cases
 
 
+CONFIGURE = "configure_network"
+
+
+def dc_networks(name: str) -> Callable[[World], list[Case]]:
+    """A data center's Networks page (view on the data center) and a network's vNIC Profiles
+    (view on the network): Administration Portal pages."""
+
+    def cases(w: World) -> list[Case]:
+        return [
+            Case(
+                name,
+                "GET",
+                reverse(name, args=[(s.dc if name == "vms:networks" else s.network).pk]),
+                need("view", on=[s.dc if name == "vms:networks" else s.network], admin=True),
+            )
+            for s in sides(w)
+        ]
+
+    return cases
+
+
+NETWORK_POST = {
+    "description": "",
+    "vm_network": "on",
+    "kind": "isolated",
+    "ipv4": "",
+    "bridge": "",
+    "vlan": "",
+}
+
+
+def network_windows(name: str) -> Callable[[World], list[Case]]:
+    """New Logical Network (configure_network on the data center), Edit and Remove
+    (configure_network on the network), New VM Interface Profile (on the network), Edit and
+    Remove VM Interface Profile (on the profile): Administration Portal windows."""
+
+    def cases(w: World) -> list[Case]:
+        out = []
+        for s in sides(w):
+            on = {
+                "vms:network_new": s.dc,
+                "vms:network_edit": s.network,
+                "vms:network_remove": s.network,
+                "vms:vnic_profile_new": s.network,
+                "vms:vnic_profile_edit": s.profile,
+                "vms:vnic_profile_remove": s.profile,
+            }[name]
+            gate = need(CONFIGURE, on=[on], admin=True)
+            url = reverse(name, args=[on.pk])
+            if name.startswith("vms:network_"):
+                data = {**NETWORK_POST, "name": f"net-made-{s.dc.name}"}
+            else:
+                data = {
+                    "name": f"profile-made-{s.dc.name}",
+                    "description": "",
+                    "port_mirroring": "",
+                }
+            out += [
+                Case(name, "GET", url, gate),
+                Case(name, "POST", url, gate, data, inside=s is w.inside),
+            ]
+        return out
+
+    return cases
+
+
+def nic_windows(name: str) -> Callable[[World], list[Case]]:
+    """A VM's Network Interfaces windows: edit_vm on the VM; the profile an interface is put
+    on needs attach_vnic (VnicProfileUser) on it besides; an interface of another VM is a 404
+    for everybody."""
+
+    def cases(w: World) -> list[Case]:
+        out = []
+        for s in sides(w):
+            gate = need("edit_vm", on=[s.vm])
+            args = [s.vm.pk] if name == "vms:nic_new" else [s.vm.pk, s.nic.pk]
+            url = reverse(name, args=args)
+            data = {
+                "name": "nic9",
+                "profile": s.profile.pk,
+                "model": "e1000",
+                "mac": "",
+                "link_state": "down",
+                "card_status": "plugged",
+            }
+            if name == "vms:nic_remove":
+                data = {}
+            out += [
+                Case(name, "GET", url, gate),
+                Case(name, "POST", url, gate, data, inside=s is w.inside),
+            ]
+            if name == "vms:nic_new":
+                # Tried where the profile may not be picked: the window refuses it.
+                usable = need("attach_vnic", on=[s.profile])
+                out.append(Case(name, "POST", url, gate, data, refused_unless=usable))
+        if name != "vms:nic_new":
+            mismatched = [w.inside.vm.pk, w.outside.nic.pk]
+            out.append(Case(name, "GET", reverse(name, args=mismatched), NEVER))
+        return out
+
+    return cases
+
+
 def user_vm_card(w: World) -> list[Case]:
     return [
         Case("user_vm_card", "GET", reverse("user_vm_card", args=[s.vm.pk]), need("run", on=[s.vm]))
@@ -655,6 +758,38 @@ RULES: dict[str, Rule] = {
         ],
     ),
     "vms:quota_edit": Rule(OBJECT + " (manage_roles on the System)", quota_edit),
+    "vms:networks": Rule(OBJECT + " (view on the data center)", dc_networks("vms:networks")),
+    "vms:network_profiles": Rule(
+        OBJECT + " (view on the network)", dc_networks("vms:network_profiles")
+    ),
+    "vms:network_new": Rule(
+        OBJECT + " (configure_network on the data center)", network_windows("vms:network_new")
+    ),
+    "vms:network_edit": Rule(
+        OBJECT + " (configure_network on the network)", network_windows("vms:network_edit")
+    ),
+    "vms:network_remove": Rule(
+        OBJECT + " (configure_network on the network)", network_windows("vms:network_remove")
+    ),
+    "vms:vnic_profile_new": Rule(
+        OBJECT + " (configure_network on the network)", network_windows("vms:vnic_profile_new")
+    ),
+    "vms:vnic_profile_edit": Rule(
+        OBJECT + " (configure_network on the profile)", network_windows("vms:vnic_profile_edit")
+    ),
+    "vms:vnic_profile_remove": Rule(
+        OBJECT + " (configure_network on the profile)",
+        network_windows("vms:vnic_profile_remove"),
+    ),
+    "vms:nic_new": Rule(
+        SHARED + " (edit_vm; the profile needs attach_vnic)", nic_windows("vms:nic_new")
+    ),
+    "vms:nic_edit": Rule(
+        SHARED + " (edit_vm; the VM's own interface)", nic_windows("vms:nic_edit")
+    ),
+    "vms:nic_remove": Rule(
+        SHARED + " (edit_vm; the VM's own interface)", nic_windows("vms:nic_remove")
+    ),
     "storage:domains": admin_page("storage:domains"),
     "storage:disks": admin_page("storage:disks"),
     "storage:domain_new": Rule(

@@ -19,7 +19,7 @@ from guardian.models import UserObjectPermission
 from accounts.catalogue import BUILTIN_ROLES
 from accounts.models import Role, RoleAction, System
 from vms.choices import SnapshotStatus
-from vms.models import Network, Snapshot, Template
+from vms.models import Network, NetworkInterface, Snapshot, Template, VnicProfile
 
 # -- who asks ---------------------------------------------------------------------------------
 
@@ -53,6 +53,7 @@ ROLE_SCOPES = [
     ("DiskCreator", "storagedomain"),
     ("TemplateCreator", "datacenter"),
     ("VnicProfileUser", "network"),
+    ("VnicProfileUser", "vnicprofile"),
 ]
 # Besides the roles: nobody logged in, an account with no role, a superuser account.
 OTHERS = [("anonymous", None), ("no role", None), ("superuser account", None)]
@@ -85,6 +86,8 @@ class Side:
     network: object
     template: object
     snapshot: object
+    profile: object  # the network's default vNIC profile
+    nic: object  # the VM's nic1, on that profile
 
 
 @dataclass
@@ -118,6 +121,7 @@ KIND_OBJECTS = {
     "vm": "vm",
     "storagedomain": "sd",
     "network": "network",
+    "vnicprofile": "profile",
     "template": "template",
 }
 KIND_SEEN_WITH = {"storagedomain": ("view_storage",)}
@@ -129,6 +133,7 @@ SCOPE_OBJECTS = {
     "vm": "vm",
     "storagedomain": "sd",
     "network": "network",
+    "vnicprofile": "profile",
     "template": "template",
 }
 
@@ -149,7 +154,15 @@ def build_world() -> World:
         snapshot = Snapshot.objects.create(
             vm=vm, description=f"snap-{label}", status=SnapshotStatus.OK, memory_mb=1024, vcpus=1
         )
-        sides.append(Side(dc, cluster, host, vm, disk, floating, sd, network, template, snapshot))
+        profile = VnicProfile.objects.create(network=network, name=network.name)
+        nic = NetworkInterface.objects.create(
+            vm=vm, name="nic1", profile=profile, mac=f"02:00:00:00:00:0{len(sides) + 1}"
+        )
+        sides.append(
+            Side(
+                dc, cluster, host, vm, disk, floating, sd, network, template, snapshot, profile, nic
+            )
+        )
     scratch = Role.objects.create(name="Scratch", description="unassigned")
     RoleAction.objects.create(role=scratch, action="view")
     scratch_admin = Role.objects.create(
@@ -166,7 +179,8 @@ def build_world() -> World:
         newcomer=UserFactory(username="newcomer"),
     )
     # What lies under what, written out: system > data center > cluster > host, VM;
-    # data center > storage domain, network, template; a disk under its VM and its domain.
+    # data center > storage domain, network > vNIC profile, template; a disk under its VM and
+    # its domain.
     top = {key(system)}
     world.under[key(system)] = top
     for s in sides:
@@ -182,6 +196,7 @@ def build_world() -> World:
                 key(s.vm): vm,
                 key(s.sd): sd,
                 key(s.network): dc | {key(s.network)},
+                key(s.profile): dc | {key(s.network), key(s.profile)},
                 key(s.template): dc | {key(s.template)},
                 key(s.disk): vm | sd | {key(s.disk)},
                 key(s.floating): sd | {key(s.floating)},

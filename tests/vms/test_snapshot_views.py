@@ -6,14 +6,22 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from factories import DataCenterFactory, DiskFactory, UserFactory, VMFactory, grant
+from factories import (
+    DataCenterFactory,
+    DiskFactory,
+    NetworkFactory,
+    NicFactory,
+    UserFactory,
+    VMFactory,
+    grant,
+    profile_of,
+)
 from helpers import HX, GiB, html_find, html_one, html_text
 
 from portal.kernel.models import Job
 from vms.choices import SnapshotStatus, VMStatus
 from vms.models import (
     Network,
-    NetworkInterface,
     Snapshot,
     SnapshotDisk,
     SnapshotPreview,
@@ -48,8 +56,8 @@ def vm(db):
     machine = VMFactory(name="app1", status=VMStatus.DOWN, memory_mb=2048, vcpus=2)
     DiskFactory(vm=machine, alias="app1_Disk1", target="vda")
     DiskFactory(vm=machine, alias="app1_Disk2", target="vdb")
-    network = Network.objects.create(name="ovirtmgmt", data_center=machine.cluster.data_center)
-    NetworkInterface.objects.create(vm=machine, name="nic1", network=network)
+    network = NetworkFactory(name="ovirtmgmt", data_center=machine.cluster.data_center)
+    NicFactory(vm=machine, name="nic1", profile=profile_of(network))
     return machine
 
 
