@@ -21,6 +21,7 @@ from . import services
 from .actions import TOOLBAR, VM_STATUS_ACTIONS, VMAction
 from .forms import CloneForm, ClusterForm, EditVMForm, HostForm, NewVMForm, VMActionForm
 from .models import Cluster, Host
+from .search import HINT as SEARCH_HINT
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 
 # The details pane's sub-tabs, in order: the template renders them from this list.
@@ -52,6 +53,7 @@ def _list_context(request, selected=None, *, toolbar: bool = True):
         "rows": rows,
         "q": q[:SEARCH_MAX],
         "search_error": search_error,
+        "search_hint": SEARCH_HINT,
         "sort": sort,
         "tab": "vms",
         "selected": selected,
