@@ -78,6 +78,26 @@ def permission_list(request, kind: str, pk: int):
     return render(request, template, context)
 
 
+class PermissionAddFields(forms.Form):
+    """The Add Permission window's Search box and Role to Assign list, so that they render as
+    the portal's field groups. The view reads what is posted itself: the ticked users and
+    groups are rows of the search's table, and the role must be one the user may assign."""
+
+    q = forms.CharField(
+        label="Search",
+        max_length=SEARCH_MAX,
+        required=False,
+        widget=forms.TextInput(
+            attrs={"placeholder": "Name or user name, or part of one", "data-enter-clicks": "go"}
+        ),
+    )
+    role = forms.ChoiceField(label="Role to Assign")
+
+    def __init__(self, *args, roles, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = [(r.pk, r.name) for r in roles]
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def permission_add(request, kind: str, pk: int):
@@ -128,13 +148,13 @@ def permission_add(request, kind: str, pk: int):
                     )
                 )
             return modal_done(request, results, redirect_to="home")
+    user_role = next((r.pk for r in roles if r.name == "UserRole"), None)
     context = {
         "obj": obj,
         "kind": kind,
-        "roles": roles,
+        "form": PermissionAddFields(initial={"q": q[:SEARCH_MAX], "role": user_role}, roles=roles),
         "users": users,
         "groups": groups,
-        "q": q[:SEARCH_MAX],
         "searched": "q" in request.GET,
         "search_error": search_error,
         "error": error,

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.forms",  # the widget templates, for FORM_RENDERER on the project's template engine
     "guardian",
     "django_rq",
     "django_htmx",
@@ -82,6 +83,9 @@ TEMPLATES = [
         },
     },
 ]
+
+# Every form field renders as one field group, templates/portal/_field.html.
+FORM_RENDERER = "portal.shell.forms.FormRenderer"
 
 DATABASES = {
     "default": dj_database_url.parse(

@@ -94,7 +94,12 @@ class NewVMForm(forms.Form):
 
 
 class CloneForm(forms.Form):
-    clone_name = forms.CharField(label="Clone Name", max_length=1000, required=False)
+    clone_name = forms.CharField(
+        label="Clone Name",
+        max_length=1000,
+        required=False,
+        widget=forms.TextInput(attrs={"autofocus": True}),
+    )
 
 
 class ImportForm(forms.Form):

@@ -18,6 +18,12 @@ from portal.kernel.search import SearchError, search_text
 
 from .choices import VMStatus
 
+# The search box's tooltip (templates/vms/vm_list.html).
+HINT = (
+    "Search like oVirt: name, status, host, cluster, datacenter, description, memory, cpus "
+    "with = != < >, joined with and / or; a plain word searches names"
+)
+
 # field -> (lookup path, kind): "text" fields take = and != with * wildcards, "number"
 # fields every comparison, "status" the statuses' names.
 FIELDS = {

@@ -100,11 +100,18 @@ class CustomPreviewForm(forms.Form):
     """The Custom Preview Snapshot window: VM Configuration, Memory, and per disk the
     snapshot whose version to use (empty: the Active VM's)."""
 
-    vm_configuration = forms.BooleanField(required=False)
-    memory = forms.BooleanField(required=False)
+    vm_configuration = forms.BooleanField(label="VM Configuration", required=False, initial=True)
+    memory = forms.BooleanField(label="Memory", required=False)
 
-    def __init__(self, *args, disks, **kwargs):
+    def __init__(self, *args, snapshot, disks, **kwargs):
         super().__init__(*args, **kwargs)
+        sizing = f"({snapshot.memory_mb} MB, {snapshot.vcpus} vCPU)"
+        self.fields["vm_configuration"].help_text = sizing
+        if snapshot.memory_saved:
+            self.fields["memory"].initial = True
+        else:  # shown greyed out; what is posted is still the service's to refuse
+            self.fields["memory"].widget.attrs["disabled"] = True
+            self.fields["memory"].help_text = "(not saved in this snapshot)"
         self.disks = disks
         for disk in disks:
             self.fields[f"disk_{disk.pk}"] = forms.CharField(required=False)
@@ -144,7 +151,7 @@ def snapshot_preview(request, pk: int, sid: int):
         (disk, [s for s in snapshots if any(sd.disk_id == disk.pk for sd in s.disks.all())])
         for disk in disks
     ]
-    form = CustomPreviewForm(request.POST or None, disks=disks)
+    form = CustomPreviewForm(request.POST or None, snapshot=snapshot, disks=disks)
     return form_window(
         request,
         form,

@@ -38,6 +38,7 @@ from .forms import (
     VMActionForm,
 )
 from .models import Cluster, DataCenter
+from .search import HINT as SEARCH_HINT
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 from .snapshot_views import snapshots_context
 
@@ -71,6 +72,7 @@ def _list_context(request, selected=None, *, toolbar: bool = True):
         "rows": rows,
         "q": q[:SEARCH_MAX],
         "search_error": search_error,
+        "search_hint": SEARCH_HINT,
         "sort": sort,
         "tab": "vms",
         "selected": selected,

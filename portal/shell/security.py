@@ -31,6 +31,7 @@ def lockout_minutes() -> int:
 def lockout_response(request, original_response=None, credentials=None):
     """The login page again, saying why the login is refused (429 Too Many Requests)."""
     context = {
+        "form": LoginForm(request),  # the fields again, empty, for a later try
         "locked_out": True,
         "lockout_minutes": lockout_minutes(),
         "next": request.POST.get("next", request.GET.get("next", "")),
@@ -42,6 +43,10 @@ class LoginForm(AuthenticationForm):
     """Django's login form, refusing a control character in anything posted before it reaches
     authentication: the lockout records each attempt's user name and data in PostgreSQL, which
     cannot store NUL (the attempt would fail with a server error instead of a message)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["username"].label = "User Name"
 
     @property
     def invalid_login(self) -> bool:

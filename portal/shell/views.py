@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib import messages as django_messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordChangeForm
 from django.contrib.auth.views import PasswordChangeView
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
@@ -47,10 +48,29 @@ def job_list(request):
     )
 
 
+class PasswordForm(PasswordChangeForm):
+    """Django's form with the portal's labels. The password validators' rules are shown once
+    under the three fields (`password_rules`), not as New Password's help text; Confirm New
+    Password needs none."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        labels = {
+            "old_password": "Current Password",
+            "new_password1": "New Password",
+            "new_password2": "Confirm New Password",
+        }
+        for name, label in labels.items():
+            self.fields[name].label = label
+        self.password_rules = self.fields["new_password1"].help_text
+        self.fields["new_password1"].help_text = self.fields["new_password2"].help_text = ""
+
+
 class PasswordChange(PasswordChangeView):
     """Change Password (from the user menu): the current password, then the new one twice,
     checked by Django's password validators; the user stays logged in in this browser."""
 
+    form_class = PasswordForm
     template_name = "registration/password_change.html"
     success_url = reverse_lazy("home")
 
