@@ -370,8 +370,10 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
             status=VMStatus.IMAGE_LOCKED,
             memory_mb=vm.memory_mb,
             vcpus=vm.vcpus,
+            cores_per_socket=vm.cores_per_socket,
             created_by=user if user.is_authenticated else None,
         )
+        vm_nics_copy(vm, clone)
         permission_grant_creator(user=user, vm=clone)
         # The job acts on the source and makes the clone; both rows show its progress.
         _vm_begin(
@@ -384,6 +386,22 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
         )
         broadcast(*vm_topics(clone))
         return clone
+
+
+def vm_nics_copy(source: VirtualMachine, clone: VirtualMachine) -> None:
+    """A clone's network interfaces: the source's, on the same profiles, each with a new MAC
+    from the data center's pool (call under the data center's row lock, `vm_names_lock`)."""
+    data_center_id = source.cluster.data_center_id
+    for nic in source.nics.order_by("name"):
+        NetworkInterface.objects.create(
+            vm=clone,
+            name=nic.name,
+            profile_id=nic.profile_id,
+            model=nic.model,
+            mac=mac_allocate(data_center_id),
+            linked=nic.linked,
+            plugged=nic.plugged,
+        )
 
 
 def grants_drop(model, pk: int) -> None:

@@ -21,7 +21,14 @@ from .actions import SNAPSHOT_ACTIONS, SnapshotAction, snapshot_actions_allowed
 from .choices import RUNNING_STATUSES, SnapshotStatus, VMStatus
 from .models import Snapshot, SnapshotPreview, VirtualMachine
 from .quotas import quota_check
-from .services import creation_check, name_validate, vm_names_lock, vm_status_move, vm_take_back
+from .services import (
+    creation_check,
+    name_validate,
+    vm_names_lock,
+    vm_nics_copy,
+    vm_status_move,
+    vm_take_back,
+)
 
 GiB = 1024**3
 
@@ -314,9 +321,10 @@ def snapshot_clone(
             status=VMStatus.IMAGE_LOCKED,
             memory_mb=snapshot.memory_mb,
             vcpus=snapshot.vcpus,
+            cores_per_socket=vm.cores_per_socket,
             created_by=user if user.is_authenticated else None,
         )
-
+        vm_nics_copy(vm, clone)
         permission_grant_creator(user=user, vm=clone)
         _set_snapshot_status(snapshot.pk, SnapshotStatus.OK, SnapshotStatus.LOCKED)
 

@@ -620,3 +620,19 @@ def test_new_vm_refuses_a_profile_the_user_may_not_use(dc_hosts, admin, work):
         ),
         "needs VnicProfileUser",
     )
+
+
+def test_a_clone_gets_the_sources_interfaces_with_new_macs(admin, make_vm, work):
+    vm = make_vm(VMStatus.DOWN)
+    nic = NicFactory(vm=vm, model="e1000", linked=False)
+    clone = work(lambda: services.vm_clone(vm_id=vm.pk, user=admin, clone_name=f"{vm.name}-c"))
+    (copy,) = clone.nics.all()
+    assert (copy.name, copy.profile_id, copy.model, copy.linked) == (
+        "nic1",
+        nic.profile_id,
+        "e1000",
+        False,
+    )
+    assert copy.mac != nic.mac
+    first, _last = mac_pool_range(vm.cluster.data_center_id)
+    assert copy.mac == first  # the pool's first free address
