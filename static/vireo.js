@@ -84,8 +84,9 @@
     const target = document.querySelector(retarget);
     if (!target) return;
     e.preventDefault();
-    htmx.swap(target, xhr.responseText, {swapStyle: xhr.getResponseHeader("HX-Reswap") || "innerHTML"});
-    if (target.id === "messages") [...target.children].forEach(m => setTimeout(() => m.remove(), 8000));
+    // eventInfo: the detail of the htmx:afterSwap and afterSettle events the swap sends
+    htmx.swap(target, xhr.responseText, {swapStyle: xhr.getResponseHeader("HX-Reswap") || "innerHTML"},
+      {eventInfo: {elt: target, target: target, xhr: xhr}});
     const after = xhr.getResponseHeader("HX-Trigger-After-Swap");
     if (after) Object.keys(JSON.parse(after)).forEach(name => document.body.dispatchEvent(new CustomEvent(name)));
   }
@@ -301,6 +302,7 @@
   });
 
   document.body.addEventListener("htmx:afterSwap", (e) => {
+    if (!e.detail.target) return;
     if (e.detail.target.id === "modal-content" && e.detail.target.innerHTML.trim()) {
       const modal = document.getElementById("modal");
       if (!modal.open) modal.showModal();

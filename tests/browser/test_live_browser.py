@@ -113,6 +113,33 @@ def test_a_live_refresh_waits_for_the_cards_request(page, inventory, console_err
     page.unroute(re.compile(r"/vms/action/run/"))
 
 
+def test_an_answer_for_messages_lands_when_its_button_was_swapped_out(
+    page, inventory, console_errors
+):
+    """A button swapped out of the page while its request was in flight (a pane refresh that had
+    set off before the click) had its answer dropped: htmx looked for #messages inside the
+    detached element ("Invalid re-target #messages"). The answer lands, with no page error."""
+    from factories import UserFactory, grant
+
+    vm = inventory.vms["golden"]
+    user = UserFactory(username="swap-user", password=PASSWORD)
+    grant(user, "UserRole", vm)
+    log_in(page, user)
+    expect(page).to_have_url(re.compile(r"/user/$"))
+    held = []
+    page.route(re.compile(r"/vms/action/run/"), lambda route: held.append(route))
+    page.locator(f"#vm-card-{vm.pk} button[data-card-action=run]").click()
+    while not held:
+        page.wait_for_timeout(20)
+    # The card is replaced by a copy while Run is in flight: the button that asked is detached.
+    page.evaluate(
+        f"() => {{ const c = document.getElementById('vm-card-{vm.pk}'); c.outerHTML = c.outerHTML; }}"
+    )
+    held[0].continue_()
+    expect(page.locator("#messages")).to_contain_text("Run: golden requested.")
+    page.unroute(re.compile(r"/vms/action/run/"))
+
+
 def test_a_change_heard_while_the_card_is_fetched_is_fetched_again(page, inventory, console_errors):
     """A change heard while the card's refresh was in flight was fetched again only in theory:
     the new refresh was set off on the card just swapped in, before htmx had processed it (it
