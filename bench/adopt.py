@@ -69,7 +69,7 @@ def _list_ms(user, rounds: int) -> tuple[float, int]:
     return statistics.median(times), len(executed)
 
 
-def measure(user, *, domains: int = 1000, rounds: int = 10) -> dict:
+def measure(user, *, domains: int = 1000, rounds: int = 25) -> dict:
     inv = inventory_seed(
         prefix="adopt", data_centers=1, clusters=1, hosts=1, vms=domains, user=user
     )
