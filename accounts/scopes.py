@@ -52,6 +52,11 @@ def scope_paths(model) -> tuple[tuple[type, str | None], ...]:
             (cluster, "vm__cluster_id"),
             (vm, "vm_id"),
         ),
+        "storage.isoimage": (
+            system,
+            (dc, "domain__data_center_id"),
+            (sd, "domain_id"),
+        ),
         "portal.event": (
             system,
             (dc, "cluster__data_center_id"),

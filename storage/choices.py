@@ -51,3 +51,10 @@ class DiskStatus(models.TextChoices):
     OK = "ok", "OK"
     LOCKED = "locked", "Locked"
     ILLEGAL = "illegal", "Illegal"
+
+
+class IsoImageStatus(models.TextChoices):
+    """An image of an ISO domain: OK once whole on the pool; Locked while an upload writes it."""
+
+    OK = "ok", "OK"
+    LOCKED = "locked", "Locked"

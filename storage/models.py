@@ -8,7 +8,14 @@ from django.utils import timezone
 
 from portal.kernel.querysets import RestrictedManager
 
-from .choices import DiskStatus, DomainFunction, PoolStatus, StorageDomainStatus, StorageType
+from .choices import (
+    DiskStatus,
+    DomainFunction,
+    IsoImageStatus,
+    PoolStatus,
+    StorageDomainStatus,
+    StorageType,
+)
 
 
 class StorageDomain(models.Model):
@@ -140,3 +147,32 @@ class Disk(models.Model):
     @property
     def allocation_policy(self) -> str:
         return "Thin Provision" if self.sparse else "Preallocated"
+
+
+class IsoImage(models.Model):
+    """An image of an ISO domain: the volume `name` of the domain's pool, uploaded through Vireo
+    or found there by the monitor. `guest_tools` marks it as the guest tools ISO (virtio-win,
+    or any ISO the administrator marks), which Change CD lists first."""
+
+    domain = models.ForeignKey(StorageDomain, on_delete=models.CASCADE, related_name="images")
+    name = models.CharField(max_length=255)
+    size_bytes = models.PositiveBigIntegerField("Size", default=0)
+    guest_tools = models.BooleanField("Guest tools", default=False)
+    status = models.CharField(
+        max_length=16, choices=IsoImageStatus.choices, default=IsoImageStatus.OK
+    )
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedManager()
+
+    class Meta:
+        ordering = ["-guest_tools", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "name"], name="iso_image_unique_in_domain")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
