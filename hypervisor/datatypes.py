@@ -84,6 +84,8 @@ class PoolSpec:
     path: str
     source_host: str = ""
     source_dir: str = ""
+    # NFS mount options (`soft`, `timeo=100` ...), each checked by the caller.
+    mount_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ def pool_spec(domain: StorageDomain) -> hypervisor.PoolSpec:
             path=domain.target_path,
             source_host=domain.nfs_server,
             source_dir=domain.path,
+            mount_options=tuple(settings.VIREO_NFS_MOUNT_OPTIONS),
         )
     return hypervisor.PoolSpec(name=domain.pool_name, type="dir", path=domain.target_path)
 

@@ -7,6 +7,8 @@ import pytest
 
 import hypervisor
 from hypervisor.cache import connection_class
+from hypervisor.datatypes import PoolSpec
+from hypervisor.domainxml import pool_xml
 
 PACKAGE = Path(hypervisor.__file__).parent
 
@@ -73,3 +75,18 @@ def test_libvirt_xml_is_built_and_read_in_domainxml_only():
     """testnode renders the test driver's node files (with domainxml's <domain> builder)."""
     users = sorted(path.stem for path in PACKAGE.glob("*.py") if "xml.etree" in path.read_text())
     assert users == ["domainxml", "testnode"]
+
+
+def test_nfs_mount_options_are_checked_words_in_the_pool_xml():
+    spec = PoolSpec(
+        name="p",
+        type="netfs",
+        path="/m",
+        source_host="h",
+        source_dir="/x",
+        mount_options=("soft", "timeo=100"),
+    )
+    assert '<fs:option name="soft" /><fs:option name="timeo=100" />' in pool_xml(spec)
+    for bad in ("soft,hard", "a b", "x=$(id)", "", "timeo=1\n"):
+        with pytest.raises(ValueError):
+            pool_xml(PoolSpec(**{**spec.__dict__, "mount_options": (bad,)}))
