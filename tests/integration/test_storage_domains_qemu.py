@@ -21,8 +21,8 @@ from portal.kernel.models import Job, JobStatus
 from storage.choices import PoolStatus, StorageDomainStatus, StorageType
 from storage.models import StorageDomain, StorageDomainHost
 from vms import domains
-from vms.domain_jobs import pool_spec
 from vms.choices import HostStatus
+from vms.domain_jobs import pool_spec
 from vms.services import vm_create, vm_remove
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
