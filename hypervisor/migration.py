@@ -74,18 +74,25 @@ class MigrationMixin(ConnectionBase):
             "post_copy": hasattr(libvirt, "VIR_MIGRATE_POSTCOPY"),
         }
 
+    def _migrate_domain(
+        self, dom: libvirt.virDomain, dest: MigrationMixin, params: dict, flags: int
+    ) -> None:
+        """Hand the domain to the destination: peer-to-peer, the source's libvirtd reaching
+        the destination at its URI. Blocks until the end."""
+        dom.migrateToURI3(dest.uri, params, flags)
+
     def migrate(
         self,
         uuid: str,
-        dest_uri: str,
+        dest: MigrationMixin,
         options: MigrationOptions,
         *,
         progress: Callable[[MigrationProgress], None] | None = None,
         should_abort: Callable[[], bool] | None = None,
         poll: float = 0.5,
     ) -> MigrationResult:
-        """Migrate the running domain `uuid` live to the host at `dest_uri`; returns when it
-        runs there. Raises MigrationCancelled when `should_abort()` turned true and the job
+        """Migrate the running domain `uuid` live to the host of connection `dest`; returns
+        when it runs there. Raises MigrationCancelled when `should_abort()` turned true and the job
         was aborted (the guest runs on here), HypervisorError on any other failure."""
         dom = self._domain(uuid)
         outcome: dict[str, BaseException | None] = {"error": None}
@@ -93,7 +100,7 @@ class MigrationMixin(ConnectionBase):
 
         def run() -> None:
             try:
-                dom.migrateToURI3(dest_uri, params, flags)
+                self._migrate_domain(dom, dest, params, flags)
             except BaseException as exc:  # handed to the caller's thread
                 outcome["error"] = exc
 

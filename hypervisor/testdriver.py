@@ -12,6 +12,7 @@ hooks (its public methods stay Connection's own):
   defineXML): the domain keeps running, and since the test driver cannot change a running
   domain's live XML, its persistent definition is where the current disks are read from;
 - a merge rewires the dict (no data to move), restoring memory just starts the domain;
+- it cannot migrate: the definition moves to the destination node and runs there at once;
 - it has no device hot-plug (virDomainAttachDeviceFlags, Detach, Update: "not supported by
   the connection driver"): an interface is plugged, unplugged or updated in the persistent
   definition (defineXML), running or not, as snapshots do. Its networks (define, start,
@@ -53,6 +54,18 @@ class TestDriverConnection(Connection):
             self._backing[pool, name] = backing
 
     # -- domains ------------------------------------------------------------------------------
+
+    def _migrate_domain(
+        self, dom: libvirt.virDomain, dest: Connection, params: dict, flags: int
+    ) -> None:
+        """The test driver cannot migrate: the definition moves to the destination's node and
+        the domain runs there, at once (no job statistics, nothing to abort)."""
+        xml = self._current_xml(dom)
+        with self._translated():
+            moved = dest._conn.defineXML(xml)
+            moved.create()
+            dom.destroy()
+            dom.undefine()
 
     def _domain_type(self) -> tuple[str, str | None]:
         return "test", None

@@ -20,6 +20,10 @@ class VMStatus(models.TextChoices):
     IMAGE_LOCKED = "image_locked", "Image Locked"
     NOT_RESPONDING = "not_responding", "Not Responding"
     UNKNOWN = "unknown", "Unknown"
+    # A live migration: the VM's row holds Migrating From (its host is the source, its
+    # `migrating_to` the destination); the destination host's list shows it Migrating To.
+    MIGRATING_FROM = "migrating_from", "Migrating From"
+    MIGRATING_TO = "migrating_to", "Migrating To"
 
 
 class VMOrigin(models.TextChoices):
@@ -42,12 +46,21 @@ BUSY_STATUSES = frozenset(
         S.SAVING_STATE,
         S.REBOOT_IN_PROGRESS,
         S.IMAGE_LOCKED,
+        S.MIGRATING_FROM,
     }
 )
 
 # Statuses in which the guest is running on a host (Remove and Clone VM are disabled).
 RUNNING_STATUSES = frozenset(
-    {S.UP, S.POWERING_UP, S.POWERING_DOWN, S.REBOOT_IN_PROGRESS, S.PAUSED, S.NOT_RESPONDING}
+    {
+        S.UP,
+        S.POWERING_UP,
+        S.POWERING_DOWN,
+        S.REBOOT_IN_PROGRESS,
+        S.PAUSED,
+        S.NOT_RESPONDING,
+        S.MIGRATING_FROM,
+    }
 )
 
 

@@ -22,7 +22,7 @@ from portal.kernel.validators import control_characters_strip
 from storage.choices import DiskStatus
 from storage.models import Disk, StorageDomain
 
-from .choices import RUNNING_STATUSES, VMOrigin, status_from_domain
+from .choices import RUNNING_STATUSES, VMOrigin, VMStatus, status_from_domain
 from .models import Host, VirtualMachine
 from .services import NAME_MAX, vm_grants_drop, vm_names_lock
 
@@ -211,6 +211,9 @@ def external_gone(vm: VirtualMachine, host: Host) -> bool:
 def host_externals_gone(host: Host, domains) -> int:
     """Take away the host's external VMs whose domains its list no longer has."""
     present = {d.uuid for d in domains}
-    externals = VirtualMachine.objects.filter(host=host, origin=VMOrigin.EXTERNAL)
+    # One migrating leaves its host's list before the migrate job moves it: not gone.
+    externals = VirtualMachine.objects.filter(host=host, origin=VMOrigin.EXTERNAL).exclude(
+        status=VMStatus.MIGRATING_FROM
+    )
     missing = [pk for pk, uuid in externals.values_list("pk", "uuid") if str(uuid) not in present]
     return sum(external_gone(vm, host) for vm in VirtualMachine.objects.filter(pk__in=missing))

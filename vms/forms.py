@@ -102,6 +102,33 @@ class CloneForm(forms.Form):
     )
 
 
+class MigrateForm(forms.Form):
+    """The Migrate Virtual Machine(s) window: Select Host Automatically, or Select Destination
+    Host from the hosts that can take every selected VM."""
+
+    AUTO, CHOSEN = "auto", "host"
+    mode = forms.ChoiceField(
+        label="Destination",
+        choices=[(AUTO, "Select Host Automatically"), (CHOSEN, "Select Destination Host")],
+        initial=AUTO,
+        widget=forms.RadioSelect,
+    )
+    host = forms.TypedChoiceField(label="Destination Host", coerce=int, required=False)
+
+    def __init__(self, *args, hosts, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["host"].choices = [("", "—")] + [(h.pk, h.name) for h in hosts]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("mode") == self.CHOSEN and not data.get("host"):
+            self.add_error("host", "Choose the destination host.")
+        return data
+
+    def host_id(self) -> int | None:
+        return self.cleaned_data["host"] if self.cleaned_data["mode"] == self.CHOSEN else None
+
+
 class ImportForm(forms.Form):
     name = forms.CharField(label="Name", max_length=1000, required=False)
 

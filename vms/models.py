@@ -187,6 +187,14 @@ class VirtualMachine(models.Model):
         help_text="A memory state (pool/volume) the next Run restores, chosen in a snapshot preview.",
     )
     origin = models.CharField(max_length=16, choices=VMOrigin.choices, default=VMOrigin.VIREO)
+    migrating_to = models.ForeignKey(
+        Host,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="incoming_vms",
+        help_text="The destination of the live migration under way (status Migrating From).",
+    )
     domain_name = models.CharField(
         max_length=255,
         blank=True,

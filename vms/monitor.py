@@ -486,6 +486,8 @@ class Monitor:
             info = conn.get_domain(uuid)
             status = status_from_domain(info.state, info.has_managed_save)
         except hypervisor.DomainNotFound:
+            if vm.status == VMStatus.MIGRATING_FROM:
+                return  # it left for its destination: the migrate job moves it
             if vm.is_external:  # undefined outside Vireo: it leaves the inventory
                 external_gone(vm, vm.host)
                 return

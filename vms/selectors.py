@@ -39,7 +39,9 @@ SORTS = {
 
 
 def vms_visible(user, action: str = "view") -> QuerySet:
-    return VirtualMachine.objects.select_related("host", "cluster").restrict(user, action)
+    return VirtualMachine.objects.select_related("host", "cluster", "migrating_to").restrict(
+        user, action
+    )
 
 
 NULLABLE_SORTS = frozenset({"host", "uptime"})

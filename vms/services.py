@@ -131,7 +131,7 @@ def host_status_locked(host_id: int) -> str | None:
     )
 
 
-def _vm_begin(
+def vm_begin(
     *,
     vm: VirtualMachine,
     action: str,
@@ -210,7 +210,7 @@ def _preview_check(vm: VirtualMachine, action: str) -> None:
         )
 
 
-def _load_vm(vm_id: int) -> VirtualMachine:
+def vm_load(vm_id: int) -> VirtualMachine:
     try:
         return VirtualMachine.objects.select_related("cluster", "host").get(pk=vm_id)
     except VirtualMachine.DoesNotExist:
@@ -225,7 +225,7 @@ def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
         raise ActionRefused(f"Unknown action {str(action)!r}.")
     queue_ensure_available()
     with transaction.atomic():
-        vm = _load_vm(vm_id)
+        vm = vm_load(vm_id)
         if action == VMAction.SHUTDOWN:
             reason = (
                 text_check(reason, "Reason")[:1000] if vm.cluster.shutdown_reason_enabled else ""
@@ -235,7 +235,7 @@ def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
         if action == VMAction.RUN:
             disks_storage_check(vm, "run")
         params = _start_host_move(vm) if action == VMAction.RUN else None
-        return _vm_begin(vm=vm, action=action, user=user, reason=reason, params=params)
+        return vm_begin(vm=vm, action=action, user=user, reason=reason, params=params)
 
 
 def disks_storage_check(vm: VirtualMachine, verb: str) -> None:
@@ -312,9 +312,9 @@ def vm_remove(*, vm_id: int, user, remove_disks: bool = True) -> Job:
     """Remove a Down VM; its disks are removed too, or left as floating disks."""
     queue_ensure_available()
     with transaction.atomic():
-        vm = _load_vm(vm_id)
+        vm = vm_load(vm_id)
         _preview_check(vm, VMAction.REMOVE)
-        job = _vm_begin(
+        job = vm_begin(
             vm=vm, action=VMAction.REMOVE, user=user, params={"remove_disks": bool(remove_disks)}
         )
         Disk.objects.filter(vm=vm).update(status=DiskStatus.LOCKED)
@@ -328,7 +328,7 @@ def vm_import(*, vm_id: int, user, name: str) -> Job:
     storage domains; a new name renames the domain, which libvirt does only while it is Down."""
     queue_ensure_available()
     with transaction.atomic():
-        vm = _load_vm(vm_id)
+        vm = vm_load(vm_id)
         if vm.is_external and vm.unmanaged_disks:
             paths = ", ".join(
                 f"{target} ({source or device})" for target, device, source in vm.unmanaged_disks
@@ -348,7 +348,7 @@ def vm_import(*, vm_id: int, user, name: str) -> Job:
                 f"Cannot import {vm.name} as {name}: its domain is {vm.domain_name} and libvirt "
                 f"renames only a VM that is Down. Shut it down, or import it as {vm.domain_name}."
             )
-        job = _vm_begin(
+        job = vm_begin(
             vm=vm,
             action=VMAction.IMPORT,
             user=user,
@@ -379,7 +379,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
     refused while a snapshot preview is active (which disks would it copy?)."""
     queue_ensure_available()
     with transaction.atomic():
-        vm = _load_vm(vm_id)
+        vm = vm_load(vm_id)
         creation_check(user=user, cluster=vm.cluster, verb="clone VMs")
         _preview_check(vm, VMAction.CLONE)
         disks_storage_check(vm, "clone")
@@ -401,7 +401,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
         vm_nics_copy(vm, clone)
         permission_grant_creator(user=user, vm=clone)
         # The job acts on the source and makes the clone; both rows show its progress.
-        _vm_begin(
+        vm_begin(
             vm=vm,
             action=VMAction.CLONE,
             user=user,

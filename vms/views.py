@@ -34,9 +34,11 @@ from .forms import (
     EditVMForm,
     HostForm,
     ImportForm,
+    MigrateForm,
     NewVMForm,
     VMActionForm,
 )
+from .migration import migration_targets, vm_migrate
 from .models import Cluster, DataCenter
 from .search import HINT as SEARCH_HINT
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
@@ -200,6 +202,8 @@ def vm_action(request, action: str):
         return _vm_clone(request, vms)
     if action == VMAction.IMPORT:  # its own window: the name it is imported under
         return _vm_import(request, vms)
+    if action == VMAction.MIGRATE:  # its own window: where to
+        return _vm_migrate(request, vms, entry)
     if len(vms) > 1 and not entry.multi:
         return HttpResponseBadRequest("This action takes one virtual machine.")
     reason_field = "reason" in entry.inputs and any(
@@ -236,6 +240,29 @@ def _vm_import(request, vms):
         template="vms/_import_dialog.html",
         context={"vm": vm},
     )
+
+
+def _vm_migrate(request, vms, entry):
+    """Migrate Virtual Machine(s): the hosts offered are those that can take every selected
+    VM (one cluster); OK asks the service once per VM."""
+    offered = None
+    for vm in vms:
+        targets = {h.pk: h for h in migration_targets(vm)}
+        offered = targets if offered is None else {k: h for k, h in offered.items() if k in targets}
+    hosts = sorted(offered.values(), key=lambda h: h.name)
+    form = MigrateForm(request.POST or None, hosts=hosts)
+    context = {"vms": vms, "entry": entry, "form": form, "hosts": hosts}
+    if request.method == "GET" or not form.is_valid():
+        return render(request, "vms/_migrate_dialog.html", context)
+    host_id = form.host_id()
+    results = [
+        outcome(
+            lambda vm=vm: vm_migrate(vm_id=vm.pk, user=request.user, host_id=host_id),
+            lambda _job, vm=vm: f"Migrating {vm.name}.",
+        )
+        for vm in vms
+    ]
+    return modal_done(request, results)
 
 
 def _vm_clone(request, vms):

@@ -26,6 +26,7 @@ class JobKind(models.TextChoices):
     VM_REMOVE = "vm_remove", "Remove VM"
     VM_CLONE = "vm_clone", "Clone VM"
     VM_IMPORT = "vm_import", "Import VM"
+    VM_MIGRATE = "vm_migrate", "Migrate VM"
     SNAPSHOT_CREATE = "snapshot_create", "Create snapshot"
     SNAPSHOT_PREVIEW = "snapshot_preview", "Preview snapshot"
     SNAPSHOT_UNDO = "snapshot_undo", "Undo snapshot preview"
@@ -80,6 +81,8 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Asked to stop (Cancel Migration): a job that can stop midway reads it and ends.
+    cancel_requested = models.BooleanField(default=False)
 
     ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 

@@ -30,7 +30,7 @@ def action_url(action: str, *vms) -> str:
 
 
 EXPECTED_ACTIONS = {
-    S.UP: {"shutdown", "poweroff", "suspend", "reboot"},
+    S.UP: {"shutdown", "poweroff", "suspend", "reboot", "migrate"},
     S.DOWN: {"run", "remove", "clone"},
     S.SUSPENDED: {"run"},
     S.PAUSED: {"run", "shutdown", "poweroff"},
@@ -42,4 +42,6 @@ EXPECTED_ACTIONS = {
     S.RESTORING_STATE: set(),
     S.IMAGE_LOCKED: set(),
     S.UNKNOWN: set(),
+    S.MIGRATING_FROM: {"cancel_migration"},
+    S.MIGRATING_TO: set(),
 }

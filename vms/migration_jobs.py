@@ -1,0 +1,137 @@
+"""What an RQ worker does for Migrate (vms/migration.py makes the job): the source host's
+libvirtd migrates the guest peer-to-peer to the destination, the job's progress is libvirt's
+job statistics (memory left, iteration), and it aborts the libvirt job when Cancel Migration
+asked. On success the VM's row moves to the destination in the job's last transaction; on
+failure (or a worker that died) the VM is settled where its guest actually runs."""
+
+import logging
+
+from django.db import transaction
+
+import hypervisor
+from portal.kernel.live import broadcast
+from portal.kernel.models import Job, JobKind
+from portal.kernel.tasks import Outcome, job_handler, job_progress
+
+from .choices import HostStatus, VMStatus
+from .jobs import JobError, vm_job_finish, vm_job_load, vm_settle
+from .migration import migration_options
+from .models import Host, VirtualMachine
+
+log = logging.getLogger(__name__)
+MiB = 1024 * 1024
+
+
+def _dest(job: Job) -> Host | None:
+    return Host.objects.filter(pk=job.params.get("host_id")).first()
+
+
+def _started(job: Job) -> str | None:
+    vm, dest = job.vm, _dest(job)
+    if vm is None or vm.host is None or dest is None:
+        return None
+    return f"Started to migrate VM {vm.name} from host {vm.host.name} to {dest.name}."
+
+
+def _runs_on(host: Host, uuid: str) -> bool:
+    try:
+        info = hypervisor.connect(host.uri).get_domain(uuid)
+    except hypervisor.HypervisorError:
+        return False
+    return info.state in (hypervisor.DomainState.RUNNING, hypervisor.DomainState.PAUSED)
+
+
+def _migrate_failed(job: Job, message: str) -> None:
+    """The VM where its guest runs: on the destination if the migration got there before
+    the job ended (a worker that died at the last step), else settled on its source."""
+    vm = VirtualMachine.objects.filter(pk=job.vm_id).first()
+    if vm is None:
+        return
+    dest = _dest(job)
+    with transaction.atomic():
+        if (
+            vm.status == VMStatus.MIGRATING_FROM
+            and dest is not None
+            and _runs_on(dest, str(vm.uuid))
+        ):
+            VirtualMachine.objects.filter(pk=vm.pk, status=VMStatus.MIGRATING_FROM).update(
+                host=dest, status=VMStatus.UP, migrating_to=None
+            )
+        else:
+            VirtualMachine.objects.filter(pk=vm.pk).update(migrating_to=None)
+            vm_settle(vm.pk)
+    broadcast(f"vm.{vm.pk}", "vms", "hosts")
+
+
+def _progress_step(dest: Host, reading: hypervisor.MigrationProgress) -> str:
+    left = reading.data_remaining // MiB
+    total = reading.data_total // MiB
+    where = f"Migrating to {dest.name}: {left} of {total} MiB of memory left"
+    if reading.iteration:
+        where += f", iteration {reading.iteration}"
+    if reading.post_copy:
+        where += " (post-copy)"
+    return where
+
+
+@job_handler(
+    JobKind.VM_MIGRATE,
+    action="migrate",
+    started=_started,
+    failed=lambda job, vm: f"Failed to migrate VM {vm.name if vm else ''}.",
+    on_fail=_migrate_failed,
+)
+def vm_migrate_job(job: Job) -> Outcome:
+    vm, conn = vm_job_load(job)
+    source, dest = vm.host, _dest(job)
+    if dest is None or dest.status != HostStatus.UP:
+        raise JobError(f"The destination host is not Up; {vm.name} stays on {source.name}.")
+    cancelled = Job.objects.filter(pk=job.pk, cancel_requested=True).exists
+
+    def progress(reading: hypervisor.MigrationProgress) -> None:
+        job_progress(job, max(1, reading.percent), _progress_step(dest, reading))
+
+    if cancelled():
+        result = None
+    else:
+        job_progress(job, 1, f"Migrating to {dest.name}")
+        try:
+            dest_conn = hypervisor.connect(dest.uri)
+            result = conn.migrate(
+                str(vm.uuid),
+                dest_conn,
+                migration_options(vm, dest),
+                progress=progress,
+                should_abort=cancelled,
+            )
+        except hypervisor.MigrationCancelled:
+            result = None
+    if result is None:
+
+        def stay() -> None:
+            vm_job_finish(job, vm, VMStatus.UP, migrating_to=None)
+            broadcast("hosts")
+
+        return Outcome(
+            message=f"The migration of VM {vm.name} to {dest.name} was cancelled; it runs on "
+            f"host {source.name}.",
+            last_writes=stay,
+        )
+    if result.paused:  # Suspend workload if needed: it runs again now that it is there
+        dest_conn.resume(str(vm.uuid))
+    downtime = dest_conn.migration_downtime(str(vm.uuid))
+
+    def arrived() -> None:
+        vm_job_finish(job, vm, VMStatus.UP, host=dest, migrating_to=None)
+        vm.disks.exclude(host__isnull=True).update(host=dest)  # shared storage: reached there
+        broadcast("hosts", "disks")
+
+    figures = f"in {result.duration_s:.1f} s"
+    if downtime is not None:
+        figures += f", downtime {downtime} ms"
+    if result.steps:
+        figures += f"; {'; '.join(result.steps)}"
+    return Outcome(
+        message=f"VM {vm.name} was migrated from host {source.name} to {dest.name} {figures}.",
+        last_writes=arrived,
+    )
