@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 from bench.env import BenchEnv  # noqa: E402
 from bench.stats import fmt_ms  # noqa: E402
 
-PARTS = ("list", "delegated", "live", "shutdown", "adopt", "config")
+PARTS = ("list", "delegated", "live", "shutdown", "adopt", "config", "schedule")
 LIST_QUERIES_GOAL = 10
 LIST_MEDIAN_GOAL_MS = 50.0
 DELEGATED_RATIO_GOAL = 1.5
@@ -193,6 +193,19 @@ def part_config() -> dict:
     return r
 
 
+def part_schedule() -> dict:
+    from bench import scheduling
+
+    heading("6. The scheduler: one Run placement among 100 hosts, 2,000 VMs")
+    r = scheduling.measure()
+    print(
+        f"schedule() over {r['hosts']} hosts ({r['vms']:,} VMs): {r['queries']} queries, "
+        f"median {r['median_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms; chose {r['chosen']}"
+    )
+    print(f"    of which reading the 100 hosts with their committed memory: {r['read_ms']:.1f} ms")
+    return r
+
+
 def summary(seed, results: dict, wall: float) -> None:
     def mark(ok: bool, missed: str = "OVER GOAL") -> str:
         return "ok" if ok else missed
@@ -256,6 +269,11 @@ def summary(seed, results: dict, wall: float) -> None:
             f"{cf['refresh_ms']['median']:.2f} ms per {cf['ttl_s']:.0f} s, a write seen after "
             f"{cf['seen_s']:.2f} s (goal <= {cf['ttl_s']:.0f} s)  [{mark(ok)}]"
         )
+    if sc := results.get("schedule"):
+        print(
+            f"{'scheduler, 100 hosts':22} {sc['queries']} queries, median {sc['median_ms']:.1f} ms, "
+            f"p95 {sc['p95_ms']:.1f} ms per schedule()"
+        )
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
     print(f"whole run: {wall:.0f} s; load average now {load()} on {os.cpu_count()} CPUs")
@@ -313,6 +331,7 @@ def main() -> int:
             ("shutdown", lambda: part_shutdown(user)),
             ("adopt", lambda: part_adopt(user)),
             ("config", part_config),
+            ("schedule", part_schedule),
         ):
             if part not in parts:
                 continue

@@ -219,9 +219,22 @@ def evaluate(request: Request, candidates: list[Candidate]) -> tuple[list[Candid
     return kept, reasons
 
 
+REFUSAL_NAMES = 5  # hosts named per reason; more are counted
+
+
 def refusal_text(reasons: dict[str, str]) -> str:
-    """'host2: not enough free memory (...); host3: the host is Maintenance'."""
-    return "; ".join(f"{name}: {why}" for name, why in reasons.items())
+    """'host2: not enough free memory (...); host3, host4: the host is Maintenance': hosts
+    with the same reason together, at most REFUSAL_NAMES named and the rest counted."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in reasons.items():
+        by_reason.setdefault(why, []).append(name)
+    parts = []
+    for why, names in by_reason.items():
+        shown = ", ".join(names[:REFUSAL_NAMES])
+        if len(names) > REFUSAL_NAMES:
+            shown += f" and {len(names) - REFUSAL_NAMES} more"
+        parts.append(f"{shown}: {why}")
+    return "; ".join(parts)
 
 
 def schedule(

@@ -227,3 +227,18 @@ def test_start_running_on_goes_through_the_scheduler(admin):
         f"Cannot run {vm.name} on small: too few CPUs (the VM has 8 vCPUs, the host 4)."
     )
     assert VirtualMachine.objects.get(pk=vm.pk).host_id == vm.host_id
+
+
+def test_the_refusal_groups_hosts_with_the_same_reason_and_counts_past_five():
+    cluster = ClusterFactory(name="big")
+    for n in range(8):
+        HostFactory(name=f"node{n}", cluster=cluster, status=HostStatus.MAINTENANCE)
+    HostFactory(name="tiny", cluster=cluster, cpus=1)
+    vm = VMFactory(name="app", host=None, cluster=cluster, vcpus=2)
+    with pytest.raises(NoHostAvailable) as exc:
+        schedule(vm)
+    assert str(exc.value) == (
+        "No host in cluster big can run app: node0, node1, node2, node3, node4 and 3 more: "
+        "the host is Maintenance; tiny: too few CPUs (the VM has 2 vCPUs, the host 1)."
+    )
+    assert len(exc.value.reasons) == 9
