@@ -163,9 +163,7 @@ def test_new_vm_is_placed_by_the_scheduler_on_the_least_loaded_up_host(admin):
 def test_run_places_a_vm_whose_host_is_down_on_another_host(admin, sync_hosts, work):
     vm = VMFactory(status=VMStatus.DOWN)
     first = vm.host
-    shared = StorageDomainFactory(
-        data_center=vm.cluster.data_center, storage_type=StorageType.NFS
-    )
+    shared = StorageDomainFactory(data_center=vm.cluster.data_center, storage_type=StorageType.NFS)
     DiskFactory(vm=vm, storage_domain=shared, host=None)  # every host reaches it
     second = HostFactory(cluster=vm.cluster)
     sync_hosts(first, second)
