@@ -240,3 +240,24 @@ def test_the_refusal_groups_hosts_with_the_same_reason_and_counts_past_five():
         "the host is Maintenance; tiny: too few CPUs (the VM has 2 vCPUs, the host 1)."
     )
     assert len(exc.value.reasons) == 9
+
+
+def test_the_chosen_host_is_filtered_again_under_its_lock(monkeypatch):
+    """Another request fills the best host between this one's read and its lock (as two Runs
+    racing for the last free memory): the re-check under the lock sees it and takes the next."""
+    best = HostFactory(name="a-best", memory_mb=8192)
+    next_best = HostFactory(name="b-next", memory_mb=8192, cluster=best.cluster)
+    VMFactory(host=next_best, status=VMStatus.UP, memory_mb=2048)
+    vm = VMFactory(host=None, cluster=best.cluster, memory_mb=4096)
+    locked = []
+    real_lock = scheduling.host_status_locked
+
+    def racing_lock(host_id):
+        if not locked:  # the other request's VM starts on the best host meanwhile
+            VMFactory(host=best, status=VMStatus.POWERING_UP, memory_mb=6144)
+        locked.append(host_id)
+        return real_lock(host_id)
+
+    monkeypatch.setattr(scheduling, "host_status_locked", racing_lock)
+    assert schedule(vm) == next_best
+    assert locked == [best.pk, next_best.pk]
