@@ -47,6 +47,8 @@ class Request:
     vm: VirtualMachine
     purpose: str
     automatic: bool = False  # a migration the engine starts itself (Maintenance, balancing)
+    # (alias, host id, host name) of each disk on one host's local storage, read once
+    local_disks: tuple[tuple[str, int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,23 +127,21 @@ def _migration_allowed(request: Request, c: Candidate) -> str | None:
 def _storage(request: Request, c: Candidate) -> str | None:
     """A disk on one host's local storage keeps the VM on that host (an NFS disk is reached
     from every host of the data center)."""
-    for alias, host_id, host_name in request_local_disks(request):
+    for alias, host_id, host_name in request.local_disks:
         if host_id != c.host.pk:
             return f"the VM's disk {alias} is on the local storage of host {host_name}"
     return None
 
 
-def request_local_disks(request: Request) -> list[tuple[str, int, str]]:
-    vm = request.vm
-    cached = getattr(vm, "_local_disks", None)
-    if cached is None:
-        cached = list(
-            vm.disks.exclude(host__isnull=True)
-            .exclude(storage_domain__storage_type=StorageType.NFS)
-            .values_list("alias", "host_id", "host__name")
-        )
-        vm._local_disks = cached
-    return cached
+def local_disks_of(vm: VirtualMachine) -> tuple[tuple[str, int, str], ...]:
+    """The VM's disks on one host's local storage, as the storage filter reads them."""
+    if vm.pk is None:
+        return ()
+    return tuple(
+        vm.disks.exclude(host__isnull=True)
+        .exclude(storage_domain__storage_type=StorageType.NFS)
+        .values_list("alias", "host_id", "host__name")
+    )
 
 
 def _least_loaded(request: Request, c: Candidate) -> float:
@@ -249,7 +249,7 @@ def schedule(
     the same lock) and filtered again under the lock; NoHostAvailable names each host's
     reason. `candidates` narrows the choice (Start Running On); `exclude` takes host ids
     out (a migration's source)."""
-    request = Request(vm=vm, purpose=purpose, automatic=automatic)
+    request = Request(vm=vm, purpose=purpose, automatic=automatic, local_disks=local_disks_of(vm))
     excluded = set(exclude)
     pool = [c for c in candidates_of(vm, candidates) if c.host.pk not in excluded]
     kept, reasons = evaluate(request, pool)

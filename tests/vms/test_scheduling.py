@@ -113,8 +113,6 @@ def test_storage_filter_keeps_a_vm_with_a_local_disk_on_its_host():
     }
     local.storage_type = StorageType.NFS
     local.save()
-    vm._local_disks = None  # the request's cache, as a new request would read it
-    del vm._local_disks
     assert schedule(vm, exclude=[home.pk]) == other
 
 
@@ -126,7 +124,7 @@ def test_least_loaded_weight_prefers_the_host_with_the_least_committed_memory():
     VMFactory(host=idle, status=VMStatus.UP, memory_mb=4096)
     VMFactory(host=big, status=VMStatus.UP, memory_mb=8192)
     vm = VMFactory(host=None, cluster=busy.cluster, memory_mb=1024)
-    request = scheduling.Request(vm=vm, purpose=Purpose.RUN)
+    request = scheduling.Request(vm=vm, purpose=Purpose.RUN, local_disks=())
     kept, why = scheduling.evaluate(request, scheduling.candidates_of(vm))
     assert [c.host.name for c in kept] == ["c-big", "b-idle", "a-busy"] and why == {}
     assert kept[0].committed_mb == 8192 and kept[0].running == 1
