@@ -9,6 +9,7 @@ urlpatterns = [
     path("user/vms/<id:pk>/card/", views.user_vm_card, name="user_vm_card"),
     path("user/vms/<id:pk>/snapshots/", views.user_vm_snapshots, name="user_vm_snapshots"),
     path("configure/", views.configure, name="configure"),
+    path("configure/engine/<str:key>/edit/", views.engine_config_edit, name="engine_config_edit"),
     path("configure/roles/new/", views.role_edit, name="role_new"),
     path("configure/roles/<id:pk>/edit/", views.role_edit, name="role_edit"),
     path("configure/roles/<id:pk>/remove/", views.role_remove, name="role_remove"),

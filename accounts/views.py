@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import admin_portal_required
+from portal.kernel.config import KEYS, ConfigKey, config_get, config_rows, config_set
 from portal.kernel.converters import parse_id
 from portal.kernel.dialogs import confirm_window, form_window, modal_done, outcome
 from portal.kernel.search import SEARCH_MAX, SearchError, search_text
@@ -191,17 +192,66 @@ def permission_remove(request, kind: str, pk: int, row_kind: str, row_id: int):
 
 @admin_portal_required
 def configure(request):
-    """The Configure window: Roles, and System Permissions."""
+    """The Configure window: Roles, System Permissions, and Engine Configuration (shown to
+    administrators who may configure the whole system: manage_roles on System)."""
     tab = request.GET.get("tab", "roles")
+    can_manage_roles = can(request.user, "manage_roles", System.get())
     context = {
         "tab": "configure",
         "subtab": tab,
         "system": System.get(),
         "roles": Role.objects.prefetch_related("actions"),
-        "can_manage_roles": can(request.user, "manage_roles", System.get()),
+        "can_manage_roles": can_manage_roles,
         "can_see_system": may_read_permissions(request.user, System.get()),
+        "engine_config": config_rows() if tab == "engine" and can_manage_roles else None,
     }
     return render(request, "accounts/configure.html", context)
+
+
+def _config_field(key: ConfigKey) -> forms.Field:
+    """The form field of one engine-config key, as its type says (the service checks again)."""
+    label = key.name
+    if key.kind == "bool":
+        return forms.BooleanField(label=label, required=False, help_text=key.description)
+    if key.kind == "int":
+        unit = f" ({key.unit})" if key.unit else ""
+        return forms.IntegerField(
+            label=label + unit,
+            min_value=key.minimum,
+            max_value=key.maximum,
+            help_text=f"{key.description} {key.minimum} to {key.maximum}.",
+        )
+    return forms.ChoiceField(label=label, choices=key.choices, help_text=key.description)
+
+
+class EngineConfigForm(forms.Form):
+    """The Edit Engine Configuration window: one field, typed as the key."""
+
+    def __init__(self, *args, key: ConfigKey, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["value"] = _config_field(key)
+
+
+@admin_portal_required
+@require_http_methods(["GET", "POST"])
+def engine_config_edit(request, key: str):
+    """Edit one engine-config key (manage_roles on System, as the rest of the system's
+    configuration); the same check and Event as `manage.py engine_config -s`."""
+    if not can(request.user, "manage_roles", System.get()) or key not in KEYS:
+        raise Http404
+    config_key = KEYS[key]
+    # An unticked check box posts nothing: a POST is bound even when empty.
+    data = request.POST if request.method == "POST" else None
+    form = EngineConfigForm(data, key=config_key, initial={"value": config_get(key)})
+    return form_window(
+        request,
+        form,
+        lambda data: config_set(key, data["value"], user=request.user),
+        success=lambda value: f"{key} set to {config_key.show(value)}.",
+        template="accounts/_engine_config_dialog.html",
+        context={"key": config_key, "default": config_key.show(config_key.default)},
+        redirect_to="configure",
+    )
 
 
 class RoleForm(forms.Form):

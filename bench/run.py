@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 from bench.env import BenchEnv  # noqa: E402
 from bench.stats import fmt_ms  # noqa: E402
 
-PARTS = ("list", "delegated", "live", "shutdown", "adopt")
+PARTS = ("list", "delegated", "live", "shutdown", "adopt", "config", "schedule")
 LIST_QUERIES_GOAL = 10
 LIST_MEDIAN_GOAL_MS = 50.0
 DELEGATED_RATIO_GOAL = 1.5
@@ -179,6 +179,33 @@ def part_adopt(user) -> dict:
     return r
 
 
+def part_config() -> dict:
+    from bench import engine_config
+
+    heading("5. engine-config: config_get from the per-process copy, and a write seen elsewhere")
+    r = engine_config.measure()
+    print(f"config_get from the copy: {r['cached_us']:.2f} us per call ({r['calls']:,} calls)")
+    print(
+        f"re-reading the table (once per {r['ttl_s']:.0f} s per process): median "
+        f"{r['refresh_ms']['median']:.2f} ms, p95 {r['refresh_ms']['p95']:.2f} ms"
+    )
+    print(f"a value written behind this process's copy was read after {r['seen_s']:.2f} s")
+    return r
+
+
+def part_schedule() -> dict:
+    from bench import scheduling
+
+    heading("6. The scheduler: one Run placement among 100 hosts, 2,000 VMs")
+    r = scheduling.measure()
+    print(
+        f"schedule() over {r['hosts']} hosts ({r['vms']:,} VMs): {r['queries']} queries, "
+        f"median {r['median_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms; chose {r['chosen']}"
+    )
+    print(f"    of which reading the 100 hosts with their committed memory: {r['read_ms']:.1f} ms")
+    return r
+
+
 def summary(seed, results: dict, wall: float) -> None:
     def mark(ok: bool, missed: str = "OVER GOAL") -> str:
         return "ok" if ok else missed
@@ -234,6 +261,18 @@ def summary(seed, results: dict, wall: float) -> None:
             f"{'1,000 adopted domains':22} first poll {ad['adopt_s']:.1f} s; steady poll "
             f"{poll:.2f} x, VM list {listing:.2f} x of 1,000 Vireo VMs' "
             f"(goal <= {ADOPT_SLOWDOWN_GOAL})  [{mark(ok)}]"
+        )
+    if cf := results.get("config"):
+        ok = cf["seen_s"] <= cf["ttl_s"] + 0.1
+        print(
+            f"{'engine-config read':22} {cf['cached_us']:.2f} us per config_get, table re-read "
+            f"{cf['refresh_ms']['median']:.2f} ms per {cf['ttl_s']:.0f} s, a write seen after "
+            f"{cf['seen_s']:.2f} s (goal <= {cf['ttl_s']:.0f} s)  [{mark(ok)}]"
+        )
+    if sc := results.get("schedule"):
+        print(
+            f"{'scheduler, 100 hosts':22} {sc['queries']} queries, median {sc['median_ms']:.1f} ms, "
+            f"p95 {sc['p95_ms']:.1f} ms per schedule()"
         )
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
@@ -291,6 +330,8 @@ def main() -> int:
             ("live", lambda: part_live(user, env)),
             ("shutdown", lambda: part_shutdown(user)),
             ("adopt", lambda: part_adopt(user)),
+            ("config", part_config),
+            ("schedule", part_schedule),
         ):
             if part not in parts:
                 continue

@@ -2,6 +2,6 @@
 finds them under the app label "portal" and the migrations stay as they are. Import them from
 portal.kernel.models."""
 
-from portal.kernel.models import Event, Job, JobKind, JobStatus, Phase, Severity
+from portal.kernel.models import ConfigValue, Event, Job, JobKind, JobStatus, Phase, Severity
 
-__all__ = ["Event", "Job", "JobKind", "JobStatus", "Phase", "Severity"]
+__all__ = ["ConfigValue", "Event", "Job", "JobKind", "JobStatus", "Phase", "Severity"]

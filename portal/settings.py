@@ -239,10 +239,3 @@ LOGGING = {
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
 WHITENOISE_USE_FINDERS = DEBUG
-
-# Live migration defaults (until engine-config holds them): auto-convergence, XBZRLE
-# compression, the maximum downtime (ms) and a bandwidth cap (Mbps; 0 = libvirt's own).
-VIREO_MIGRATION_AUTO_CONVERGE = os.environ.get("VIREO_MIGRATION_AUTO_CONVERGE", "") == "1"
-VIREO_MIGRATION_COMPRESSED = os.environ.get("VIREO_MIGRATION_COMPRESSED", "") == "1"
-VIREO_MIGRATION_MAX_DOWNTIME_MS = int(os.environ.get("VIREO_MIGRATION_MAX_DOWNTIME_MS", "500"))
-VIREO_MIGRATION_BANDWIDTH_MBPS = int(os.environ.get("VIREO_MIGRATION_BANDWIDTH_MBPS", "0"))

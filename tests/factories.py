@@ -63,6 +63,9 @@ class HostFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"host{n}")
     cluster = factory.SubFactory(ClusterFactory)
     status = HostStatus.UP
+    # What the monitor stores for a test-driver host on connecting (vms.testhosts' node file).
+    cpus = 16
+    memory_mb = 64 * 1024
 
     @factory.lazy_attribute
     def uri(self):

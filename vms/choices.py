@@ -64,6 +64,24 @@ RUNNING_STATUSES = frozenset(
 )
 
 
+class MigrationMode(models.TextChoices):
+    """A VM's Migration Options (oVirt's Host tab): the scheduler's migration_allowed filter
+    reads it when the purpose is migration."""
+
+    MIGRATABLE = "migratable", "Allow manual and automatic migration"
+    USER_MIGRATABLE = "user_migratable", "Allow manual migration only"
+    PINNED = "pinned", "Do not allow migration"
+
+
+class MemoryOptimization(models.IntegerChoices):
+    """A cluster's Memory Optimization: how much of a host's physical memory the scheduler
+    lets running VMs commit (oVirt: None 100%, for Server Load 150%, for Desktop Load 200%)."""
+
+    NONE = 100, "None - Disable memory overcommit"
+    SERVER = 150, "For Server Load - Allow scheduling of 150% of physical memory"
+    DESKTOP = 200, "For Desktop Load - Allow scheduling of 200% of physical memory"
+
+
 class HostStatus(models.TextChoices):
     UP = "up", "Up"
     CONNECTING = "connecting", "Connecting"

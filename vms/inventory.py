@@ -401,7 +401,7 @@ def host_maintenance(*, host_id: int, user) -> Host:
     (running, paused, starting, being worked on, or Unknown)."""
     entry = HOST_ACTIONS["maintenance"]
     with transaction.atomic():
-        # The lock Run takes (`vms.services.host_status_locked`) before it starts a VM here.
+        # The lock Run takes (`vms.scheduling.host_status_locked`) before it starts a VM here.
         host = _host_locked(host_id)
         what = f"move host {host.name} to Maintenance"
         if host.status in HOST_MAINTENANCE_STATUSES:

@@ -24,6 +24,7 @@ from .actions import VM_ACTIONS, VMAction
 from .choices import (
     BUSY_STATUSES,
     RUNNING_STATUSES,
+    HostStatus,
     SnapshotStatus,
     VMOrigin,
     VMStatus,
@@ -208,15 +209,19 @@ def _ensure_defined(conn: hypervisor.Connection, vm: VirtualMachine) -> None:
 def _define_for_start(job: Job, conn: hypervisor.Connection, vm: VirtualMachine) -> None:
     """Before a Down VM starts, its host gets the definition the inventory holds now (what Edit
     changed while it was Down: memory, CPUs and their topology); one moved to its Start
-    Running On host leaves the host it was defined on first. An external VM runs as its maker
-    defined it."""
+    Running On host, or placed by the scheduler, leaves the host it was defined on first. An
+    external VM runs as its maker defined it."""
     if vm.is_external:
         _ensure_defined(conn, vm)
         return
     moved_from = job.params.get("moved_from")
     if moved_from:
         old = Host.objects.filter(pk=moved_from).first()
-        if old is not None:
+        if old is not None and old.status != HostStatus.UP:
+            # Run placed it elsewhere because that host is down: its stale definition stays
+            # there (the monitor leaves a domain the inventory knows alone).
+            job_progress(job, 5, f"Host {old.name} is {old.get_status_display()}; not reached")
+        elif old is not None:
             job_progress(job, 5, f"Removing its definition from host {old.name}")
             try:
                 hypervisor.connect(old.uri).undefine_domain(str(vm.uuid), remove_managed_save=False)

@@ -8,97 +8,60 @@ options of the migration policy; Cancel Migration asks that job to abort the lib
 the VM stays Up on its source host.
 """
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 
 import hypervisor
 from portal.kernel.audit import actor, event_record
+from portal.kernel.config import config_get
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast
 from portal.kernel.models import Job, JobKind, Phase
 from portal.kernel.tasks import queue_ensure_available
-from storage.choices import StorageType
 
 from .actions import VMAction
-from .choices import RUNNING_STATUSES, HostStatus, VMStatus
+from .choices import VMStatus
 from .models import Host, VirtualMachine
-from .services import host_status_locked, vm_begin, vm_load
-
-
-def host_free_memory_mb(host: Host) -> int:
-    """What the host's memory leaves for one more guest: its memory less that of the VMs
-    running there and of those migrating to it (the inventory's figures, no hypervisor call)."""
-    used = (
-        VirtualMachine.objects.filter(host=host, status__in=RUNNING_STATUSES).aggregate(
-            m=Sum("memory_mb")
-        )["m"]
-        or 0
-    )
-    incoming = (
-        VirtualMachine.objects.filter(migrating_to=host).aggregate(m=Sum("memory_mb"))["m"] or 0
-    )
-    return host.memory_mb - used - incoming
-
-
-def _why_not(vm: VirtualMachine, host: Host) -> str:
-    """Why `host` cannot take `vm` by migration, or ""."""
-    if host.pk == vm.host_id:
-        return "it is the host the VM runs on"
-    if host.cluster_id != vm.cluster_id:
-        return f"it is not in cluster {vm.cluster.name}"
-    if host.status != HostStatus.UP:
-        return f"it is {host.get_status_display()}"
-    if host.cpus and host.cpus < vm.vcpus:
-        return f"it has {host.cpus} CPUs and the VM {vm.vcpus} vCPUs"
-    free = host_free_memory_mb(host)
-    if host.memory_mb and free < vm.memory_mb:
-        return f"not enough free memory (needs {vm.memory_mb} MB, {max(free, 0)} MB free)"
-    return ""
+from .scheduling import (
+    NoHostAvailable,
+    Purpose,
+    Request,
+    candidates_of,
+    evaluate,
+    local_disks_of,
+    schedule,
+)
+from .services import vm_begin, vm_load
 
 
 def migration_targets(vm: VirtualMachine) -> list[Host]:
-    """The hosts the Migrate window offers: Up hosts of the VM's cluster that can take it."""
-    hosts = Host.objects.filter(cluster_id=vm.cluster_id, status=HostStatus.UP).order_by("name")
-    return [h for h in hosts if not _why_not(vm, h)]
+    """The hosts the Migrate window offers: those of the VM's cluster the scheduler would
+    take it to, best first (its own host aside)."""
+    request = Request(vm=vm, purpose=Purpose.MIGRATE, local_disks=local_disks_of(vm))
+    pool = [c for c in candidates_of(vm) if c.host.pk != vm.host_id]
+    kept, _reasons = evaluate(request, pool)
+    return [c.host for c in kept]
 
 
 def _destination(vm: VirtualMachine, host_id: int | None) -> Host:
-    """The chosen host, checked; or (None) the Up host of the cluster that can take the VM
-    with the most free memory."""
-    if host_id is not None:
-        host = Host.objects.filter(pk=host_id).first()
-        if host is None:
-            raise ActionRefused("That host does not exist any more.")
-        why = _why_not(vm, host)
-        if why:
-            raise ActionRefused(f"Cannot migrate {vm.name} to {host.name}: {why}.")
-        return host
-    candidates = list(
-        Host.objects.filter(cluster_id=vm.cluster_id).exclude(pk=vm.host_id).order_by("name")
-    )
-    reasons = {h.name: _why_not(vm, h) for h in candidates}
-    able = [h for h in candidates if not reasons[h.name]]
-    if not able:
-        detail = "; ".join(f"{name}: {why}" for name, why in reasons.items())
-        raise ActionRefused(
-            f"Cannot migrate {vm.name}: no other host of cluster {vm.cluster.name} can take "
-            f"it{' (' + detail + ')' if detail else ''}."
-        )
-    return max(able, key=lambda h: (host_free_memory_mb(h), -h.pk))
+    """The chosen host, if the scheduler's filters let it take the VM; or (None: Select Host
+    Automatically) the scheduler's best host of the cluster. Locked until commit."""
+    if host_id is None:
+        return schedule(vm, purpose=Purpose.MIGRATE, exclude=[vm.host_id])
+    host = Host.objects.filter(pk=host_id).first()
+    if host is None:
+        raise ActionRefused("That host does not exist any more.")
+    if host.pk == vm.host_id:
+        raise ActionRefused(f"Cannot migrate {vm.name} to {host.name}: the VM runs there.")
+    try:
+        return schedule(vm, purpose=Purpose.MIGRATE, candidates=[host])
+    except NoHostAvailable as exc:
+        why = exc.reasons.get(host.name) or str(exc)
+        raise ActionRefused(f"Cannot migrate {vm.name} to {host.name}: {why}.") from None
 
 
 def _storage_check(vm: VirtualMachine) -> None:
-    """Both hosts must reach the VM's disks: a disk on one host's local storage stays there."""
-    local = vm.disks.exclude(storage_domain__storage_type=StorageType.NFS).select_related(
-        "storage_domain"
-    )
-    if disk := local.first():
-        raise ActionRefused(
-            f"Cannot migrate {vm.name}: its disk {disk.alias} is on storage domain "
-            f"{disk.storage_domain.name}, local to its host. Live migration needs storage that "
-            "both hosts reach."
-        )
+    """A disk no storage domain holds: Vireo cannot tell whether another host reaches it (a
+    disk on one host's local storage is the scheduler's storage filter's)."""
     if vm.unmanaged_disks:
         targets = ", ".join(str(d[0]) for d in vm.unmanaged_disks)
         raise ActionRefused(
@@ -115,10 +78,8 @@ def vm_migrate(*, vm_id: int, user, host_id: int | None = None) -> Job:
         vm = vm_load(vm_id)
         if vm.status == VMStatus.UP:
             _storage_check(vm)
+            # Locked: the destination cannot go into Maintenance under the migration.
             dest = _destination(vm, host_id)
-            # The destination's row lock: it cannot go into Maintenance under the migration.
-            if host_status_locked(dest.pk) != HostStatus.UP:
-                raise ActionRefused(f"Cannot migrate {vm.name}: host {dest.name} is not Up now.")
         else:
             dest = None  # vm_begin refuses, with the VM's status
         job = vm_begin(
@@ -167,14 +128,36 @@ def vm_migration_cancel(*, vm_id: int, user) -> Job:
         return job
 
 
+# The named policies: the maximum downtime as a ladder over the memory iterations (a share
+# of the configured maximum per step), and when to switch to post-copy or pause the guest.
+POLICY_LADDER = (1 / 8, 1 / 4, 1 / 2, 1)
+POST_COPY_AFTER = 4  # iterations without converging before post-copy takes over
+PAUSE_AFTER = 6  # ... before the guest is paused so the copy ends
+
+
 def migration_options(vm: VirtualMachine, dest: Host) -> hypervisor.MigrationOptions:
-    """The libvirt options of the VM's migration to `dest`: Vireo's defaults
-    (`VIREO_MIGRATION_*`); qemu's memory stream goes to the destination's address."""
+    """The libvirt options of the VM's migration to `dest`, from engine-config's migration
+    defaults: the policy (Legacy: the maximum downtime at once; Minimal downtime: a ladder
+    up to it; Post-copy: the ladder, then post-copy; Suspend workload if needed: the ladder,
+    then a pause), auto-convergence, compression and bandwidth. qemu's memory stream goes to
+    the destination's address."""
+    policy = config_get("MigrationPolicy")
+    downtime = int(config_get("DefaultMaximumMigrationDowntime"))
+    if policy == "legacy":
+        steps = (downtime,)
+    else:
+        steps = tuple(dict.fromkeys(max(10, int(downtime * share)) for share in POLICY_LADDER))
+    compression = config_get("MigrationCompression")
+    bandwidth = None  # Auto (no link speeds read yet) and Hypervisor default: libvirt's own
+    if config_get("MigrationBandwidth") == "custom":
+        bandwidth = int(config_get("MigrationBandwidthCustomMbps"))
     address = dest.address or ""
     return hypervisor.MigrationOptions(
-        auto_converge=settings.VIREO_MIGRATION_AUTO_CONVERGE,
-        compression=("xbzrle",) if settings.VIREO_MIGRATION_COMPRESSED else (),
-        downtime_steps=(settings.VIREO_MIGRATION_MAX_DOWNTIME_MS,),
-        bandwidth_mbps=settings.VIREO_MIGRATION_BANDWIDTH_MBPS or None,
+        auto_converge=bool(config_get("AutoConvergence")),
+        compression=() if compression == "none" else (compression,),
+        downtime_steps=steps,
+        bandwidth_mbps=bandwidth,
+        post_copy_after=POST_COPY_AFTER if policy == "post_copy" else None,
+        pause_after=PAUSE_AFTER if policy == "suspend_workload" else None,
         migrate_uri=f"tcp://{address}" if address else "",
     )

@@ -12,6 +12,8 @@ from portal.kernel.querysets import RestrictedManager
 
 from .choices import (
     HostStatus,
+    MemoryOptimization,
+    MigrationMode,
     NetworkKind,
     NetworkStatus,
     NicModel,
@@ -55,6 +57,12 @@ class Cluster(models.Model):
         "Graceful shutdown timeout (seconds)",
         default=120,
         help_text="How long Shutdown waits for the guest before the VM is left Up.",
+    )
+    memory_overcommit_percent = models.PositiveSmallIntegerField(
+        "Memory Optimization",
+        choices=MemoryOptimization.choices,
+        default=MemoryOptimization.NONE,
+        help_text="How much of a host's physical memory running VMs may commit (the scheduler's memory filter).",
     )
 
     objects = RestrictedManager()
@@ -204,6 +212,12 @@ class VirtualMachine(models.Model):
         default=list,
         blank=True,
         help_text="An external VM's disks that no storage domain holds: [[target, device, source]].",
+    )
+    migration_mode = models.CharField(
+        "Migration Options",
+        max_length=16,
+        choices=MigrationMode.choices,
+        default=MigrationMode.MIGRATABLE,
     )
     sso_enabled = models.BooleanField(
         "Single Sign-On",

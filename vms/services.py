@@ -10,7 +10,7 @@ import re
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
@@ -45,6 +45,7 @@ from .models import (
     VirtualMachine,
 )
 from .quotas import quota_check
+from .scheduling import NoHostAvailable, Purpose, host_status_locked, refusal_text, schedule
 from .vnics import mac_allocate, profile_usable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -118,17 +119,6 @@ def _restore_status(vm_id: int, busy: str, previous: str):
         vm_status_move(vm_id=vm_id, from_status=busy, to_status=previous)
 
     return undo
-
-
-def host_status_locked(host_id: int) -> str | None:
-    """A host's status, read under a row lock held to the end of the transaction (None when
-    the host is gone)."""
-    return (
-        Host.objects.select_for_update(no_key=True)
-        .filter(pk=host_id)
-        .values_list("status", flat=True)
-        .first()
-    )
 
 
 def vm_begin(
@@ -234,7 +224,7 @@ def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
             reason = ""
         if action == VMAction.RUN:
             disks_storage_check(vm, "run")
-        params = _start_host_move(vm) if action == VMAction.RUN else None
+        params = _run_placement(vm) if action == VMAction.RUN else None
         return vm_begin(vm=vm, action=action, user=user, reason=reason, params=params)
 
 
@@ -254,20 +244,68 @@ def disks_storage_check(vm: VirtualMachine, verb: str) -> None:
         )
 
 
-def _start_host_move(vm: VirtualMachine) -> dict | None:
-    """A Down VM whose Start Running On names another host of its cluster is placed there
-    before it starts (the run job moves its definition): only onto an Up host that reaches all
-    its disks, a disk on one host's local storage keeping it there. Returns the job's params."""
-    target = vm.start_host
-    if vm.status != VMStatus.DOWN or target is None or target.pk == vm.host_id:
+def _run_placement(vm: VirtualMachine) -> dict | None:
+    """Where a Down VM starts, chosen by the scheduler (`vms.scheduling`): its Start Running On
+    host if it names one; else the host it is defined on if that host can run it; else the
+    best host of its cluster (its host is down or missing, or lacks room). A Suspended or
+    Paused VM resumes where it is. Moving the VM here makes the run job move its definition;
+    returns the job's params."""
+    if vm.status != VMStatus.DOWN:
         return None
+    target = vm.start_host
+    if target is not None:
+        _start_host_check(vm, target)
+        try:
+            host = schedule(vm, purpose=Purpose.RUN, candidates=[target])
+        except NoHostAvailable as exc:
+            raise ActionRefused(
+                f"Cannot run {vm.name} on {target.name}: {exc.reasons[target.name]}."
+            ) from None
+    else:
+        try:
+            host = schedule(vm, purpose=Purpose.RUN, candidates=[vm.host]) if vm.host_id else None
+        except NoHostAvailable:
+            host = None
+        if host is None:
+            host = _run_elsewhere(vm)
+    if host.pk == vm.host_id:
+        return None
+    moved_from = vm.host_id
+    # shared storage: the new host reaches them as well (the storage filter kept local ones)
+    vm.disks.exclude(host__isnull=True).exclude(host=host).update(host=host)
+    VirtualMachine.objects.filter(pk=vm.pk).update(host=host)
+    vm.host = host
+    return {"moved_from": moved_from}
+
+
+def _run_elsewhere(vm: VirtualMachine) -> Host:
+    """The scheduler's host for a Down VM its own host cannot run, or a refusal that says
+    first what is wrong with its own host."""
+    try:
+        return schedule(vm, purpose=Purpose.RUN)
+    except NoHostAvailable as exc:
+        own = exc.reasons.pop(vm.host.name, None) if vm.host_id else None
+        if own is None:
+            raise ActionRefused(f"Cannot run {vm.name}: {exc}") from None
+        others = (
+            f" No other host of cluster {vm.cluster.name} can run it: {refusal_text(exc.reasons)}."
+            if exc.reasons
+            else ""
+        )
+        where = (
+            f"its host {vm.host.name} is {own.removeprefix('the host is ')}"
+            if own.startswith("the host is ")
+            else f"on its host {vm.host.name}, {own}"
+        )
+        raise ActionRefused(f"Cannot run {vm.name}: {where}.{others}") from None
+
+
+def _start_host_check(vm: VirtualMachine, target: Host) -> None:
+    """Start Running On names a host of the VM's cluster that reaches all its disks (a disk
+    on one host's local storage keeps the VM there)."""
     if target.cluster_id != vm.cluster_id:
         raise ActionRefused(
             f"Cannot run {vm.name} on {target.name}: the host is not in cluster {vm.cluster.name}."
-        )
-    if target.status != HostStatus.UP:
-        raise ActionRefused(
-            f"Cannot run {vm.name} on {target.name}: the host is {target.get_status_display()}."
         )
     elsewhere = vm.disks.exclude(host__isnull=True).exclude(host=target)
     local = elsewhere.exclude(storage_domain__storage_type=StorageType.NFS)
@@ -276,11 +314,16 @@ def _start_host_move(vm: VirtualMachine) -> dict | None:
             f"Cannot run {vm.name} on {target.name}: its disk {disk.alias} is on the local "
             f"storage of host {disk.host.name}. Set Start Running On to that host or to any host."
         )
-    moved_from = vm.host_id
-    elsewhere.update(host=target)  # shared storage: the new host reaches them as well
-    VirtualMachine.objects.filter(pk=vm.pk).update(host=target)
-    vm.host = target
-    return {"moved_from": moved_from}
+
+
+def _place_new_vm(cluster: Cluster, *, memory_mb: int, vcpus: int) -> Host:
+    """The scheduler's host for a New VM of that size in the cluster (locked against
+    Maintenance until commit)."""
+    sizing = VirtualMachine(cluster=cluster, memory_mb=memory_mb, vcpus=vcpus, name="the VM")
+    try:
+        return schedule(sizing, purpose=Purpose.CREATE)
+    except NoHostAvailable as exc:
+        raise ActionRefused(f"{exc} A VM cannot be created there now.") from None
 
 
 def vm_run(*, vm_id: int, user) -> Job:
@@ -468,24 +511,6 @@ def _creation_allowed(user, cluster: Cluster, template: Template | None) -> None
     )
 
 
-def _pick_host(cluster: Cluster) -> Host:
-    """The Up host of the cluster with the fewest VMs not Down (a host in Maintenance, Non
-    Responsive or Connecting gets no new VM), locked against Maintenance until commit."""
-    host = (
-        Host.objects.filter(cluster=cluster, status=HostStatus.UP)
-        .annotate(n=Count("vms", filter=~Q(vms__status=VMStatus.DOWN)))
-        .order_by("n", "name")
-        .first()
-    )
-    if host is not None and host_status_locked(host.pk) != HostStatus.UP:
-        host = None  # it went into Maintenance (or away) meanwhile
-    if host is None:
-        raise ActionRefused(
-            f"No host in cluster {cluster.name} is Up; a VM cannot be created there now."
-        )
-    return host
-
-
 def vm_create(
     *,
     user,
@@ -548,7 +573,7 @@ def vm_create(
         profile = None
         if profile_id is not None:  # after the data center's lock, as vms.networks locks
             profile = profile_usable(user, profile_id, data_center_id=cluster.data_center_id)
-        host = _pick_host(cluster)
+        host = _place_new_vm(cluster, memory_mb=memory_mb, vcpus=vcpus)
         unusable = unusable_on(domain, host.pk)
         if unusable:
             raise ActionRefused(unusable)

@@ -153,3 +153,21 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ConfigValue(models.Model):
+    """An engine-config value an administrator set (`portal.kernel.config`); a key without a
+    row has its declared default."""
+
+    key = models.CharField(max_length=100, unique=True)
+    value = models.JSONField()
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value!r}"

@@ -550,6 +550,21 @@ def role_remove(w: World) -> list[Case]:
     return [Case("role_remove", "GET", url, gate), Case("role_remove", "POST", url, gate, {})]
 
 
+def engine_config_edit(w: World) -> list[Case]:
+    gate = need(MANAGE_ROLES, on=[w.system], admin=True)
+    url = reverse("engine_config_edit", args=["MaxNumberOfConcurrentMigrations"])
+    return [
+        Case("engine_config_edit", "GET", url, gate),
+        Case("engine_config_edit", "POST", url, gate, {"value": "4"}),
+        Case(
+            "engine_config_edit",
+            "GET",
+            reverse("engine_config_edit", args=["NoSuchKey"]),
+            Need(admin=True, never=True),
+        ),
+    ]
+
+
 def quota_edit(w: World) -> list[Case]:
     gate = need(MANAGE_ROLES, on=[w.system], admin=True)
     url = reverse("vms:quota_edit", args=[w.newcomer.pk])
@@ -670,8 +685,10 @@ RULES: dict[str, Rule] = {
         lambda w: [
             Case("configure", "GET", reverse("configure"), ADMIN),
             Case("configure", "GET", reverse("configure") + "?tab=system", ADMIN),
+            Case("configure", "GET", reverse("configure") + "?tab=engine", ADMIN),
         ],
     ),
+    "engine_config_edit": Rule(OBJECT + " (manage_roles on the System)", engine_config_edit),
     "role_new": Rule(OBJECT + " (manage_roles on the System)", role_new),
     "role_edit": Rule(OBJECT + " (manage_roles on the System)", role_edit),
     "role_remove": Rule(OBJECT + " (manage_roles on the System)", role_remove),

@@ -15,6 +15,7 @@ from libvirtd import ensure_peer
 
 import hypervisor
 from hypervisor import Connection, DomainNotFound, DomainSpec, DomainState, MigrationOptions
+from portal.kernel.config import config_set
 from portal.kernel.models import Event, Job, JobStatus, Phase
 from portal.kernel.tasks import execute, get_queue
 from vms.choices import VMStatus
@@ -120,12 +121,13 @@ def test_vireo_migrates_a_running_vm_and_its_row_follows(vireo_pair, peers, admi
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cancel_migration_of_a_slow_migration(vireo_pair, peers, admin, work, settings):
+def test_cancel_migration_of_a_slow_migration(vireo_pair, peers, admin, work):
     """Capped at 16 Mbps, 256 MB would take minutes: the job is cancelled once it reports
     progress, and the guest runs on on peer1."""
     vm, first, _second = vireo_pair
     (_u1, one), _ = peers
-    settings.VIREO_MIGRATION_BANDWIDTH_MBPS = 16
+    config_set("MigrationBandwidth", "custom")
+    config_set("MigrationBandwidthCustomMbps", 16)
     work(lambda: vm_run(vm_id=vm.pk, user=admin))
     with transaction.atomic():
         job = vm_migrate(vm_id=vm.pk, user=admin)

@@ -304,8 +304,8 @@ def test_a_host_in_maintenance_gets_no_new_vm_and_runs_none(admin):
     inventory.host_maintenance(host_id=host.pk, user=admin)
     with pytest.raises(ActionRefused, match="its host node1 is Maintenance"):
         services.vm_run(vm_id=down.pk, user=admin)
-    with pytest.raises(ActionRefused, match="No host in cluster .* is Up"):
-        services._pick_host(host.cluster)
+    with pytest.raises(ActionRefused, match="No host in cluster .* node1: the host is Maintenance"):
+        services._place_new_vm(host.cluster, memory_mb=512, vcpus=1)
     assert VirtualMachine.objects.get(pk=down.pk).status == VMStatus.DOWN
 
 

@@ -86,13 +86,16 @@ def test_select_host_automatically_takes_the_host_with_most_free_memory(
         ),
         (
             lambda vm, h: Host.objects.filter(pk=h.pk).update(cluster=ClusterFactory()),
-            "not in cluster",
+            "the host is in cluster",
         ),
         (
             lambda vm, h: Host.objects.filter(pk=h.pk).update(memory_mb=512),
             "not enough free memory (needs 1024 MB, 512 MB free)",
         ),
-        (lambda vm, h: Host.objects.filter(pk=h.pk).update(cpus=1), "1 CPUs and the VM 2 vCPUs"),
+        (
+            lambda vm, h: Host.objects.filter(pk=h.pk).update(cpus=1),
+            "too few CPUs (the VM has 2 vCPUs, the host 1)",
+        ),
         (
             lambda vm, h: VirtualMachine.objects.filter(pk=vm.pk).update(status=VMStatus.DOWN),
             "the VM is Down",
@@ -111,19 +114,22 @@ def test_refusals_change_nothing(running, hosts, admin, change, words):
 
 def test_to_its_own_host_or_with_local_disks_or_nowhere_is_refused(running, hosts, admin):
     h1, h2, h3 = hosts
-    with pytest.raises(ActionRefused, match="it is the host the VM runs on"):
+    with pytest.raises(ActionRefused, match="Cannot migrate web1 to h1: the VM runs there"):
         vm_migrate(vm_id=running.pk, user=admin, host_id=h1.pk)
     Host.objects.filter(pk__in=[h2.pk, h3.pk]).update(status=HostStatus.NON_RESPONSIVE)
     with pytest.raises(
         ActionRefused,
-        match="no other host of cluster .* can take it \\(h2: it is Non Responsive; h3: it is",
+        match="No host in cluster .* can migrate web1: h2, h3: the host is Non Responsive",
     ):
         vm_migrate(vm_id=running.pk, user=admin)
+    Host.objects.filter(pk=h2.pk).update(status=HostStatus.UP)
     local = StorageDomainFactory(
         data_center=h1.cluster.data_center, name="local1", storage_type=StorageType.LOCAL
     )
     DiskFactory(vm=running, storage_domain=local, alias="web1_Disk1")
-    with pytest.raises(ActionRefused, match="its disk web1_Disk1 is on storage domain local1"):
+    with pytest.raises(
+        ActionRefused, match="the VM's disk web1_Disk1 is on the local storage of host h1"
+    ):
         vm_migrate(vm_id=running.pk, user=admin, host_id=h2.pk)
     assert not Job.objects.exists()
 

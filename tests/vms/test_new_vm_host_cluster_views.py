@@ -81,7 +81,9 @@ def test_new_vm_without_an_up_host_is_refused(admin_client, place):
     cluster, domain = place
     Host.objects.update(status=HostStatus.NON_RESPONSIVE)
     response = admin_client.post(reverse("vms:new"), new_vm_data(cluster, domain), headers=HX)
-    assert f"No host in cluster {cluster.name} is Up" in response.content.decode()
+    html = response.content.decode()
+    assert f"No host in cluster {cluster.name} can create the VM" in html
+    assert "the host is Non Responsive" in html
     assert not VirtualMachine.objects.exists()
 
 

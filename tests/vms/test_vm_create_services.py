@@ -122,7 +122,7 @@ def test_create_refusals_about_placement(admin, placement):
         create(admin, host, domain, sparse=False)
     create(admin, host, domain, sparse=True)  # thin disks may overcommit
     Host.objects.filter(pk=host.pk).update(status=HostStatus.NON_RESPONSIVE)
-    with pytest.raises(ActionRefused, match="No host in cluster .* is Up"):
+    with pytest.raises(ActionRefused, match="No host in cluster .*: the host is Non Responsive"):
         create(admin, host, domain, name="second")
     assert VirtualMachine.objects.count() == 1
 

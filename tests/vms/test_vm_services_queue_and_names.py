@@ -51,7 +51,7 @@ def test_host_non_responsive_refuses_every_action(admin):
 
 def test_vm_without_host_cannot_run_but_can_be_removed(admin):
     vm = VMFactory(host=None, cluster=ClusterFactory(), status=VMStatus.DOWN)
-    with pytest.raises(ActionRefused, match="it is not placed on any host"):
+    with pytest.raises(ActionRefused, match="has no host to run"):
         services.vm_run(vm_id=vm.pk, user=admin)
     services.vm_remove(vm_id=vm.pk, user=admin)
     assert Job.objects.get().kind == "vm_remove"
