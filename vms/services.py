@@ -23,11 +23,12 @@ from portal.kernel.models import Job, JobKind, Phase
 from portal.kernel.tasks import job_create, queue_ensure_available
 from portal.kernel.validators import text_check
 from storage.choices import DiskStatus, DomainFunction, StorageDomainStatus, StorageType
+from storage.images import image_choose, image_unusable_on
 from storage.models import Disk, StorageDomain
 from storage.space import free_bytes_on, unusable_on
 
 from .actions import VM_ACTIONS, VMAction
-from .choices import HostStatus, SnapshotStatus, VMStatus
+from .choices import BootSequence, HostStatus, SnapshotStatus, VMStatus
 from .host_address import host_address_check
 from .models import (
     Cluster,
@@ -125,7 +126,7 @@ def host_status_locked(host_id: int) -> str | None:
     )
 
 
-def _vm_begin(
+def vm_begin(
     *,
     vm: VirtualMachine,
     action: str,
@@ -204,7 +205,7 @@ def _preview_check(vm: VirtualMachine, action: str) -> None:
         )
 
 
-def _load_vm(vm_id: int) -> VirtualMachine:
+def vm_load(vm_id: int) -> VirtualMachine:
     try:
         return VirtualMachine.objects.select_related("cluster", "host").get(pk=vm_id)
     except VirtualMachine.DoesNotExist:
@@ -219,18 +220,23 @@ def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
         raise ActionRefused(f"Unknown action {str(action)!r}.")
     queue_ensure_available()
     with transaction.atomic():
-        vm = _load_vm(vm_id)
+        vm = vm_load(vm_id)
         if action == VMAction.SHUTDOWN:
             reason = (
                 text_check(reason, "Reason")[:1000] if vm.cluster.shutdown_reason_enabled else ""
             )
         else:
             reason = ""
-        params = _start_host_move(vm) if action == VMAction.RUN else None
-        return _vm_begin(vm=vm, action=action, user=user, reason=reason, params=params)
+        params = vm_start_host_move(vm) if action == VMAction.RUN else None
+        if action == VMAction.RUN and vm.status == VMStatus.DOWN and vm.cd_image_id:
+            # It starts from the inventory's definition, its CD included.
+            why = image_unusable_on(vm.cd_image, vm.host) if vm.host else ""
+            if why:
+                raise ActionRefused(f"Cannot run {vm.name}: {why}")
+        return vm_begin(vm=vm, action=action, user=user, reason=reason, params=params)
 
 
-def _start_host_move(vm: VirtualMachine) -> dict | None:
+def vm_start_host_move(vm: VirtualMachine) -> dict | None:
     """A Down VM whose Start Running On names another host of its cluster is placed there
     before it starts (the run job moves its definition): only onto an Up host that reaches all
     its disks, a disk on one host's local storage keeping it there. Returns the job's params."""
@@ -288,9 +294,9 @@ def vm_remove(*, vm_id: int, user, remove_disks: bool = True) -> Job:
     """Remove a Down VM; its disks are removed too, or left as floating disks."""
     queue_ensure_available()
     with transaction.atomic():
-        vm = _load_vm(vm_id)
+        vm = vm_load(vm_id)
         _preview_check(vm, VMAction.REMOVE)
-        job = _vm_begin(
+        job = vm_begin(
             vm=vm, action=VMAction.REMOVE, user=user, params={"remove_disks": bool(remove_disks)}
         )
         Disk.objects.filter(vm=vm).update(status=DiskStatus.LOCKED)
@@ -304,7 +310,7 @@ def vm_import(*, vm_id: int, user, name: str) -> Job:
     storage domains; a new name renames the domain, which libvirt does only while it is Down."""
     queue_ensure_available()
     with transaction.atomic():
-        vm = _load_vm(vm_id)
+        vm = vm_load(vm_id)
         if vm.is_external and vm.unmanaged_disks:
             paths = ", ".join(
                 f"{target} ({source or device})" for target, device, source in vm.unmanaged_disks
@@ -324,7 +330,7 @@ def vm_import(*, vm_id: int, user, name: str) -> Job:
                 f"Cannot import {vm.name} as {name}: its domain is {vm.domain_name} and libvirt "
                 f"renames only a VM that is Down. Shut it down, or import it as {vm.domain_name}."
             )
-        job = _vm_begin(
+        job = vm_begin(
             vm=vm,
             action=VMAction.IMPORT,
             user=user,
@@ -355,7 +361,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
     refused while a snapshot preview is active (which disks would it copy?)."""
     queue_ensure_available()
     with transaction.atomic():
-        vm = _load_vm(vm_id)
+        vm = vm_load(vm_id)
         creation_check(user=user, cluster=vm.cluster, verb="clone VMs")
         _preview_check(vm, VMAction.CLONE)
         data_center_id = vm.cluster.data_center_id
@@ -376,7 +382,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
         vm_nics_copy(vm, clone)
         permission_grant_creator(user=user, vm=clone)
         # The job acts on the source and makes the clone; both rows show its progress.
-        _vm_begin(
+        vm_begin(
             vm=vm,
             action=VMAction.CLONE,
             user=user,
@@ -706,11 +712,14 @@ def vm_edit(
     vcpus=None,
     cores_per_socket=None,
     start_host_id=NO_CHANGE,
+    boot_sequence=NO_CHANGE,
+    cd_image_id=NO_CHANGE,
 ) -> VirtualMachine:
     """Edit a VM (the Edit Virtual Machine window's General, System and Host tabs): description
     and Single Sign-On; memory, vCPUs and cores per virtual socket only while Down (the host
     gets them when the VM next starts); Start Running On (a host of its cluster, or None for any
-    host), which takes effect at its next start."""
+    host), which takes effect at its next start; Boot Options (the boot sequence and the CD
+    attached: an image id, or None for an empty drive), which take effect at its next start."""
     with transaction.atomic():
         vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
         if vm is None:
@@ -730,6 +739,15 @@ def vm_edit(
             ):
                 raise ActionRefused(f"Choose a host of cluster {vm.cluster.name}, or any host.")
             fields["start_host_id"] = start_host_id
+        if boot_sequence is not NO_CHANGE:
+            if boot_sequence not in BootSequence.values:
+                raise ActionRefused("Choose a boot sequence from the list.")
+            fields["boot_sequence"] = boot_sequence
+        if cd_image_id is not NO_CHANGE and cd_image_id != vm.cd_image_id:
+            image = None
+            if cd_image_id is not None:
+                image = image_choose(user, cd_image_id, data_center_id=vm.cluster.data_center_id)
+            fields["cd_image_id"] = image.pk if image else None
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
