@@ -12,19 +12,19 @@ from .models import IsoImage, StorageDomainHost
 GUEST_TOOLS_MARK = " (guest tools)"
 
 
-def images_offered(user, *, data_center_id: int) -> QuerySet:
-    """The images a user may put in a VM's CD-ROM drive in a data center: OK images of its
-    Active ISO domains that the user may see, the guest tools ISO first, then by name."""
-    return (
-        IsoImage.objects.restrict(user, "view")
-        .filter(
-            status=IsoImageStatus.OK,
-            domain__data_center_id=data_center_id,
-            domain__domain_function=DomainFunction.ISO,
-            domain__status=StorageDomainStatus.ACTIVE,
-        )
-        .select_related("domain")
-        .order_by("-guest_tools", "name", "pk")
+def images_offered(user, *, data_center_id: int | None) -> QuerySet:
+    """The images a user may put in a VM's CD-ROM drive in a data center (None: in any): OK
+    images of its Active ISO domains that the user may see, the guest tools ISO first, then by
+    name."""
+    images = IsoImage.objects.restrict(user, "view").filter(
+        status=IsoImageStatus.OK,
+        domain__domain_function=DomainFunction.ISO,
+        domain__status=StorageDomainStatus.ACTIVE,
+    )
+    if data_center_id is not None:
+        images = images.filter(domain__data_center_id=data_center_id)
+    return images.select_related("domain", "domain__data_center").order_by(
+        "-guest_tools", "name", "pk"
     )
 
 

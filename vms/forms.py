@@ -77,10 +77,30 @@ class NewVMForm(forms.Form):
         empty_label="(no network interface)",
     )
 
+    # Boot Options
+    first_device = forms.ChoiceField(
+        label="First Device", choices=BootDevice.choices, required=False, initial="hd"
+    )
+    second_device = forms.ChoiceField(
+        label="Second Device", choices=[("", "[None]"), *BootDevice.choices], required=False
+    )
+    cd_image = forms.TypedChoiceField(
+        label="Attach CD", coerce=int, empty_value=None, required=False, choices=[("", "[None]")]
+    )
+
     field_order = ["template", "name", "description", "cluster"]
 
-    def __init__(self, *args, choices: dict, **kwargs):
+    def __init__(self, *args, choices: dict, images=(), **kwargs):
         super().__init__(*args, **kwargs)
+        images = list(images)
+        several = len({i.domain.data_center_id for i in images}) > 1
+        self.fields["cd_image"].choices = [
+            ("", "[None]"),
+            *(
+                (str(i.pk), image_label(i) + (f" ({i.domain.data_center.name})" if several else ""))
+                for i in images
+            ),
+        ]
         self.fields["cluster"].queryset = choices["clusters"].select_related("data_center")
         self.fields["template"].queryset = choices["templates"]
         # Only Data domains take a VM's disks (ISO and Export are other functions), and only
@@ -99,6 +119,24 @@ class NewVMForm(forms.Form):
         self.fields["storage_domain"].queryset = data_domains
         self.fields["profile"].queryset = choices["profiles"]
         self.fields["profile"].label_from_instance = profile_label
+
+    BOOT_OPTIONS = ("first_device", "second_device", "cd_image")
+
+    def main_fields(self):
+        return [f for f in self if f.name not in self.BOOT_OPTIONS]
+
+    def boot_fields(self):
+        return [self[name] for name in self.BOOT_OPTIONS]
+
+    def clean(self):
+        """`boot_sequence` from First and Second Device (Hard Disk when none is posted)."""
+        data = super().clean()
+        first, second = data.get("first_device") or "hd", data.get("second_device")
+        if second == first:
+            self.add_error("second_device", "Second Device must differ from First Device.")
+        else:
+            data["boot_sequence"] = ",".join(d for d in (first, second) if d)
+        return data
 
 
 class CloneForm(forms.Form):

@@ -480,6 +480,8 @@ def vm_create(
     description: str = "",
     template_id: int | None = None,
     profile_id: int | None = None,
+    boot_sequence: str = "hd",
+    cd_image_id: int | None = None,
 ) -> VirtualMachine:
     """New VM with one disk, blank or from a template, and a network interface nic1 on the
     vNIC profile chosen (one the user may use, attach_vnic), if any: it is Image Locked while
@@ -504,6 +506,11 @@ def vm_create(
             memory_mb, vcpus = template.memory_mb, template.vcpus
             disk_bytes = max(1, template.disk_bytes // 1024**3) * 1024**3
         _creation_allowed(user, cluster, template)
+        if boot_sequence not in BootSequence.values:
+            raise ActionRefused("Choose a boot sequence from the list.")
+        cd_image = None
+        if cd_image_id is not None:  # Boot Options: Attach CD
+            cd_image = image_choose(user, cd_image_id, data_center_id=cluster.data_center_id)
         memory_mb = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
         vcpus = _in_range(vcpus, VCPUS_RANGE, "vCPUs")
         disk_bytes = _in_range(disk_bytes, DISK_BYTES_RANGE, "Disk size", " bytes")
@@ -550,6 +557,8 @@ def vm_create(
             vcpus=vcpus,
             template=template,
             created_by=user if user.is_authenticated else None,
+            boot_sequence=boot_sequence,
+            cd_image=cd_image,
         )
         permission_grant_creator(user=user, vm=vm)
         Disk.objects.create(

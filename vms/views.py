@@ -268,7 +268,12 @@ def vm_new(request):
     choices = vm_create_choices(request.user)
     if not choices["clusters"].exists():
         raise Http404
-    form = NewVMForm(request.POST or None, choices=choices)
+    images = (
+        images_offered(request.user, data_center_id=None)
+        .filter(domain__data_center__clusters__in=choices["clusters"])
+        .distinct()
+    )
+    form = NewVMForm(request.POST or None, choices=choices, images=images)
     return form_window(
         request,
         form,
@@ -284,6 +289,8 @@ def vm_new(request):
             sparse=data["allocation"] == "thin",
             template_id=data["template"].pk if data["template"] else None,
             profile_id=data["profile"].pk if data["profile"] else None,
+            boot_sequence=data["boot_sequence"],
+            cd_image_id=data["cd_image"],
         ),
         success=lambda vm: f"Creating VM {vm.name}.",
         template="vms/_new_vm_dialog.html",
