@@ -377,6 +377,8 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
             memory_mb=vm.memory_mb,
             vcpus=vm.vcpus,
             cores_per_socket=vm.cores_per_socket,
+            boot_sequence=vm.boot_sequence,  # its Boot Options too
+            cd_image_id=vm.cd_image_id,
             created_by=user if user.is_authenticated else None,
         )
         vm_nics_copy(vm, clone)

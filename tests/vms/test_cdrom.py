@@ -404,3 +404,15 @@ def test_user_portal_cards_open_run_once_and_change_cd_where_the_role_allows(iso
     other.force_login(stranger)
     assert other.get(action_url("change_cd", vm), headers=HX).status_code == 404
     assert other.get(action_url("run_once", vm), headers=HX).status_code == 404
+
+
+def test_a_clone_has_the_boot_options_of_its_source(admin, iso_vm, work):
+    vm = iso_vm()
+    VirtualMachine.objects.filter(pk=vm.pk).update(
+        cd_image=vm.images["installer"], boot_sequence="cdrom,hd"
+    )
+    clone = work(lambda: services.vm_clone(vm_id=vm.pk, user=admin, clone_name="copy"))
+    clone.refresh_from_db()
+    assert clone.status == VMStatus.DOWN
+    assert (clone.cd_image_id, clone.boot_sequence) == (vm.images["installer"].pk, "cdrom,hd")
+    assert boot_of(clone, inactive=True) == ["cdrom", "hd"]
