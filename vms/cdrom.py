@@ -51,11 +51,11 @@ def vm_run_once(*, vm_id: int, user, cd_image=None, boot_sequence: str) -> Job:
     queue_ensure_available()
     with transaction.atomic():
         vm = vm_load(vm_id)
-        verb = f"{RUN_ONCE.verb}"
+        verb = RUN_ONCE.verb
         image = None
         if cd_image not in (None, ""):
             image = image_choose(user, cd_image, data_center_id=vm.cluster.data_center_id)
-        if "cdrom" in boot_sequence.split(",")[:1] and image is None:
+        if boot_sequence.startswith("cdrom") and image is None:
             raise ActionRefused(
                 f"Cannot {verb} {vm.name} from its CD-ROM: Attach CD is empty. Choose an image."
             )

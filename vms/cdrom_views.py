@@ -12,17 +12,11 @@ from .choices import BootSequence
 from .forms import ChangeCDForm, RunOnceForm
 
 
-def _one(vms, label: str):
-    return vms[0] if len(vms) == 1 else None, HttpResponseBadRequest(
-        f"{label} takes one virtual machine."
-    )
-
-
 def run_once_window(request, vms):
     """Run Once: Boot Options (Attach CD, Boot Sequence) for this start only."""
-    vm, refused = _one(vms, "Run Once")
-    if vm is None:
-        return refused
+    if len(vms) != 1:
+        return HttpResponseBadRequest("Run Once takes one virtual machine.")
+    vm = vms[0]
     images = list(images_offered(request.user, data_center_id=vm.cluster.data_center_id))
     form = RunOnceForm(request.POST or None, vm=vm, images=images)
     return form_window(
@@ -46,17 +40,19 @@ def run_once_window(request, vms):
 def change_cd_window(request, vms):
     """Change CD: an image of the data center's ISO domains (the guest tools ISO first), or
     [Eject]."""
-    vm, refused = _one(vms, "Change CD")
-    if vm is None:
-        return refused
+    if len(vms) != 1:
+        return HttpResponseBadRequest("Change CD takes one virtual machine.")
+    vm = vms[0]
     images = list(images_offered(request.user, data_center_id=vm.cluster.data_center_id))
     form = ChangeCDForm(request.POST or None, vm=vm, images=images)
 
     def success(job) -> str:
         image = next((i for i in images if i.pk == form.cleaned_data["cd_image"]), None)
+        if job is None:  # a Down VM: its saved CD changed at once
+            return f"Change CD: {vm.name} will start with " + (
+                f"image {image.name}." if image else "no CD."
+            )
         what = f"image {image.name}" if image else "eject the CD"
-        if job is None:
-            return f"Change CD: {vm.name} will start with {what.replace('eject the CD', 'no CD')}."
         return f"Change CD: {what} on {vm.name} requested."
 
     return form_window(

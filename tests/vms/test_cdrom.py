@@ -416,3 +416,19 @@ def test_a_clone_has_the_boot_options_of_its_source(admin, iso_vm, work):
     assert clone.status == VMStatus.DOWN
     assert (clone.cd_image_id, clone.boot_sequence) == (vm.images["installer"].pk, "cdrom,hd")
     assert boot_of(clone, inactive=True) == ["cdrom", "hd"]
+
+
+def test_change_cd_window_on_a_down_vm_changes_the_saved_cd(admin_client, iso_vm):
+    vm = iso_vm(VMStatus.DOWN)
+    window = admin_client.get(action_url("change_cd", vm), headers=HX)
+    assert "the CD is used from its next start" in html_text(html_one(window, "form"))
+    response = admin_client.post(
+        reverse("vms:action", args=["change_cd"]),
+        {"vm": vm.pk, "cd_image": vm.images["installer"].pk},
+        headers=HX,
+    )
+    assert_messages(response, "success", f"Change CD: {vm.name} will start with image debian.iso.")
+    vm.refresh_from_db()
+    assert vm.cd_image == vm.images["installer"] and not Job.objects.exists()
+    details = admin_client.get(reverse("vms:details", args=[vm.pk, "general"]), headers=HX)
+    assert html_text(html_one(details, ".attached-cd")) == "debian.iso"
