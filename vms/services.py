@@ -542,6 +542,8 @@ def vm_create(
         unusable = unusable_on(domain, host.pk)
         if unusable:
             raise ActionRefused(unusable)
+        if cd_image is not None and (why := image_unusable_on(cd_image, host)):
+            raise ActionRefused(why)  # its definition on the host names the image
         # A local domain's room is the chosen host's own; another host's is of no use here.
         free = free_bytes_on(domain, host.pk)
         if free and not sparse and disk_bytes > free:

@@ -432,3 +432,41 @@ def test_change_cd_window_on_a_down_vm_changes_the_saved_cd(admin_client, iso_vm
     assert vm.cd_image == vm.images["installer"] and not Job.objects.exists()
     details = admin_client.get(reverse("vms:details", args=[vm.pk, "general"]), headers=HX)
     assert html_text(html_one(details, ".attached-cd")) == "debian.iso"
+
+
+def test_new_vm_with_boot_options(admin, iso_vm, work):
+    vm = iso_vm()  # its data center has the ISO domain; its host the domain's pool
+    cluster, data = vm.cluster, vm.disks.get().storage_domain
+    fields = {
+        "user": admin,
+        "cluster_id": cluster.pk,
+        "memory_mb": 512,
+        "vcpus": 1,
+        "disk_bytes": 2**30,
+        "storage_domain_id": data.pk,
+        "boot_sequence": "cdrom,hd",
+    }
+    with pytest.raises(ActionRefused, match="alpine.iso is Locked"):
+        services.vm_create(name="fresh", cd_image_id=vm.images["locked"].pk, **fields)
+    StorageDomainHost.objects.update(status=PoolStatus.INACTIVE)
+    with pytest.raises(ActionRefused, match="is not active on host"):
+        services.vm_create(name="fresh", cd_image_id=vm.images["installer"].pk, **fields)
+    assert not VirtualMachine.objects.filter(name="fresh").exists()
+    StorageDomainHost.objects.update(status=PoolStatus.ACTIVE)
+    made = work(
+        lambda: services.vm_create(name="fresh", cd_image_id=vm.images["installer"].pk, **fields)
+    )
+    made.refresh_from_db()
+    assert made.status == VMStatus.DOWN
+    assert (made.boot_sequence, made.cd_image_id) == ("cdrom,hd", vm.images["installer"].pk)
+    assert cdrom_of(made, inactive=True) == image_path(vm.images["installer"])
+    assert boot_of(made, inactive=True) == ["cdrom", "hd"]
+
+
+def test_new_vm_window_has_boot_options(admin_client, iso_vm):
+    iso_vm()
+    window = admin_client.get(reverse("vms:new"), headers=HX)
+    legends = [html_text(e) for e in html_find(window, "legend")]
+    assert "Boot Options" in legends
+    images = [html_text(o) for o in html_find(window, "select[name=cd_image] option")]
+    assert images == ["[None]", "virtio-win.iso (guest tools)", "debian.iso"]
