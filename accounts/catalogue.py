@@ -15,6 +15,7 @@ ACTIONS: dict[str, str] = {
     "suspend": "Suspend virtual machines",
     "reboot": "Reboot virtual machines",
     "console": "Connect to the console",
+    "change_cd": "Change the CD of virtual machines",
     "edit_vm": "Edit virtual machines (and their single sign-on setting)",
     "remove": "Remove virtual machines",
     "clone": "Clone virtual machines",
@@ -49,7 +50,17 @@ ACTIONS: dict[str, str] = {
     "manage_roles": "Create, edit and remove roles; configure system permissions",
 }
 
-VM_USE = ("login", "view", "run", "shutdown", "poweroff", "suspend", "reboot", "console")
+VM_USE = (
+    "login",
+    "view",
+    "run",
+    "shutdown",
+    "poweroff",
+    "suspend",
+    "reboot",
+    "console",
+    "change_cd",
+)
 TEMPLATE_ADMIN = (
     "view",
     "create_template",

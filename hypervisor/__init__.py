@@ -22,6 +22,7 @@ from hypervisor.base import LIFECYCLE_EVENTS  # noqa: E402
 from hypervisor.cache import connect, disconnect, disconnect_all, start_event_loop
 from hypervisor.connection import Connection
 from hypervisor.datatypes import (
+    CdromSpec,
     DiskSpec,
     DomainInfo,
     DomainSpec,
@@ -52,6 +53,7 @@ from hypervisor.testdriver import TestDriverConnection
 
 __all__ = [
     "LIFECYCLE_EVENTS",
+    "CdromSpec",
     "Connection",
     "DiskSpec",
     "DomainInfo",

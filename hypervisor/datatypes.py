@@ -122,6 +122,19 @@ class InterfaceSpec:
 
 
 @dataclass(frozen=True)
+class CdromSpec:
+    """The CD in a domain's CD-ROM drive: volume `volume` of pool `pool` (an image of an ISO
+    domain), or none (`volume` empty: an empty drive)."""
+
+    pool: str = ""
+    volume: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not self.volume
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """What define_domain needs to build a domain's XML."""
 
@@ -133,6 +146,10 @@ class DomainSpec:
     description: str = ""
     cores_per_socket: int = 1  # vcpus are vcpus / cores_per_socket sockets of that many cores
     interfaces: tuple[InterfaceSpec, ...] = ()
+    # Every domain Vireo defines has one CD-ROM drive (empty by default), and boots from
+    # `boot` in order (libvirt's <boot dev=...>: "hd", "cdrom", "network").
+    cdrom: CdromSpec = CdromSpec()
+    boot: tuple[str, ...] = ("hd",)
 
 
 class NetworkMode:

@@ -10,15 +10,18 @@ from urllib.parse import urlsplit
 import libvirt
 
 from hypervisor.base import ConnectionBase
-from hypervisor.datatypes import STATE_BY_NUMBER, DomainInfo, DomainSpec
+from hypervisor.datatypes import STATE_BY_NUMBER, CdromSpec, DomainInfo, DomainSpec
 from hypervisor.domainxml import (
     DiskSource,
+    boot_order,
+    cdrom_source,
+    cdrom_xml,
     domain_disks,
     domain_xml,
     host_domain_types,
     volume_format,
 )
-from hypervisor.errors import DomainNotFound
+from hypervisor.errors import DomainNotFound, HypervisorError
 
 
 class DomainsMixin(ConnectionBase):
@@ -90,14 +93,81 @@ class DomainsMixin(ConnectionBase):
         with self._translated():
             return DiskSource(vol.path(), volume_format(vol.XMLDesc(0)), target, bus)
 
-    def define_domain(self, spec: DomainSpec) -> DomainInfo:
-        """Define a persistent domain from `spec`; its disks must be existing volumes."""
+    def cdrom_path(self, cdrom: CdromSpec) -> str | None:
+        """The file of the image `cdrom` names on this host (None for an empty drive): its
+        ISO domain's pool must be active here (HypervisorError saying so otherwise)."""
+        if cdrom.empty:
+            return None
+        pool = self._pool(cdrom.pool)
+        with self._translated():
+            active = pool.isActive()
+        if not active:
+            raise HypervisorError(
+                f"The ISO domain's pool {cdrom.pool} is not active on this host: "
+                f"its image {cdrom.volume} cannot be attached."
+            )
+        self._refresh(pool)  # an image uploaded since the pool was last read
+        vol = self._volume(pool, cdrom.volume)
+        with self._translated():
+            return vol.path()
+
+    def _domain_xml_of(self, spec: DomainSpec) -> str:
         disks = [self._disk_source(d.pool, d.volume, d.target, d.bus) for d in spec.disks]
         domain_type, arch = self._domain_type()
-        xml = domain_xml(spec, domain_type=domain_type, disks=disks, arch=arch)
+        return domain_xml(
+            spec,
+            domain_type=domain_type,
+            disks=disks,
+            arch=arch,
+            cdrom_path=self.cdrom_path(spec.cdrom),
+        )
+
+    def define_domain(self, spec: DomainSpec) -> DomainInfo:
+        """Define a persistent domain from `spec`; its disks (and its CD, if any) must be
+        existing volumes."""
+        xml = self._domain_xml_of(spec)
         with self._translated():
             dom = self._conn.defineXML(xml)
         return self._domain_info(dom)
+
+    def start_once(self, once: DomainSpec, saved: DomainSpec) -> None:
+        """Run Once: start the domain as `once` says (its one-time CD and boot order), then
+        put `saved` back as its persistent definition, which the running guest does not read:
+        the next start uses the saved configuration. `saved` goes back even if the start
+        fails."""
+        self.define_domain(once)
+        try:
+            self.start(once.uuid)
+        finally:
+            self.define_domain(saved)
+
+    def change_cd(self, uuid: str, cdrom: CdromSpec) -> None:
+        """Put the image `cdrom` names in the domain's CD-ROM drive, or eject it (an empty
+        `cdrom`): live in a running guest and in its persistent definition."""
+        path = self.cdrom_path(cdrom)
+        dom = self._domain(uuid)
+        with self._translated():
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else 0
+            if dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            self._cdrom_update(dom, path, flags)
+
+    def _cdrom_update(self, dom: libvirt.virDomain, path: str | None, flags: int) -> None:
+        """virDomainUpdateDeviceFlags on the CD-ROM drive (test driver: overridden)."""
+        dom.updateDeviceFlags(cdrom_xml(path), flags)
+
+    def domain_cdrom(self, uuid: str, *, inactive: bool = False) -> str | None:
+        """The file in the domain's CD-ROM drive ("" empty, None no drive): in the running
+        guest, or in its persistent definition (`inactive`)."""
+        dom = self._domain(uuid)
+        with self._translated():
+            return cdrom_source(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0))
+
+    def domain_boot_order(self, uuid: str, *, inactive: bool = False) -> list[str]:
+        """The devices the domain boots from, in order (running, or as defined)."""
+        dom = self._domain(uuid)
+        with self._translated():
+            return boot_order(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0))
 
     def domain_disks(self, uuid: str) -> list[tuple[str, str, str]]:
         """(target, device, source) of each disk of the domain as defined (see

@@ -30,10 +30,70 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return child
 
 
+BOOT_DEVICES = ("hd", "cdrom", "network")
+# The CD-ROM drive every domain Vireo defines has. No machine type is named, so QEMU's default
+# for x86_64 (`pc`, i440fx) is used, whose IDE bus takes a CD-ROM; a q35 machine would need
+# sata (and target sdc).
+CDROM_TARGET, CDROM_BUS = "hdc", "ide"
+
+
+def cdrom_element(path: str | None) -> ET.Element:
+    """The CD-ROM drive (read-only), with the image at `path` in it, or empty (None)."""
+    disk = ET.Element("disk", {"type": "file", "device": "cdrom"})
+    _sub(disk, "driver", name="qemu", type="raw")
+    if path:
+        _sub(disk, "source", file=path)
+    _sub(disk, "target", dev=CDROM_TARGET, bus=CDROM_BUS)
+    _sub(disk, "readonly")
+    return disk
+
+
+def cdrom_xml(path: str | None) -> str:
+    """The CD-ROM drive's device XML (for a live change of its CD: updateDeviceFlags)."""
+    return ET.tostring(cdrom_element(path), encoding="unicode")
+
+
+def cdrom_source(xml: str) -> str | None:
+    """The file in the domain's CD-ROM drive: "" when the drive is empty, None without one."""
+    for disk in ET.fromstring(xml).findall("devices/disk"):
+        if disk.get("device") == "cdrom":
+            source = disk.find("source")
+            return (source.get("file") or "") if source is not None else ""
+    return None
+
+
+def with_cdrom(xml: str, path: str | None) -> str:
+    """`xml` with its CD-ROM drive holding `path` (None: emptied); one is added if it has none."""
+    root = ET.fromstring(xml)
+    devices = root.find("devices")
+    new = cdrom_element(path)
+    children = list(devices)
+    for index, child in enumerate(children):
+        if child.tag == "disk" and child.get("device") == "cdrom":
+            devices.remove(child)
+            devices.insert(index, new)
+            break
+    else:
+        after = [i for i, c in enumerate(children) if c.tag == "disk"]
+        devices.insert(after[-1] + 1 if after else 0, new)
+    return ET.tostring(root, encoding="unicode")
+
+
+def boot_order(xml: str) -> list[str]:
+    """The devices the domain boots from, in order (<os><boot dev=...>)."""
+    return [b.get("dev") for b in ET.fromstring(xml).findall("os/boot")]
+
+
 def domain_element(
-    spec: DomainSpec, *, domain_type: str, disks: list[DiskSource], arch: str | None = None
+    spec: DomainSpec,
+    *,
+    domain_type: str,
+    disks: list[DiskSource],
+    arch: str | None = None,
+    cdrom_path: str | None = None,
 ) -> ET.Element:
-    """Build the <domain> element for `spec`: hvm, file disks, a serial pty console, no graphics."""
+    """Build the <domain> element for `spec`: hvm, file disks, a CD-ROM drive (with the image
+    at `cdrom_path`, or empty), the boot order, a serial pty console, no graphics."""
     dom = ET.Element("domain", {"type": domain_type})
     _sub(dom, "name", spec.name)
     _sub(dom, "uuid", spec.uuid)
@@ -48,7 +108,11 @@ def domain_element(
         _sub(cpu, "topology", sockets=str(spec.vcpus // cores), cores=str(cores), threads="1")
     os_el = _sub(dom, "os")
     _sub(os_el, "type", "hvm", **({"arch": arch} if arch else {}))
-    _sub(os_el, "boot", dev="hd")
+    boot = [dev for dev in spec.boot if dev in BOOT_DEVICES] or ["hd"]
+    if len(set(boot)) != len(boot):
+        raise ValueError(f"a boot device is named twice: {spec.boot!r}")
+    for dev in boot:
+        _sub(os_el, "boot", dev=dev)
     _sub(_sub(dom, "features"), "acpi")
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
@@ -58,6 +122,7 @@ def domain_element(
         _sub(disk_el, "driver", name="qemu", type="qcow2" if disk.format == "qcow2" else "raw")
         _sub(disk_el, "source", file=disk.path)
         _sub(disk_el, "target", dev=disk.target, bus=disk.bus)
+    devices.append(cdrom_element(cdrom_path))
     for nic in spec.interfaces:
         devices.append(interface_element(nic))
     _sub(_sub(devices, "serial", type="pty"), "target", port="0")
@@ -66,10 +131,17 @@ def domain_element(
 
 
 def domain_xml(
-    spec: DomainSpec, *, domain_type: str, disks: list[DiskSource], arch: str | None = None
+    spec: DomainSpec,
+    *,
+    domain_type: str,
+    disks: list[DiskSource],
+    arch: str | None = None,
+    cdrom_path: str | None = None,
 ) -> str:
     """The domain XML text for `spec` (see domain_element)."""
-    element = domain_element(spec, domain_type=domain_type, disks=disks, arch=arch)
+    element = domain_element(
+        spec, domain_type=domain_type, disks=disks, arch=arch, cdrom_path=cdrom_path
+    )
     ET.indent(element)
     return ET.tostring(element, encoding="unicode")
 

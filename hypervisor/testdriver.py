@@ -15,7 +15,8 @@ hooks (its public methods stay Connection's own):
 - it cannot migrate: the definition moves to the destination node and runs there at once;
 - it has no device hot-plug (virDomainAttachDeviceFlags, Detach, Update: "not supported by
   the connection driver"): an interface is plugged, unplugged or updated in the persistent
-  definition (defineXML), running or not, as snapshots do. Its networks (define, start,
+  definition (defineXML), running or not, as snapshots do; so is a CD put in or ejected
+  (Change CD). Its networks (define, start,
   autostart, destroy, undefine) are libvirt's own.
 """
 
@@ -32,6 +33,7 @@ from hypervisor.domainxml import (
     interface_macs,
     overlay_xml,
     volume_xml,
+    with_cdrom,
     with_interface,
     without_interface,
 )
@@ -96,6 +98,12 @@ class TestDriverConnection(Connection):
         xml = without_interface(xml, nic.mac) if call == "detachDeviceFlags" else xml
         if call != "detachDeviceFlags":
             xml = with_interface(xml, nic)
+        with self._translated():
+            self._conn.defineXML(xml)
+
+    def _cdrom_update(self, dom: libvirt.virDomain, path: str | None, flags: int) -> None:
+        """The CD goes into the persistent definition, running or not (no device update)."""
+        xml = with_cdrom(self._current_xml(dom), path)
         with self._translated():
             self._conn.defineXML(xml)
 

@@ -70,6 +70,15 @@ def _disks(spec: DomainSpec, pools: list[TestPool]) -> list[DiskSource]:
     return disks
 
 
+def _cdrom_path(spec: DomainSpec, pools: list[TestPool]) -> str | None:
+    if spec.cdrom.empty:
+        return None
+    for pool in pools:
+        if pool.name == spec.cdrom.pool and any(v.name == spec.cdrom.volume for v in pool.volumes):
+            return f"{pool.path.rstrip('/')}/{spec.cdrom.volume}"
+    raise ValueError(f"{spec.name}: no image {spec.cdrom.volume!r} in pool {spec.cdrom.pool!r}")
+
+
 def render_node_xml(
     *,
     hostname: str,
@@ -99,7 +108,12 @@ def render_node_xml(
     for domain in domains:
         if domain.has_managed_save and domain.state != DomainState.SHUTOFF:
             raise ValueError(f"{domain.spec.name}: only a shut-off domain has a managed save")
-        element = domain_element(domain.spec, domain_type="test", disks=_disks(domain.spec, pools))
+        element = domain_element(
+            domain.spec,
+            domain_type="test",
+            disks=_disks(domain.spec, pools),
+            cdrom_path=_cdrom_path(domain.spec, pools),
+        )
         runstate = STATE_BY_NUMBER.index(domain.state)
         _sub(element, f"{{{TEST_NS}}}runstate", str(runstate))
         if domain.has_managed_save:

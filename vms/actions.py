@@ -64,6 +64,9 @@ class Action:
     # asks "{Verb} {name}?" before it.
     user_portal: int = 0
     card_confirm: bool = False
+    # It has a window of its own that asks for input (Run Once, Change CD): the User Portal's
+    # card opens it, as the toolbar does, instead of acting at once.
+    window: bool = False
 
     @property
     def id(self) -> str:
@@ -101,6 +104,26 @@ CATALOGUE: tuple[Action, ...] = (
         confirm=False,
         toolbar="▶ Run",
         user_portal=1,
+    ),
+    Action(
+        "vm",
+        "run_once",
+        "Run Once",
+        "run",
+        permission="run",
+        service="vms.cdrom.vm_run_once",
+        job="vm_run_once",
+        url="vms:action",
+        title="Run Virtual Machine(s)",
+        # Down only: it starts the guest with a CD and boot order for this start alone.
+        sources=frozenset({S.DOWN}),
+        busy=S.POWERING_UP,
+        needs_host=True,
+        external=False,  # it defines the domain from Vireo's inventory
+        inputs=("cd_image", "boot_sequence"),
+        toolbar="Run Once",
+        user_portal=5,
+        window=True,
     ),
     Action(
         "vm",
@@ -176,6 +199,24 @@ CATALOGUE: tuple[Action, ...] = (
         multi=True,
         toolbar="↻ Reboot",
         user_portal=4,
+    ),
+    Action(
+        "vm",
+        "change_cd",
+        "Change CD",
+        "change the CD of",
+        permission="change_cd",
+        service="vms.cdrom.vm_change_cd",
+        job="vm_change_cd",  # a running VM's; a Down VM's saved CD changes at once
+        url="vms:action",
+        title="Change CD",
+        sources=frozenset({S.UP, S.PAUSED, S.DOWN}),
+        busy=None,  # the guest goes on running; the status does not move
+        external=False,
+        inputs=("cd_image",),
+        toolbar="Change CD",
+        user_portal=6,
+        window=True,
     ),
     Action(
         "vm",
@@ -770,7 +811,7 @@ USER_PORTAL_ACTIONS = tuple(
 # (create, disks) hold it Image Locked; a snapshot job leaves a running VM running, and its
 # progress shows there too.
 JOB_BUSY_STATUSES: dict[str, frozenset[str]] = {
-    a.job: frozenset({a.busy, *a.busy_from.values()}) for a in VM_STATUS_ACTIONS.values()
+    a.job: frozenset({a.busy, *a.busy_from.values()} - {None}) for a in VM_STATUS_ACTIONS.values()
 }
 SNAPSHOT_JOB_STATUSES = frozenset({S.IMAGE_LOCKED, S.UP, S.PAUSED})
 

@@ -6,7 +6,9 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines"
 
     def ready(self) -> None:
-        from . import (  # noqa: F401  job handlers
+        from . import (  # noqa: F401  job handlers, and the Event of an ISO image that goes
+            cdrom,
+            cdrom_jobs,
             disk_jobs,
             domain_jobs,
             jobs,

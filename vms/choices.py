@@ -4,6 +4,8 @@ Which action may start from which status, and the busy status it holds, is part 
 action's entry in the catalogue (`vms.actions`).
 """
 
+from itertools import permutations
+
 from django.db import models
 
 
@@ -151,3 +153,44 @@ class NicModel(models.TextChoices):
     VIRTIO = "virtio", "VirtIO"
     E1000 = "e1000", "e1000"
     RTL8139 = "rtl8139", "rtl8139"
+
+
+class BootDevice(models.TextChoices):
+    """A device a VM boots from, as the Boot Options tab names it (libvirt's <boot dev=...>)."""
+
+    HARD_DISK = "hd", "Hard Disk"
+    CDROM = "cdrom", "CD-ROM"
+    NETWORK = "network", "Network (PXE)"
+
+
+def _boot_sequences() -> list[tuple[str, tuple[str, str]]]:
+    """Every order of one, two or three distinct boot devices ("cdrom,hd": CD-ROM first)."""
+    devices = list(BootDevice)
+    found = []
+    for length in (1, 2, 3):
+        for order in permutations(devices, length):
+            value = ",".join(d.value for d in order)
+            found.append(
+                (value.upper().replace(",", "_"), (value, ", ".join(d.label for d in order)))
+            )
+    return found
+
+
+# A VM's boot sequence: its devices in the order the firmware tries them, stored as one value
+# of this table (so a stored sequence is always a valid one: no repeats, known devices only).
+BootSequence = models.TextChoices("BootSequence", _boot_sequences())
+BOOT_SEQUENCE_DEFAULT = "hd"
+
+
+def boot_sequence_devices(value: str) -> tuple[str, ...]:
+    """The devices of a stored boot sequence, in order."""
+    return tuple(value.split(",")) if value in BootSequence.values else (BootDevice.HARD_DISK,)
+
+
+def boot_sequence_of(*devices: str) -> str:
+    """The boot sequence of `devices` in order (empty ones skipped); ValueError if it is no
+    valid sequence (an unknown device, or one given twice)."""
+    value = ",".join(d for d in devices if d)
+    if value not in BootSequence.values:
+        raise ValueError(value)
+    return value

@@ -6,9 +6,17 @@ from django.core.validators import RegexValidator
 from django.db.models import Q
 
 from storage.choices import DomainFunction, StorageDomainStatus
+from storage.images import image_label
 from storage.models import StorageDomain
 
-from .choices import NetworkKind, NicModel, VMStatus
+from .choices import (
+    BootDevice,
+    BootSequence,
+    NetworkKind,
+    NicModel,
+    VMStatus,
+    boot_sequence_devices,
+)
 from .models import Cluster, DataCenter, Host, Template, VnicProfile
 from .services import MEMORY_MB_RANGE, NAME_MAX, NAME_RE, SHUTDOWN_TIMEOUT_RANGE, VCPUS_RANGE
 
@@ -69,10 +77,30 @@ class NewVMForm(forms.Form):
         empty_label="(no network interface)",
     )
 
+    # Boot Options
+    first_device = forms.ChoiceField(
+        label="First Device", choices=BootDevice.choices, required=False, initial="hd"
+    )
+    second_device = forms.ChoiceField(
+        label="Second Device", choices=[("", "[None]"), *BootDevice.choices], required=False
+    )
+    cd_image = forms.TypedChoiceField(
+        label="Attach CD", coerce=int, empty_value=None, required=False, choices=[("", "[None]")]
+    )
+
     field_order = ["template", "name", "description", "cluster"]
 
-    def __init__(self, *args, choices: dict, **kwargs):
+    def __init__(self, *args, choices: dict, images=(), **kwargs):
         super().__init__(*args, **kwargs)
+        images = list(images)
+        several = len({i.domain.data_center_id for i in images}) > 1
+        self.fields["cd_image"].choices = [
+            ("", "[None]"),
+            *(
+                (str(i.pk), image_label(i) + (f" ({i.domain.data_center.name})" if several else ""))
+                for i in images
+            ),
+        ]
         self.fields["cluster"].queryset = choices["clusters"].select_related("data_center")
         self.fields["template"].queryset = choices["templates"]
         # Only Data domains take a VM's disks (ISO and Export are other functions), and only
@@ -91,6 +119,24 @@ class NewVMForm(forms.Form):
         self.fields["storage_domain"].queryset = data_domains
         self.fields["profile"].queryset = choices["profiles"]
         self.fields["profile"].label_from_instance = profile_label
+
+    BOOT_OPTIONS = ("first_device", "second_device", "cd_image")
+
+    def main_fields(self):
+        return [f for f in self if f.name not in self.BOOT_OPTIONS]
+
+    def boot_fields(self):
+        return [self[name] for name in self.BOOT_OPTIONS]
+
+    def clean(self):
+        """`boot_sequence` from First and Second Device (Hard Disk when none is posted)."""
+        data = super().clean()
+        first, second = data.get("first_device") or "hd", data.get("second_device")
+        if second == first:
+            self.add_error("second_device", "Second Device must differ from First Device.")
+        else:
+            data["boot_sequence"] = ",".join(d for d in (first, second) if d)
+        return data
 
 
 class CloneForm(forms.Form):
@@ -218,6 +264,57 @@ class EditHostForm(forms.Form):
         self.fields["cluster"].label_from_instance = lambda c: f"{c.name} ({c.data_center.name})"
 
 
+def cd_image_field(label: str = "Attach CD") -> forms.TypedChoiceField:
+    """A drop-down of ISO images (choices set by the window: `image_choices`); the id, or None."""
+    return forms.TypedChoiceField(
+        label=label, coerce=int, empty_value=None, required=False, choices=[("", "[None]")]
+    )
+
+
+def image_choices(images, *, empty: str, current=None) -> list[tuple[str, str]]:
+    """The choices of an image drop-down: `empty` (no CD) first, then the images offered (the
+    guest tools ISO first, marked), and the VM's current image if it is not among them."""
+    choices = [("", empty), *((str(i.pk), image_label(i)) for i in images)]
+    if current is not None and str(current.pk) not in {value for value, _ in choices}:
+        choices.append((str(current.pk), f"{current.name} (attached)"))
+    return choices
+
+
+FULL_BOOT_SEQUENCES = [(v, label) for v, label in BootSequence.choices if v.count(",") == 2]
+
+
+def full_boot_sequence(value: str) -> str:
+    """A stored boot sequence with the devices it leaves out added after it, in their order."""
+    devices = list(boot_sequence_devices(value))
+    devices += [d for d in BootDevice.values if d not in devices]
+    return ",".join(devices)
+
+
+class RunOnceForm(forms.Form):
+    """The Run Virtual Machine(s) window of Run Once: Boot Options (Attach CD, Boot Sequence)."""
+
+    cd_image = cd_image_field()
+    boot_sequence = forms.ChoiceField(label="Boot Sequence", choices=FULL_BOOT_SEQUENCES)
+
+    def __init__(self, *args, vm, images=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["cd_image"].choices = image_choices(images, empty="[None]", current=vm.cd_image)
+        self.initial.setdefault("cd_image", vm.cd_image_id)
+        self.initial.setdefault("boot_sequence", full_boot_sequence(vm.boot_sequence))
+
+
+class ChangeCDForm(forms.Form):
+    """The Change CD window: an image of the data center's ISO domains, or [Eject]."""
+
+    cd_image = cd_image_field("CD")
+
+    def __init__(self, *args, vm, images=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["cd_image"].choices = image_choices(images, empty="[Eject]")
+        first = next(iter(images), None)  # the guest tools ISO when there is one
+        self.initial.setdefault("cd_image", first.pk if first is not None else None)
+
+
 class EditVMForm(forms.Form):
     """The Edit Virtual Machine window: General, System and Host tabs. What the VM's status
     does not let change is shown read-only (disabled: the posted value is ignored)."""
@@ -245,18 +342,46 @@ class EditVMForm(forms.Form):
         empty_label="Any Host in Cluster",
     )
 
+    # Boot Options
+    first_device = forms.ChoiceField(
+        label="First Device", choices=BootDevice.choices, required=False
+    )
+    second_device = forms.ChoiceField(
+        label="Second Device", choices=[("", "[None]"), *BootDevice.choices], required=False
+    )
+    cd_image = cd_image_field()
+
     TABS = {
         "General": ("description", "sso_enabled"),
         "System": ("memory_mb", "vcpus", "cores_per_socket"),
         "Host": ("start_host",),
+        "Boot Options": ("first_device", "second_device", "cd_image"),
     }
 
-    def __init__(self, *args, vm, **kwargs):
+    def __init__(self, *args, vm, images=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["start_host"].queryset = Host.objects.filter(cluster_id=vm.cluster_id)
         if vm.status != VMStatus.DOWN:
             for name in self.TABS["System"]:
                 self.fields[name].disabled = True
+        devices = boot_sequence_devices(vm.boot_sequence)
+        self.initial.setdefault("first_device", devices[0])
+        self.initial.setdefault("second_device", devices[1] if len(devices) > 1 else "")
+        self.initial.setdefault("cd_image", vm.cd_image_id)
+        self.fields["cd_image"].choices = image_choices(images, empty="[None]", current=vm.cd_image)
+
+    def clean(self):
+        """`boot_sequence` from First and Second Device; Boot Options not posted (a client
+        that knows no such tab) are left out of the cleaned data: unchanged."""
+        data = super().clean()
+        first, second = data.get("first_device"), data.get("second_device")
+        if first and second == first:
+            self.add_error("second_device", "Second Device must differ from First Device.")
+        elif first:
+            data["boot_sequence"] = ",".join(d for d in (first, second) if d)
+        if "cd_image" not in self.data:
+            data.pop("cd_image", None)
+        return data
 
     def tabs(self):
         """(tab name, its bound fields), in the window's order."""

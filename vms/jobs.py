@@ -28,6 +28,7 @@ from .choices import (
     SnapshotStatus,
     VMOrigin,
     VMStatus,
+    boot_sequence_devices,
     status_from_domain,
 )
 from .models import Host, Network, NetworkInterface, Snapshot, VirtualMachine
@@ -73,9 +74,16 @@ def vm_plugged_nics(vm: VirtualMachine, *, without: int | None = None) -> list[N
     return sorted((n for n in nics if n.plugged and n.pk != without), key=lambda n: n.pk)
 
 
+def cdrom_spec(image) -> hypervisor.CdromSpec:
+    """The CD-ROM drive holding an ISO image (the volume of its domain's pool), or empty."""
+    if image is None:
+        return hypervisor.CdromSpec()
+    return hypervisor.CdromSpec(pool=image.domain.pool_name, volume=image.name)
+
+
 def vm_domain_spec(vm: VirtualMachine, *, without_nic: int | None = None) -> hypervisor.DomainSpec:
     """The libvirt domain a VM is, built from the inventory (its plugged interfaces, less
-    `without_nic`, one being removed)."""
+    `without_nic`, one being removed; its saved CD and boot sequence)."""
     disks = tuple(
         hypervisor.DiskSpec(pool=d.storage_domain.pool_name, volume=d.volume_name, target=d.target)
         for d in sorted(vm.disks.all(), key=lambda d: d.target)
@@ -89,6 +97,8 @@ def vm_domain_spec(vm: VirtualMachine, *, without_nic: int | None = None) -> hyp
         description=control_characters_strip(vm.description),
         cores_per_socket=vm.cores_per_socket,
         interfaces=tuple(interface_spec(n) for n in vm_plugged_nics(vm, without=without_nic)),
+        cdrom=cdrom_spec(vm.cd_image),
+        boot=boot_sequence_devices(vm.boot_sequence),
     )
 
 
@@ -176,7 +186,7 @@ def vm_action_handler(kind: str, action: str, *, on_fail=_vm_settle_hook, **opti
     )
 
 
-def _done(
+def vm_job_done(
     job: Job, vm: VirtualMachine, to_status: str, message: str, *, reason: str = "", **fields
 ) -> Outcome:
     """A VM job's end: the VM out of its busy status, committed by the frame in one
@@ -206,7 +216,7 @@ def _ensure_defined(conn: hypervisor.Connection, vm: VirtualMachine) -> None:
         conn.define_domain(vm_domain_spec(vm))
 
 
-def _define_for_start(job: Job, conn: hypervisor.Connection, vm: VirtualMachine) -> None:
+def vm_define_for_start(job: Job, conn: hypervisor.Connection, vm: VirtualMachine) -> None:
     """Before a Down VM starts, its host gets the definition the inventory holds now (what Edit
     changed while it was Down: memory, CPUs and their topology); one moved to its Start
     Running On host, or placed by the scheduler, leaves the host it was defined on first. An
@@ -230,7 +240,7 @@ def _define_for_start(job: Job, conn: hypervisor.Connection, vm: VirtualMachine)
     conn.define_domain(vm_domain_spec(vm))
 
 
-def _run_failed(job: Job, message: str) -> None:
+def vm_run_failed(job: Job, message: str) -> None:
     """A Run that moved the VM to another host and failed puts it back where it was defined."""
     moved_from = job.params.get("moved_from")
     if moved_from:
@@ -238,7 +248,7 @@ def _run_failed(job: Job, message: str) -> None:
     vm_settle(job.vm_id)
 
 
-@vm_action_handler(JobKind.VM_RUN, VMAction.RUN, on_fail=_run_failed)
+@vm_action_handler(JobKind.VM_RUN, VMAction.RUN, on_fail=vm_run_failed)
 def vm_run_job(job: Job) -> Outcome:
     vm, conn = vm_job_load(job)
     uuid = str(vm.uuid)
@@ -250,7 +260,7 @@ def vm_run_job(job: Job) -> Outcome:
         job_progress(job, 10, "Restoring state" if previous == VMStatus.SUSPENDED else "Starting")
         networks_ensure(conn, [nic.profile.network for nic in vm_plugged_nics(vm)])
         if previous == VMStatus.DOWN:
-            _define_for_start(job, conn, vm)
+            vm_define_for_start(job, conn, vm)
         else:
             _ensure_defined(conn, vm)
         if previous == VMStatus.DOWN and vm.resume_memory_volume:
@@ -270,7 +280,7 @@ def vm_run_job(job: Job) -> Outcome:
     if vm.shutdown_reason and previous == VMStatus.DOWN:
         message += f" It had been shut down with the reason: {vm.shutdown_reason}"
     reason = vm.shutdown_reason if previous == VMStatus.DOWN else ""
-    return _done(job, vm, VMStatus.UP, message, reason=reason, **fields)
+    return vm_job_done(job, vm, VMStatus.UP, message, reason=reason, **fields)
 
 
 @vm_action_handler(
@@ -287,7 +297,7 @@ def vm_shutdown_job(job: Job) -> Outcome:
             f"{vm.name} did not shut down within {timeout} seconds and is still running. "
             "Use Power Off to force it."
         )
-    return _done(
+    return vm_job_done(
         job,
         vm,
         VMStatus.DOWN,
@@ -308,7 +318,7 @@ def vm_poweroff_job(job: Job) -> Outcome:
         if conn.get_domain(str(vm.uuid)).state != hypervisor.DomainState.SHUTOFF:
             raise
     # A power off is a stop without a reason: the next power on must not repeat an older one.
-    return _done(
+    return vm_job_done(
         job,
         vm,
         VMStatus.DOWN,
@@ -322,7 +332,7 @@ def vm_poweroff_job(job: Job) -> Outcome:
 def vm_suspend_job(job: Job) -> Outcome:
     vm, conn = vm_job_load(job)
     conn.managed_save(str(vm.uuid))
-    return _done(
+    return vm_job_done(
         job,
         vm,
         VMStatus.SUSPENDED,
@@ -346,7 +356,7 @@ def vm_reboot_job(job: Job) -> Outcome:
     if hold > 0:
         job_progress(job, 60, "Waiting for the guest to come back")
         time.sleep(hold)
-    return _done(
+    return vm_job_done(
         job,
         vm,
         VMStatus.UP,

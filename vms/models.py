@@ -11,6 +11,8 @@ from django.utils import timezone
 from portal.kernel.querysets import RestrictedManager
 
 from .choices import (
+    BOOT_SEQUENCE_DEFAULT,
+    BootSequence,
     HostStatus,
     MemoryOptimization,
     MigrationMode,
@@ -225,6 +227,23 @@ class VirtualMachine(models.Model):
         help_text="Log the user in to the guest automatically when they open its console from the User Portal.",
     )
 
+    # Boot Options: the CD in its CD-ROM drive (an image of an ISO domain; SET_NULL: an image
+    # that goes leaves the drive empty, with an Event) and the devices it boots from, in order.
+    cd_image = models.ForeignKey(
+        "storage.IsoImage",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="vms",
+        verbose_name="Attach CD",
+    )
+    boot_sequence = models.CharField(
+        "Boot Sequence",
+        max_length=32,
+        choices=BootSequence.choices,
+        default=BOOT_SEQUENCE_DEFAULT,
+    )
+
     objects = RestrictedManager()
 
     class Meta:
@@ -233,6 +252,12 @@ class VirtualMachine(models.Model):
         # The search box's `memory > 2048`; `name = web*` has a pattern index on UPPER(name)
         # (PostgreSQL only, made in migration 0004).
         indexes = [models.Index(fields=["memory_mb"], name="vm_memory_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(boot_sequence__in=BootSequence.values),
+                name="vm_boot_sequence_valid",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -29,11 +29,12 @@ from storage.choices import (
     StorageDomainStatus,
     StorageType,
 )
+from storage.images import image_choose, image_unusable_on
 from storage.models import Disk, StorageDomain
 from storage.space import free_bytes_on, unusable_on
 
 from .actions import VM_ACTIONS, VMAction
-from .choices import HostStatus, SnapshotStatus, VMStatus
+from .choices import BootSequence, HostStatus, SnapshotStatus, VMStatus
 from .host_address import host_address_check
 from .models import (
     Cluster,
@@ -224,7 +225,12 @@ def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
             reason = ""
         if action == VMAction.RUN:
             disks_storage_check(vm, "run")
-        params = _run_placement(vm) if action == VMAction.RUN else None
+        params = vm_run_placement(vm) if action == VMAction.RUN else None
+        if action == VMAction.RUN and vm.status == VMStatus.DOWN and vm.cd_image_id:
+            # It starts from the inventory's definition, its CD included.
+            why = image_unusable_on(vm.cd_image, vm.host) if vm.host else ""
+            if why:
+                raise ActionRefused(f"Cannot run {vm.name}: {why}")
         return vm_begin(vm=vm, action=action, user=user, reason=reason, params=params)
 
 
@@ -244,7 +250,7 @@ def disks_storage_check(vm: VirtualMachine, verb: str) -> None:
         )
 
 
-def _run_placement(vm: VirtualMachine) -> dict | None:
+def vm_run_placement(vm: VirtualMachine) -> dict | None:
     """Where a Down VM starts, chosen by the scheduler (`vms.scheduling`): its Start Running On
     host if it names one; else the host it is defined on if that host can run it; else the
     best host of its cluster (its host is down or missing, or lacks room). A Suspended or
@@ -439,6 +445,8 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
             memory_mb=vm.memory_mb,
             vcpus=vm.vcpus,
             cores_per_socket=vm.cores_per_socket,
+            boot_sequence=vm.boot_sequence,  # its Boot Options too
+            cd_image_id=vm.cd_image_id,
             created_by=user if user.is_authenticated else None,
         )
         vm_nics_copy(vm, clone)
@@ -524,6 +532,8 @@ def vm_create(
     description: str = "",
     template_id: int | None = None,
     profile_id: int | None = None,
+    boot_sequence: str = "hd",
+    cd_image_id: int | None = None,
 ) -> VirtualMachine:
     """New VM with one disk, blank or from a template, and a network interface nic1 on the
     vNIC profile chosen (one the user may use, attach_vnic), if any: it is Image Locked while
@@ -548,6 +558,11 @@ def vm_create(
             memory_mb, vcpus = template.memory_mb, template.vcpus
             disk_bytes = max(1, template.disk_bytes // 1024**3) * 1024**3
         _creation_allowed(user, cluster, template)
+        if boot_sequence not in BootSequence.values:
+            raise ActionRefused("Choose a boot sequence from the list.")
+        cd_image = None
+        if cd_image_id is not None:  # Boot Options: Attach CD
+            cd_image = image_choose(user, cd_image_id, data_center_id=cluster.data_center_id)
         memory_mb = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")
         vcpus = _in_range(vcpus, VCPUS_RANGE, "vCPUs")
         disk_bytes = _in_range(disk_bytes, DISK_BYTES_RANGE, "Disk size", " bytes")
@@ -577,6 +592,8 @@ def vm_create(
         unusable = unusable_on(domain, host.pk)
         if unusable:
             raise ActionRefused(unusable)
+        if cd_image is not None and (why := image_unusable_on(cd_image, host)):
+            raise ActionRefused(why)  # its definition on the host names the image
         # A local domain's room is the chosen host's own; another host's is of no use here.
         free = free_bytes_on(domain, host.pk)
         if free and not sparse and disk_bytes > free:
@@ -594,6 +611,8 @@ def vm_create(
             vcpus=vcpus,
             template=template,
             created_by=user if user.is_authenticated else None,
+            boot_sequence=boot_sequence,
+            cd_image=cd_image,
         )
         permission_grant_creator(user=user, vm=vm)
         Disk.objects.create(
@@ -756,11 +775,14 @@ def vm_edit(
     vcpus=None,
     cores_per_socket=None,
     start_host_id=NO_CHANGE,
+    boot_sequence=NO_CHANGE,
+    cd_image_id=NO_CHANGE,
 ) -> VirtualMachine:
     """Edit a VM (the Edit Virtual Machine window's General, System and Host tabs): description
     and Single Sign-On; memory, vCPUs and cores per virtual socket only while Down (the host
     gets them when the VM next starts); Start Running On (a host of its cluster, or None for any
-    host), which takes effect at its next start."""
+    host), which takes effect at its next start; Boot Options (the boot sequence and the CD
+    attached: an image id, or None for an empty drive), which take effect at its next start."""
     with transaction.atomic():
         vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
         if vm is None:
@@ -780,6 +802,15 @@ def vm_edit(
             ):
                 raise ActionRefused(f"Choose a host of cluster {vm.cluster.name}, or any host.")
             fields["start_host_id"] = start_host_id
+        if boot_sequence is not NO_CHANGE:
+            if boot_sequence not in BootSequence.values:
+                raise ActionRefused("Choose a boot sequence from the list.")
+            fields["boot_sequence"] = boot_sequence
+        if cd_image_id is not NO_CHANGE and cd_image_id != vm.cd_image_id:
+            image = None
+            if cd_image_id is not None:
+                image = image_choose(user, cd_image_id, data_center_id=vm.cluster.data_center_id)
+            fields["cd_image_id"] = image.pk if image else None
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")

@@ -348,6 +348,8 @@ def snapshot_clone(
             memory_mb=snapshot.memory_mb,
             vcpus=snapshot.vcpus,
             cores_per_socket=vm.cores_per_socket,
+            boot_sequence=vm.boot_sequence,  # its Boot Options too
+            cd_image_id=vm.cd_image_id,
             created_by=user if user.is_authenticated else None,
         )
         vm_nics_copy(vm, clone)

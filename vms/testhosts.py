@@ -20,7 +20,7 @@ import hypervisor
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
 from portal.kernel.models import Job, JobKind, JobStatus
 from storage.choices import DiskStatus, StorageDomainStatus
-from storage.models import Disk, StorageDomain
+from storage.models import Disk, IsoImage, StorageDomain
 
 from .choices import VMStatus
 from .jobs import network_spec, vm_domain_spec
@@ -107,6 +107,7 @@ def _node_xml(host: Host) -> str:
     domains = StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id).exclude(
         status=StorageDomainStatus.UNATTACHED
     )
+    images = list(IsoImage.objects.filter(domain__in=domains))
     for domain in domains:
         volumes = tuple(
             TestVolume(
@@ -121,6 +122,11 @@ def _node_xml(host: Host) -> str:
             TestVolume(name=name, capacity=capacity, allocation=0, format=fmt)
             for pool, name, capacity, fmt in extra
             if pool == domain.pool_name
+        )
+        volumes += tuple(  # an ISO domain's images
+            TestVolume(name=i.name, capacity=i.size_bytes, allocation=i.size_bytes, format="raw")
+            for i in images
+            if i.domain_id == domain.pk
         )
         pools.append(
             TestPool(

@@ -18,6 +18,7 @@ from portal.kernel.dialogs import form_window, modal_done, outcome
 from portal.kernel.models import Event
 from portal.kernel.paging import page_get
 from portal.kernel.search import SEARCH_MAX, SearchError
+from storage.images import images_offered
 
 from . import selectors, services
 from .actions import (
@@ -28,6 +29,7 @@ from .actions import (
     VM_STATUS_ACTIONS,
     VMAction,
 )
+from .cdrom_views import change_cd_window, run_once_window
 from .forms import (
     CloneForm,
     ClusterForm,
@@ -204,6 +206,10 @@ def vm_action(request, action: str):
         return _vm_import(request, vms)
     if action == VMAction.MIGRATE:  # its own window: where to
         return _vm_migrate(request, vms, entry)
+    if action == VMAction.RUN_ONCE:  # its own window: Boot Options for this start
+        return run_once_window(request, vms)
+    if action == VMAction.CHANGE_CD:  # its own window: the image, or [Eject]
+        return change_cd_window(request, vms)
     if len(vms) > 1 and not entry.multi:
         return HttpResponseBadRequest("This action takes one virtual machine.")
     reason_field = "reason" in entry.inputs and any(
@@ -289,7 +295,12 @@ def vm_new(request):
     choices = vm_create_choices(request.user)
     if not choices["clusters"].exists():
         raise Http404
-    form = NewVMForm(request.POST or None, choices=choices)
+    images = (
+        images_offered(request.user, data_center_id=None)
+        .filter(domain__data_center__clusters__in=choices["clusters"])
+        .distinct()
+    )
+    form = NewVMForm(request.POST or None, choices=choices, images=images)
     return form_window(
         request,
         form,
@@ -305,6 +316,8 @@ def vm_new(request):
             sparse=data["allocation"] == "thin",
             template_id=data["template"].pk if data["template"] else None,
             profile_id=data["profile"].pk if data["profile"] else None,
+            boot_sequence=data["boot_sequence"],
+            cd_image_id=data["cd_image"],
         ),
         success=lambda vm: f"Creating VM {vm.name}.",
         template="vms/_new_vm_dialog.html",
@@ -434,6 +447,7 @@ def vm_edit(request, pk: int):
     """The Edit Virtual Machine window: General (description, Single Sign-On), System (memory
     and CPUs, while Down) and Host (Start Running On)."""
     vm = get_object_or_404(vms_visible(request.user, "edit_vm"), pk=pk)
+    images = images_offered(request.user, data_center_id=vm.cluster.data_center_id)
     initial = {
         "description": vm.description,
         "memory_mb": vm.memory_mb,
@@ -442,7 +456,7 @@ def vm_edit(request, pk: int):
         "sso_enabled": vm.sso_enabled,
         "start_host": vm.start_host_id,
     }
-    form = EditVMForm(request.POST or None, initial=initial, vm=vm)
+    form = EditVMForm(request.POST or None, initial=initial, vm=vm, images=images)
     return form_window(
         request,
         form,
@@ -455,6 +469,8 @@ def vm_edit(request, pk: int):
             vcpus=data["vcpus"],
             cores_per_socket=data["cores_per_socket"],
             start_host_id=data["start_host"].pk if data["start_host"] else None,
+            boot_sequence=data.get("boot_sequence", services.NO_CHANGE),
+            cd_image_id=data.get("cd_image", services.NO_CHANGE),
         ),
         success=lambda _vm: f"VM {vm.name} saved.",
         template="vms/_edit_vm_dialog.html",

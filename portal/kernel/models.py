@@ -27,6 +27,8 @@ class JobKind(models.TextChoices):
     VM_CLONE = "vm_clone", "Clone VM"
     VM_IMPORT = "vm_import", "Import VM"
     VM_MIGRATE = "vm_migrate", "Migrate VM"
+    VM_RUN_ONCE = "vm_run_once", "Run VM once"
+    VM_CHANGE_CD = "vm_change_cd", "Change CD"
     SNAPSHOT_CREATE = "snapshot_create", "Create snapshot"
     SNAPSHOT_PREVIEW = "snapshot_preview", "Preview snapshot"
     SNAPSHOT_UNDO = "snapshot_undo", "Undo snapshot preview"

@@ -30,12 +30,16 @@ def test_user_portal_shows_exactly_the_users_vms_with_actions_by_status(world):
         "shutdown": False,
         "suspend": False,
         "reboot": False,
+        "run_once": True,
+        "change_cd": True,
     }
     assert card_buttons(portal, world["db"]) == {
         "run": False,
         "shutdown": True,
         "suspend": True,
         "reboot": True,
+        "run_once": False,
+        "change_cd": True,
     }
     body = portal.content.decode()
     assert "Administration Portal</a>" not in body and "New VM" not in body

@@ -98,6 +98,8 @@ def sources(raw_conn, uuid_: str, *, inactive: bool = False) -> dict[str, list[s
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
     result = {}
     for disk in ET.fromstring(xml).findall("devices/disk"):
+        if disk.get("device", "disk") != "disk":
+            continue  # the CD-ROM drive
         chain, node = [], disk
         while node is not None and node.find("source") is not None:
             chain.append(Path(node.find("source").get("file")).name)

@@ -39,6 +39,7 @@ def domain_disks(vm) -> dict[str, str]:
     return {
         d.find("target").get("dev"): d.find("source").get("file").rsplit("/", 1)[-1]
         for d in ET.fromstring(xml).findall("devices/disk")
+        if d.get("device", "disk") == "disk"  # not the CD-ROM drive
     }
 
 

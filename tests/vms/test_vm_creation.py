@@ -375,7 +375,7 @@ def test_clone_and_remove_are_disabled_during_a_preview(admin_client, make_vm):
     previewing(vm)
     row = admin_client.get(reverse("vms:row", args=[vm.pk])).content.decode()
     actions = set(row.split('data-actions="')[1].split('"')[0].split())
-    assert actions == {"run"}
+    assert actions == {"run", "run_once", "change_cd"}
 
 
 def test_clone_button_needs_the_right_to_create_vms(alice, make_vm, client):
@@ -388,6 +388,6 @@ def test_clone_button_needs_the_right_to_create_vms(alice, make_vm, client):
 
         return set(vm_rows(alice, [VirtualMachine.objects.get(pk=vm.pk)])[0].actions)
 
-    assert row_actions() == {"run", "remove"}
+    assert row_actions() == {"run", "run_once", "change_cd", "remove"}
     grant(alice, "VmCreator", vm.cluster)
-    assert row_actions() == {"run", "remove", "clone"}
+    assert row_actions() == {"run", "run_once", "change_cd", "remove", "clone"}

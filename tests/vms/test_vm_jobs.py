@@ -35,6 +35,7 @@ def domain_disks(vm) -> dict[str, str]:
     return {
         d.find("target").get("dev"): d.find("source").get("file")
         for d in ET.fromstring(xml).findall("devices/disk")
+        if d.get("device", "disk") == "disk"
     }
 
 

@@ -17,6 +17,8 @@ def call_action(action: str, vm: VirtualMachine, user, **kwargs):
         kwargs.setdefault("clone_name", f"{vm.name}-copy")
     if action == VMAction.IMPORT:
         kwargs.setdefault("name", vm.name)
+    if action == VMAction.RUN_ONCE:
+        kwargs.setdefault("boot_sequence", "hd,cdrom,network")
     return import_string(VM_STATUS_ACTIONS[action].service)(vm_id=vm.pk, user=user, **kwargs)
 
 

@@ -30,10 +30,10 @@ def action_url(action: str, *vms) -> str:
 
 
 EXPECTED_ACTIONS = {
-    S.UP: {"shutdown", "poweroff", "suspend", "reboot", "migrate"},
-    S.DOWN: {"run", "remove", "clone"},
+    S.UP: {"shutdown", "poweroff", "suspend", "reboot", "change_cd", "migrate"},
+    S.DOWN: {"run", "run_once", "change_cd", "remove", "clone"},
     S.SUSPENDED: {"run"},
-    S.PAUSED: {"run", "shutdown", "poweroff"},
+    S.PAUSED: {"run", "shutdown", "poweroff", "change_cd"},
     S.POWERING_UP: {"poweroff"},
     S.POWERING_DOWN: {"poweroff"},
     S.REBOOT_IN_PROGRESS: {"shutdown", "poweroff"},
