@@ -290,12 +290,14 @@ def role_remove(request, pk: int):
 
 def _user_vms(user):
     # The VMs the user may use (run); seeing a whole data center is the Administration Portal's job.
-    return VirtualMachine.objects.select_related("host", "cluster").restrict(user, "run")
+    return VirtualMachine.objects.select_related("host", "cluster", "guest").restrict(user, "run")
 
 
 @login_required
 def user_portal(request):
-    """The User Portal: the VMs this user may use, with Run, Shutdown, Suspend, Reboot."""
+    """The User Portal: the VMs this user may use, with the actions the catalogue offers there
+    (Run, Shutdown, Suspend, Reboot, Power Off, Remove) that the user's role allows, and Edit;
+    those that ask do so in the same window as the Administration Portal."""
     rows = vm_rows(request.user, list(_user_vms(request.user).order_by("name")))
     context = {
         "rows": rows,

@@ -60,10 +60,9 @@ class Action:
     confirm: bool = True  # asks in a window first; False: done at once from the button
     toolbar: str = ""  # the VM toolbar's button text (with its sign); "" not on the toolbar
     separated: bool = False  # the toolbar (and menu) sets it apart from the buttons before it
-    # Its place on the User Portal's VM cards (1 first; 0: not offered), and whether the card
-    # asks "{Verb} {name}?" before it.
+    # Its place on the User Portal's VM cards (1 first; 0: not offered). A card asks in the
+    # same window as the Administration Portal when `confirm` says so.
     user_portal: int = 0
-    card_confirm: bool = False
 
     @property
     def id(self) -> str:
@@ -139,7 +138,6 @@ CATALOGUE: tuple[Action, ...] = (
         multi=True,
         toolbar="■ Shutdown",
         user_portal=2,
-        card_confirm=True,
     ),
     Action(
         "vm",
@@ -158,6 +156,7 @@ CATALOGUE: tuple[Action, ...] = (
         needs_host=True,
         multi=True,
         toolbar="Power Off",
+        user_portal=5,
     ),
     Action(
         "vm",
@@ -196,6 +195,7 @@ CATALOGUE: tuple[Action, ...] = (
         multi=True,
         toolbar="Remove",
         separated=True,
+        user_portal=6,
     ),
     Action(
         "vm",

@@ -11,6 +11,7 @@ from django.utils import timezone
 from portal.kernel.querysets import RestrictedManager
 
 from .choices import (
+    RUNNING_STATUSES,
     HostStatus,
     NetworkKind,
     NetworkStatus,
@@ -194,6 +195,16 @@ class VirtualMachine(models.Model):
     def is_external(self) -> bool:
         """Defined on its host by someone else; Vireo acts on it but does not manage it yet."""
         return self.origin == VMOrigin.EXTERNAL
+
+    @property
+    def agent(self):
+        """The guest agent's report while the VM runs and its agent answers; None: "no guest
+        agent" (read with select_related("guest") on lists: no query per VM)."""
+        try:
+            report = self.guest
+        except GuestAgentReport.DoesNotExist:
+            return None
+        return report if report.answering and self.status in RUNNING_STATUSES else None
 
     @property
     def uptime(self):

@@ -25,17 +25,20 @@ def test_user_portal_shows_exactly_the_users_vms_with_actions_by_status(world):
     assert landing.status_code == 302 and landing.url == reverse("user_portal")
     portal = client.get(reverse("user_portal"))
     assert card_ids(portal) == {world["web"].pk, world["db"].pk}
+    # UserRole: no Remove and no Edit (it holds neither role action).
     assert card_buttons(portal, world["web"]) == {
         "run": True,
         "shutdown": False,
         "suspend": False,
         "reboot": False,
+        "poweroff": False,
     }
     assert card_buttons(portal, world["db"]) == {
         "run": False,
         "shutdown": True,
         "suspend": True,
         "reboot": True,
+        "poweroff": True,
     }
     body = portal.content.decode()
     assert "Administration Portal</a>" not in body and "New VM" not in body
