@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group
 from django.core.validators import RegexValidator
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
@@ -311,8 +311,14 @@ def user_portal(request):
 
 @login_required
 def user_vm_card(request, pk: int):
-    """One VM card of the User Portal, re-fetched when the VM changes."""
-    vm = get_object_or_404(_user_vms(request.user), pk=pk)
+    """One VM card of the User Portal, re-fetched when the VM changes. A live refresh of a VM
+    that is gone or out of reach (removed from this portal) gets 204 with `X-Vireo-Gone`, as
+    the Administration Portal's rows do: the page takes the card off."""
+    vm = _user_vms(request.user).filter(pk=pk).first()
+    if vm is None:
+        if request.headers.get("X-Vireo-Live"):
+            return HttpResponse(status=204, headers={"X-Vireo-Gone": "1"})
+        raise Http404
     row = vm_rows(request.user, [vm])[0]
     return render(request, "accounts/_vm_card.html", {"row": row, "actions": USER_PORTAL_ACTIONS})
 

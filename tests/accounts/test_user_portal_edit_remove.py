@@ -79,3 +79,12 @@ def test_actions_that_ask_open_the_styled_window_not_confirm(world):
     assert shutdown.get("hx-target") == "#modal-content" and shutdown.get("hx-post") is None
     run = html_one(card, "button[data-card-action=run]")  # Run does not ask
     assert run.get("hx-post") and run.get("hx-get") is None
+
+
+def test_a_live_refresh_of_a_removed_vms_card_is_answered_gone_not_404(world):
+    client = client_for(world["engine"])
+    url = reverse("user_vm_card", args=[world["web"].pk])
+    world["web"].delete()
+    quiet = client.get(url, headers={**HX, "X-Vireo-Live": "1"})
+    assert quiet.status_code == 204 and quiet["X-Vireo-Gone"] == "1"
+    assert client.get(url, headers=HX).status_code == 404
