@@ -83,3 +83,26 @@ def test_a_vm_engine_lives_in_the_user_portal(page, inventory, monitor, console_
     assert not VirtualMachine.objects.filter(pk=down.pk).exists()
     assert dialogs == [], "the browser's confirm() was used"
     assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
+
+
+def test_the_agents_report_arrives_live_in_the_general_sub_tab_and_the_list(
+    portal, console_errors
+):
+    page = portal.page
+    page.evaluate("window.__notReloaded = true")
+    row = page.locator("#vm-table tr.vm-row[data-name='web-01']")
+    row.locator("td.status").click()
+    details = page.locator("#vm-details")
+    expect(details.locator("h2")).to_have_text("web-01")
+    expect(details.locator("dd.guest-fqdn")).to_have_text("no guest agent")
+    page.wait_for_function(
+        "t => window.__wsLog.some(m => m.subscribed && m.subscribed.includes(t))",
+        arg=f"vm.{portal.vms['web-01'].pk}",
+    )
+    assert portal.monitor.agents_cycle(wait=10) == 1
+    expect(details.locator("dd.guest-fqdn")).to_have_text("web-01host", timeout=LIVE)
+    expect(details.locator("dd.guest-users")).to_have_text("None")
+    expect(page.locator("#vm-table thead")).to_contain_text("IP Addresses")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    page.screenshot(path=RESULTS_DIR / "vm-general-guest-agent.png", full_page=True)
+    assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
