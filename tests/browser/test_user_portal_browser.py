@@ -85,9 +85,7 @@ def test_a_vm_engine_lives_in_the_user_portal(page, inventory, monitor, console_
     assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
 
 
-def test_the_agents_report_arrives_live_in_the_general_sub_tab_and_the_list(
-    portal, console_errors
-):
+def test_the_agents_report_arrives_live_in_the_general_sub_tab_and_the_list(portal, console_errors):
     page = portal.page
     page.evaluate("window.__notReloaded = true")
     row = page.locator("#vm-table tr.vm-row[data-name='web-01']")
