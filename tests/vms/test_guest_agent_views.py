@@ -61,18 +61,23 @@ def test_no_answering_agent_says_no_guest_agent_without_error(admin_client, stat
         assert shown[term] == "no guest agent"
 
 
-def test_the_list_has_an_ip_addresses_column(admin_client):
+def test_the_list_has_ip_addresses_and_fqdn_columns(admin_client):
     up = VMFactory(status=VMStatus.UP, name="web")
     answering(up, ip_addresses=["10.0.0.7"])
     VMFactory(status=VMStatus.UP, name="quiet")
     response = admin_client.get(reverse("vms:table"), headers=HX)
     headers = [html_text(th) for th in html_find(response, "#vm-table thead th")]
-    assert "IP Addresses" in headers
+    assert "IP Addresses" in headers and "FQDN" in headers
     cells = {
         row.get("data-name"): html_text(html_one(row, "td.guest-ips"))
         for row in html_find(response, "tr.vm-row")
     }
     assert cells == {"web": "10.0.0.7", "quiet": ""}
+    fqdns = {
+        row.get("data-name"): html_text(html_one(row, "td.guest-fqdn"))
+        for row in html_find(response, "tr.vm-row")
+    }
+    assert fqdns == {"web": "web.example.org", "quiet": ""}
 
 
 def test_the_user_portal_card_shows_the_addresses(client, user):
