@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group
 from django.core.validators import RegexValidator
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
@@ -340,12 +340,14 @@ def role_remove(request, pk: int):
 
 def _user_vms(user):
     # The VMs the user may use (run); seeing a whole data center is the Administration Portal's job.
-    return VirtualMachine.objects.select_related("host", "cluster").restrict(user, "run")
+    return VirtualMachine.objects.select_related("host", "cluster", "guest").restrict(user, "run")
 
 
 @login_required
 def user_portal(request):
-    """The User Portal: the VMs this user may use, with Run, Shutdown, Suspend, Reboot."""
+    """The User Portal: the VMs this user may use, with the actions the catalogue offers there
+    (Run, Shutdown, Suspend, Reboot, Power Off, Remove) that the user's role allows, and Edit;
+    those that ask do so in the same window as the Administration Portal."""
     rows = vm_rows(request.user, list(_user_vms(request.user).order_by("name")))
     context = {
         "rows": rows,
@@ -359,8 +361,14 @@ def user_portal(request):
 
 @login_required
 def user_vm_card(request, pk: int):
-    """One VM card of the User Portal, re-fetched when the VM changes."""
-    vm = get_object_or_404(_user_vms(request.user), pk=pk)
+    """One VM card of the User Portal, re-fetched when the VM changes. A live refresh of a VM
+    that is gone or out of reach (removed from this portal) gets 204 with `X-Vireo-Gone`, as
+    the Administration Portal's rows do: the page takes the card off."""
+    vm = _user_vms(request.user).filter(pk=pk).first()
+    if vm is None:
+        if request.headers.get("X-Vireo-Live"):
+            return HttpResponse(status=204, headers={"X-Vireo-Gone": "1"})
+        raise Http404
     row = vm_rows(request.user, [vm])[0]
     return render(request, "accounts/_vm_card.html", {"row": row, "actions": USER_PORTAL_ACTIONS})
 

@@ -20,13 +20,14 @@ sys.path.insert(0, str(REPO))
 from bench.env import BenchEnv  # noqa: E402
 from bench.stats import fmt_ms  # noqa: E402
 
-PARTS = ("list", "delegated", "live", "shutdown", "adopt", "config", "schedule")
+PARTS = ("list", "delegated", "live", "shutdown", "adopt", "config", "schedule", "agents")
 LIST_QUERIES_GOAL = 10
 LIST_MEDIAN_GOAL_MS = 50.0
 DELEGATED_RATIO_GOAL = 1.5
 LIVE_P95_GOAL_MS = 300.0
 SHUTDOWN_JOBS_PER_S_GOAL = 50.0
 ADOPT_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 adopted domains vs 1,000 of Vireo's
+AGENTS_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 guest agent reports vs none
 
 
 def load() -> str:
@@ -206,6 +207,27 @@ def part_schedule() -> dict:
     return r
 
 
+def part_agents(user) -> dict:
+    from bench import agents
+
+    heading("7. The guest agents of 1,000 running VMs on one host")
+    r = agents.measure(user, vms=1000)
+    print(
+        f"one agent pass ({r['batch']} VMs, oldest report first): {r['first_pass_s']:.2f} s; "
+        f"every VM reported after {r['cover_passes']} passes, {r['cover_s']:.2f} s "
+        f"({r['answering']} answering); a pass with nothing new: {r['steady_pass_s']:.2f} s"
+    )
+    print(
+        f"steady poll of the host: {r['poll_before_ms']:.0f} ms with no reports, "
+        f"{r['poll_after_ms']:.0f} ms with 1,000"
+    )
+    print(
+        f"VM list first page: {r['list_before_ms']:.1f} ms ({r['list_before_queries']} queries) "
+        f"before, {r['list_after_ms']:.1f} ms ({r['list_after_queries']} queries) after"
+    )
+    return r
+
+
 def summary(seed, results: dict, wall: float) -> None:
     def mark(ok: bool, missed: str = "OVER GOAL") -> str:
         return "ok" if ok else missed
@@ -274,6 +296,18 @@ def summary(seed, results: dict, wall: float) -> None:
             f"{'scheduler, 100 hosts':22} {sc['queries']} queries, median {sc['median_ms']:.1f} ms, "
             f"p95 {sc['p95_ms']:.1f} ms per schedule()"
         )
+    if ag := results.get("agents"):
+        poll = ag["poll_after_ms"] / ag["poll_before_ms"]
+        listing = ag["list_after_ms"] / ag["list_before_ms"]
+        ok = (
+            max(poll, listing) <= AGENTS_SLOWDOWN_GOAL
+            and ag["list_after_queries"] == ag["list_before_queries"]
+        )
+        print(
+            f"{'1,000 agent reports':22} pass of {ag['batch']} {ag['first_pass_s']:.2f} s; "
+            f"steady poll {poll:.2f} x, VM list {listing:.2f} x of no reports' "
+            f"(goal <= {AGENTS_SLOWDOWN_GOAL}, same queries)  [{mark(ok)}]"
+        )
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
     print(f"whole run: {wall:.0f} s; load average now {load()} on {os.cpu_count()} CPUs")
@@ -332,6 +366,7 @@ def main() -> int:
             ("adopt", lambda: part_adopt(user)),
             ("config", part_config),
             ("schedule", part_schedule),
+            ("agents", lambda: part_agents(user)),
         ):
             if part not in parts:
                 continue

@@ -5,8 +5,8 @@ Modules, each importing only those below it:
 
 - cache: the event loop thread, connect() (one shared connection per URI), disconnect();
 - testdriver: TestDriverConnection, the Connection for libvirt's test driver;
-- connection: Connection, composed of chains (snapshot chains), domains, storage and networks,
-  each over base (opening, keepalive, callbacks, lookups);
+- connection: Connection, composed of chains (snapshot chains), domains, storage, networks and
+  agent (guest agents), each over base (opening, keepalive, callbacks, lookups);
 - domainxml (all libvirt XML), datatypes, errors; testnode renders test-driver node files.
 """
 
@@ -18,7 +18,8 @@ import os
 # reads this once, at its first allocation, so it is set before libvirt is loaded.
 os.environ.setdefault("G_SLICE", "always-malloc")
 
-from hypervisor.base import LIFECYCLE_EVENTS  # noqa: E402
+from hypervisor.agent import GuestAgentInfo, GuestInterface, GuestUser  # noqa: E402
+from hypervisor.base import LIFECYCLE_EVENTS
 from hypervisor.cache import connect, disconnect, disconnect_all, start_event_loop
 from hypervisor.connection import Connection
 from hypervisor.datatypes import (
@@ -60,6 +61,9 @@ __all__ = [
     "DomainNotFound",
     "DomainSpec",
     "DomainState",
+    "GuestAgentInfo",
+    "GuestInterface",
+    "GuestUser",
     "HostInfo",
     "HostUnreachable",
     "HypervisorError",

@@ -3,6 +3,7 @@
 - hypervisor/base.py: opening (with a deadline), keepalive, callbacks, lookups, host info;
 - hypervisor/domains.py: domains; hypervisor/storage.py: pools and volumes;
 - hypervisor/networks.py: libvirt networks and domains' network interfaces;
+- hypervisor/agent.py: what the guests' qemu-guest-agents report;
 - hypervisor/chains.py: snapshot chains (overlays, external snapshots, merges, restore);
 - hypervisor/migration.py: live migration (peer-to-peer, progress, policy steps, cancel).
 
@@ -12,6 +13,7 @@ connect() (hypervisor/cache.py) picks the class from the URI.
 
 from __future__ import annotations
 
+from hypervisor.agent import AgentMixin
 from hypervisor.chains import SnapshotChainsMixin
 from hypervisor.domains import DomainsMixin
 from hypervisor.migration import MigrationMixin
@@ -19,6 +21,9 @@ from hypervisor.networks import NetworksMixin
 from hypervisor.storage import StorageMixin
 
 
-class Connection(SnapshotChainsMixin, DomainsMixin, StorageMixin, NetworksMixin, MigrationMixin):
+class Connection(
+    SnapshotChainsMixin, DomainsMixin, StorageMixin, NetworksMixin, MigrationMixin, AgentMixin
+):
     """One open libvirt connection (virConnect) to a real libvirtd; safe to use from several
-    threads. Its methods: hypervisor/base.py, domains.py, storage.py, networks.py, chains.py."""
+    threads. Its methods: hypervisor/base.py, domains.py, storage.py, networks.py, chains.py,
+    agent.py."""

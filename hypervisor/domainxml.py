@@ -93,7 +93,8 @@ def domain_element(
     cdrom_path: str | None = None,
 ) -> ET.Element:
     """Build the <domain> element for `spec`: hvm, file disks, a CD-ROM drive (with the image
-    at `cdrom_path`, or empty), the boot order, a serial pty console, no graphics."""
+    at `cdrom_path`, or empty), the boot order, a serial pty console, the qemu-guest-agent
+    channel, no graphics."""
     dom = ET.Element("domain", {"type": domain_type})
     _sub(dom, "name", spec.name)
     _sub(dom, "uuid", spec.uuid)
@@ -127,7 +128,27 @@ def domain_element(
         devices.append(interface_element(nic))
     _sub(_sub(devices, "serial", type="pty"), "target", port="0")
     _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
+    devices.append(guest_agent_channel_element())
     return dom
+
+
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def guest_agent_channel_element() -> ET.Element:
+    """The virtio-serial channel qemu-guest-agent talks on (libvirt adds the controller and
+    picks the host side's socket path)."""
+    channel = ET.Element("channel", {"type": "unix"})
+    _sub(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
+    return channel
+
+
+def has_guest_agent_channel(xml: str) -> bool:
+    """Whether a domain's XML has the qemu-guest-agent channel."""
+    return any(
+        target.get("name") == GUEST_AGENT_CHANNEL
+        for target in ET.fromstring(xml).findall("devices/channel/target")
+    )
 
 
 def domain_xml(
@@ -186,6 +207,22 @@ def interface_link_states(xml: str) -> dict[str, bool]:
         link = nic.find("link")
         states[mac] = link is None or link.get("state", "up") == "up"
     return states
+
+
+def interface_networks(xml: str) -> list[str]:
+    """The libvirt network of each interface of a domain, in XML order; "" for an interface
+    that is not on a libvirt network (a bridge, a direct device ...)."""
+    networks = []
+    for nic in ET.fromstring(xml).findall("devices/interface"):
+        source = nic.find("source")
+        on_network = nic.get("type") == "network" and source is not None
+        networks.append(source.get("network", "") if on_network else "")
+    return networks
+
+
+def network_has_ip(xml: str) -> bool:
+    """Whether a libvirt network's XML gives the host an address on it (<ip>)."""
+    return ET.fromstring(xml).find("ip") is not None
 
 
 def with_interface(xml: str, nic: InterfaceSpec) -> str:

@@ -13,6 +13,11 @@ hooks (its public methods stay Connection's own):
   domain's live XML, its persistent definition is where the current disks are read from;
 - a merge rewires the dict (no data to move), restoring memory just starts the domain;
 - it cannot migrate: the definition moves to the destination node and runs there at once;
+- it has no guest agents: a running domain's "agent" answers when the domain has the agent's
+  channel, with what the driver itself reports (its host name; guestInfo where a newer driver
+  has it) and the agent-sourced addresses libvirt's test driver makes up for each interface.
+  Its virDomainInterfaceAddresses crashes the process (libvirt 9.0) for an interface whose
+  network has no <ip> or does not exist: such a domain's agent reports no addresses;
 - it has no device hot-plug (virDomainAttachDeviceFlags, Detach, Update: "not supported by
   the connection driver"): an interface is plugged, unplugged or updated in the persistent
   definition (defineXML), running or not, as snapshots do; so is a CD put in or ejected
@@ -27,10 +32,14 @@ from collections.abc import Callable
 
 import libvirt
 
+from hypervisor.agent import GUEST_INFO_TYPES
 from hypervisor.connection import Connection
 from hypervisor.datatypes import InterfaceSpec, VolumeInfo
 from hypervisor.domainxml import (
+    has_guest_agent_channel,
     interface_macs,
+    interface_networks,
+    network_has_ip,
     overlay_xml,
     volume_xml,
     with_cdrom,
@@ -79,6 +88,30 @@ class TestDriverConnection(Connection):
             if dom.isPersistent():
                 flags |= libvirt.VIR_DOMAIN_XML_INACTIVE
             return dom.XMLDesc(flags)
+
+    def _agent_params(self, dom: libvirt.virDomain, timeout: int) -> dict | None:
+        """No channel: no agent (as qemu says "QEMU guest agent is not configured"). Else the
+        driver's guestInfo if it has one, or its host name (libvirt 9.0's test driver)."""
+        with self._translated():
+            if not dom.isActive() or not has_guest_agent_channel(dom.XMLDesc(0)):
+                return None
+            try:
+                return dom.guestInfo(GUEST_INFO_TYPES, 0)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+            return {"hostname": dom.hostname(0)}
+
+    def _agent_interfaces(self, dom: libvirt.virDomain) -> dict:
+        """The driver's made-up addresses, asked only where it can answer (see the module)."""
+        with self._translated():
+            for network in interface_networks(dom.XMLDesc(0)):
+                try:
+                    if not network_has_ip(self._conn.networkLookupByName(network).XMLDesc(0)):
+                        return {}
+                except libvirt.libvirtError:
+                    return {}
+        return super()._agent_interfaces(dom)
 
     def _device(self, uuid: str, nic: InterfaceSpec, call: str, *, live: bool) -> None:
         """Plug, unplug or update `nic` in the domain's persistent definition (see above)."""

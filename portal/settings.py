@@ -198,6 +198,10 @@ STATICFILES_DIRS = [
 VIREO_MONITOR_POLL_SECONDS = float(os.environ.get("VIREO_MONITOR_POLL_SECONDS", "5"))
 # A queued or running job older than this with no live RQ job behind it is failed by the monitor.
 VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
+# How often the monitor asks the guest agents of each host's running VMs, in seconds, and how
+# many VMs of one host at most in one pass (those asked longest ago first).
+VIREO_AGENT_POLL_SECONDS = float(os.environ.get("VIREO_AGENT_POLL_SECONDS", "30"))
+VIREO_AGENT_POLL_BATCH = int(os.environ.get("VIREO_AGENT_POLL_BATCH", "200"))
 # A host that has not answered a connection attempt within this many seconds is Non Responsive.
 VIREO_HOST_CONNECT_TIMEOUT = float(os.environ.get("VIREO_HOST_CONNECT_TIMEOUT", "10"))
 # Where each host mounts an NFS storage domain: <root>/<pool name> (made by the pool's build).

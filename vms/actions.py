@@ -60,13 +60,9 @@ class Action:
     confirm: bool = True  # asks in a window first; False: done at once from the button
     toolbar: str = ""  # the VM toolbar's button text (with its sign); "" not on the toolbar
     separated: bool = False  # the toolbar (and menu) sets it apart from the buttons before it
-    # Its place on the User Portal's VM cards (1 first; 0: not offered), and whether the card
-    # asks "{Verb} {name}?" before it.
+    # Its place on the User Portal's VM cards (1 first; 0: not offered). A card asks in the
+    # same window as the Administration Portal when `confirm` says so.
     user_portal: int = 0
-    card_confirm: bool = False
-    # It has a window of its own that asks for input (Run Once, Change CD): the User Portal's
-    # card opens it, as the toolbar does, instead of acting at once.
-    window: bool = False
 
     @property
     def id(self) -> str:
@@ -122,8 +118,7 @@ CATALOGUE: tuple[Action, ...] = (
         external=False,  # it defines the domain from Vireo's inventory
         inputs=("cd_image", "boot_sequence"),
         toolbar="Run Once",
-        user_portal=5,
-        window=True,
+        user_portal=6,
     ),
     Action(
         "vm",
@@ -162,7 +157,6 @@ CATALOGUE: tuple[Action, ...] = (
         multi=True,
         toolbar="■ Shutdown",
         user_portal=2,
-        card_confirm=True,
     ),
     Action(
         "vm",
@@ -181,6 +175,7 @@ CATALOGUE: tuple[Action, ...] = (
         needs_host=True,
         multi=True,
         toolbar="Power Off",
+        user_portal=5,
     ),
     Action(
         "vm",
@@ -215,8 +210,7 @@ CATALOGUE: tuple[Action, ...] = (
         external=False,
         inputs=("cd_image",),
         toolbar="Change CD",
-        user_portal=6,
-        window=True,
+        user_portal=7,
     ),
     Action(
         "vm",
@@ -271,6 +265,7 @@ CATALOGUE: tuple[Action, ...] = (
         multi=True,
         toolbar="Remove",
         separated=True,
+        user_portal=8,
     ),
     Action(
         "vm",

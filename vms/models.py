@@ -12,6 +12,7 @@ from portal.kernel.querysets import RestrictedManager
 
 from .choices import (
     BOOT_SEQUENCE_DEFAULT,
+    RUNNING_STATUSES,
     BootSequence,
     HostStatus,
     MemoryOptimization,
@@ -268,6 +269,16 @@ class VirtualMachine(models.Model):
         return self.origin == VMOrigin.EXTERNAL
 
     @property
+    def agent(self):
+        """The guest agent's report while the VM runs and its agent answers; None: "no guest
+        agent" (read with select_related("guest") on lists: no query per VM)."""
+        try:
+            report = self.guest
+        except GuestAgentReport.DoesNotExist:
+            return None
+        return report if report.answering and self.status in RUNNING_STATUSES else None
+
+    @property
     def uptime(self):
         if self.started_at and self.status in {
             VMStatus.UP,
@@ -414,6 +425,12 @@ class Snapshot(models.Model):
     nics = models.JSONField(
         default=list, blank=True, help_text="The VM's network interfaces when taken"
     )
+    guest_agent = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the VM's guest agent had reported when the snapshot was taken (OS, kernel, "
+        "FQDN, applications); empty: no agent answered.",
+    )
 
     objects = RestrictedManager()
 
@@ -475,3 +492,22 @@ class Quota(models.Model):
 
     def __str__(self) -> str:
         return f"quota of {self.user}"
+
+
+class GuestAgentReport(models.Model):
+    """What a running VM's guest agent (qemu-guest-agent) last reported, written by the
+    monitor (vms.guest_agent); `answering` False: no agent answers ("no guest agent")."""
+
+    vm = models.OneToOneField(VirtualMachine, on_delete=models.CASCADE, related_name="guest")
+    answering = models.BooleanField(default=False)
+    ip_addresses = models.JSONField("IP Addresses", default=list, blank=True)
+    fqdn = models.CharField("FQDN", max_length=255, blank=True)
+    os_name = models.CharField("Operating System", max_length=255, blank=True)
+    kernel = models.CharField(max_length=255, blank=True)
+    architecture = models.CharField(max_length=32, blank=True)
+    timezone = models.CharField("Time Zone", max_length=64, blank=True)
+    users = models.JSONField("Logged-in User(s)", default=list, blank=True)
+    reported_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"guest agent of {self.vm_id}"

@@ -4,7 +4,8 @@ It holds one libvirt connection per host, listens to libvirt lifecycle events (a
 outside the portal shows within a second), and polls every host as a fallback. Domains a host
 runs that Vireo did not define are adopted as external VMs (vms.external). A host that
 cannot be reached goes Non Responsive and its VMs Unknown; they come back by themselves when
-it answers. It also ends jobs whose worker died, so no VM stays busy. A host's answer never
+it answers. It also ends jobs whose worker died, so no VM stays busy, and asks the guest
+agents of running VMs what they report (vms.guest_agent), in passes of their own. A host's answer never
 overrides a status set after the host was asked, and one silent host holds up neither the
 other hosts nor the job reconcile.
 """
@@ -46,6 +47,7 @@ from .choices import (
 )
 from .domains import storage_domain_host_setup
 from .external import domain_adopt, external_gone, host_domains_adopt, host_externals_gone
+from .guest_agent import host_agents_refresh
 from .jobs import vm_settle
 from .leftovers import host_leftovers_clear
 from .models import Host, Snapshot, SnapshotPreview, VirtualMachine
@@ -382,6 +384,9 @@ class Monitor:
         self.polling: dict[int, Future] = {}  # host id -> its poll, while it runs
         self.stop = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="monitor-host")
+        self.agent_seconds = settings.VIREO_AGENT_POLL_SECONDS
+        self.agent_polling: dict[int, Future] = {}  # host id -> its guest agents' pass
+        self.agent_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="monitor-agent")
 
     def _on_lifecycle(self, host_id: int):
         def callback(event: hypervisor.LifecycleEvent) -> None:
@@ -450,6 +455,43 @@ class Monitor:
             started.append(future)
         futures_wait(started, timeout=self.poll_seconds if wait is None else wait)
         return len(started)
+
+    def _host_agents_thread(self, host: Host, conn: hypervisor.Connection) -> None:
+        try:
+            host_agents_refresh(host, conn)
+        except hypervisor.HypervisorError as exc:
+            log.warning("guest agents of host %s not asked: %s", host.name, exc)
+        except Exception:
+            log.exception("asking the guest agents of host %s failed", host.name)
+        finally:
+            db_tidy()
+
+    def agents_cycle(self, wait: float | None = None) -> int:
+        """Start a pass over the guest agents of every Up host the monitor is connected to
+        (skipping a host whose previous pass still runs: silent agents make it slow, never the
+        host's poll), and wait up to `wait` seconds for them; returns how many were started."""
+        hosts = Host.objects.filter(pk__in=list(self.watched), status=HostStatus.UP)
+        started = []
+        for host in hosts.select_related("cluster"):
+            conn = self.watched.get(host.pk)
+            running = self.agent_polling.get(host.pk)
+            if conn is None or (running is not None and not running.done()):
+                continue
+            self.agent_polling[host.pk] = future = self.agent_pool.submit(
+                self._host_agents_thread, host, conn
+            )
+            started.append(future)
+        futures_wait(started, timeout=0 if wait is None else wait)
+        return len(started)
+
+    def _agents_forever(self) -> None:
+        while not self.stop.wait(self.agent_seconds):
+            try:
+                self.agents_cycle()
+            except Exception:
+                log.exception("guest agent cycle failed")
+            finally:
+                db_tidy()
 
     def removed_hosts_forget(self) -> None:
         """Close the connections of hosts removed from the inventory (a host in Maintenance
@@ -537,6 +579,7 @@ class Monitor:
         helpers = [
             threading.Thread(target=self._events_forever, name="monitor-events", daemon=True),
             threading.Thread(target=self._reconcile_forever, name="monitor-jobs", daemon=True),
+            threading.Thread(target=self._agents_forever, name="monitor-agents", daemon=True),
         ]
         for thread in helpers:
             thread.start()
@@ -553,3 +596,4 @@ class Monitor:
             thread.join(timeout=5)
         # A poll stuck on a silent host ends by its own timeout; it is not waited for.
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.agent_pool.shutdown(wait=False, cancel_futures=True)

@@ -39,9 +39,9 @@ SORTS = {
 
 
 def vms_visible(user, action: str = "view") -> QuerySet:
-    return VirtualMachine.objects.select_related("host", "cluster", "migrating_to").restrict(
-        user, action
-    )
+    return VirtualMachine.objects.select_related(
+        "host", "cluster", "migrating_to", "guest"
+    ).restrict(user, action)
 
 
 NULLABLE_SORTS = frozenset({"host", "uptime"})
@@ -101,6 +101,7 @@ class VMRow:
     can_manage_permissions: bool = False
     can_edit: bool = False
     can_snapshots: bool = False
+    permitted: frozenset[str] = frozenset()  # the role actions the user holds on the VM
 
     @property
     def is_busy(self) -> bool:
@@ -140,6 +141,7 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
                 can_manage_permissions="manage_permissions" in held,
                 can_edit="edit_vm" in held,
                 can_snapshots="snapshots" in held,
+                permitted=frozenset(held),
             )
         )
     return rows

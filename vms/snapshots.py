@@ -19,6 +19,7 @@ from storage.space import free_bytes_on
 
 from .actions import SNAPSHOT_ACTIONS, SnapshotAction, snapshot_actions_allowed
 from .choices import RUNNING_STATUSES, SnapshotStatus, VMStatus
+from .guest_agent import snapshot_guest_record
 from .models import Snapshot, SnapshotPreview, VirtualMachine
 from .quotas import quota_check
 from .services import (
@@ -188,6 +189,7 @@ def snapshot_create(
             memory_mb=vm.memory_mb,
             vcpus=vm.vcpus,
             nics=nics,
+            guest_agent=snapshot_guest_record(vm),
             created_by=user if user.is_authenticated else None,
         )
         job = job_create(

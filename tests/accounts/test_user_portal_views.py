@@ -25,6 +25,7 @@ def test_user_portal_shows_exactly_the_users_vms_with_actions_by_status(world):
     assert landing.status_code == 302 and landing.url == reverse("user_portal")
     portal = client.get(reverse("user_portal"))
     assert card_ids(portal) == {world["web"].pk, world["db"].pk}
+    # UserRole: no Remove and no Edit (it holds neither role action).
     assert card_buttons(portal, world["web"]) == {
         "run": True,
         "shutdown": False,
@@ -32,6 +33,7 @@ def test_user_portal_shows_exactly_the_users_vms_with_actions_by_status(world):
         "reboot": False,
         "run_once": True,
         "change_cd": True,
+        "poweroff": False,
     }
     assert card_buttons(portal, world["db"]) == {
         "run": False,
@@ -40,6 +42,7 @@ def test_user_portal_shows_exactly_the_users_vms_with_actions_by_status(world):
         "reboot": True,
         "run_once": False,
         "change_cd": True,
+        "poweroff": True,
     }
     body = portal.content.decode()
     assert "Administration Portal</a>" not in body and "New VM" not in body

@@ -325,6 +325,7 @@ def monitor(inventory, rq_workers):
     mon.stop.set()
     thread.join(timeout=10)
     mon.pool.shutdown(wait=True)  # a host poll still running would write after the flush
+    mon.agent_pool.shutdown(wait=True)  # and so would a guest agents' pass
     hypervisor.disconnect_all()
 
 

@@ -115,7 +115,7 @@ def test_subtab_lists_active_vm_and_snapshots(admin_client, vm, admin):
         ("general", ["Defined Memory", "1024 MB", "Total Virtual CPUs", "Saved"], ["nic1"]),
         ("disks", ["app1_Disk1", "VirtIO (vda)", "frozen-vda-"], ["app1_Disk2"]),
         ("nics", ["Network Interfaces", "nic1", "ovirtmgmt"], ["Defined Memory"]),
-        ("apps", ["No guest agent reported installed applications"], ["Defined Memory"]),
+        ("apps", ["No guest agent answered when this snapshot was taken"], ["Defined Memory"]),
         ("bogus", ["Defined Memory"], []),
     ],
 )
