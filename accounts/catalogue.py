@@ -45,6 +45,7 @@ ACTIONS: dict[str, str] = {
     "view_storage": "See storage domains",
     "edit_storage": "Manage storage domains",
     "create_storage_domain": "Create storage domains and attach them to data centers",
+    "manage_images": "Upload, remove and mark ISO images in ISO domains",
     "manage_roles": "Create, edit and remove roles; configure system permissions",
 }
 
@@ -103,7 +104,7 @@ BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {
     "StorageAdmin": (
         True,
         "Storage Administrator: can create, delete, configure and manage a specific storage domain.",
-        ("view", *STORAGE_ADMIN),
+        ("view", *STORAGE_ADMIN, "manage_images"),
     ),
     "TemplateAdmin": (
         True,

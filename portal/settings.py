@@ -202,6 +202,13 @@ VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
 VIREO_HOST_CONNECT_TIMEOUT = float(os.environ.get("VIREO_HOST_CONNECT_TIMEOUT", "10"))
 # Where each host mounts an NFS storage domain: <root>/<pool name> (made by the pool's build).
 VIREO_NFS_MOUNT_ROOT = os.environ.get("VIREO_NFS_MOUNT_ROOT", "/var/lib/vireo/mnt")
+# ISO uploads: the browser (or manage.py iso_upload) sends an ISO in chunks of
+# VIREO_UPLOAD_CHUNK_BYTES, appended to a staging file named by a uuid in VIREO_UPLOAD_DIR (the web
+# processes and the workers must share it: the upload job streams it to the hosts' pools). A
+# staged upload untouched for VIREO_UPLOAD_EXPIRY_HOURS is taken away at the next upload.
+VIREO_UPLOAD_DIR = Path(os.environ.get("VIREO_UPLOAD_DIR", VAR_DIR / "uploads"))
+VIREO_UPLOAD_CHUNK_BYTES = int(os.environ.get("VIREO_UPLOAD_CHUNK_BYTES", str(8 << 20)))
+VIREO_UPLOAD_EXPIRY_HOURS = float(os.environ.get("VIREO_UPLOAD_EXPIRY_HOURS", "24"))
 # Rows a page in every list of the portal (VMs, hosts, clusters, storage, disks, events, tasks).
 VIREO_PAGE_SIZE = 50
 # Default quota of each user (SuperUsers excepted): VMs they create and the disk space of those

@@ -6,4 +6,11 @@ class VmsConfig(AppConfig):
     verbose_name = "Virtual machines"
 
     def ready(self) -> None:
-        from . import disk_jobs, domain_jobs, jobs, network_jobs, snapshot_jobs  # noqa: F401  job handlers
+        from . import (  # noqa: F401  job handlers
+            disk_jobs,
+            domain_jobs,
+            iso_jobs,
+            jobs,
+            network_jobs,
+            snapshot_jobs,
+        )

@@ -28,6 +28,7 @@ from storage.validators import (
 from . import domains as services
 from .actions import DOMAIN_CONFIRM_ACTIONS, DOMAIN_TOOLBAR, domain_actions_allowed
 from .forms import name_chars
+from .iso_views import images_context
 from .models import DataCenter
 
 
@@ -69,6 +70,7 @@ def domain_list(request):
         "toolbar": DOMAIN_TOOLBAR,
         "pools": pools,
         "can_create": _creatable_data_centers(user).exists(),
+        **images_context(request, selected),
     }
     template = "storage/_domain_table.html" if request.htmx else "storage/domain_list.html"
     return render(request, template, context)

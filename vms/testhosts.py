@@ -19,7 +19,7 @@ from django.db.models import Q
 import hypervisor
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
 from portal.kernel.models import Job, JobKind, JobStatus
-from storage.choices import DiskStatus, StorageDomainStatus
+from storage.choices import DiskStatus, IsoImageStatus, StorageDomainStatus
 from storage.models import Disk, StorageDomain
 
 from .choices import VMStatus
@@ -108,19 +108,26 @@ def _node_xml(host: Host) -> str:
         status=StorageDomainStatus.UNATTACHED
     )
     for domain in domains:
-        volumes = tuple(
-            TestVolume(
-                name=d.volume_name,
-                capacity=d.size_bytes,
-                allocation=d.actual_bytes,
-                format="qcow2" if d.sparse else "raw",
+        volumes = (
+            tuple(
+                TestVolume(
+                    name=d.volume_name,
+                    capacity=d.size_bytes,
+                    allocation=d.actual_bytes,
+                    format="qcow2" if d.sparse else "raw",
+                )
+                for d in disks
+                if d.storage_domain_id == domain.pk
             )
-            for d in disks
-            if d.storage_domain_id == domain.pk
-        ) + tuple(
-            TestVolume(name=name, capacity=capacity, allocation=0, format=fmt)
-            for pool, name, capacity, fmt in extra
-            if pool == domain.pool_name
+            + tuple(
+                TestVolume(name=name, capacity=capacity, allocation=0, format=fmt)
+                for pool, name, capacity, fmt in extra
+                if pool == domain.pool_name
+            )
+            + tuple(  # an ISO domain's images (an upload's volume is made by its job)
+                TestVolume(name=i.name, capacity=i.size_bytes, allocation=0, format="raw")
+                for i in domain.images.filter(status=IsoImageStatus.OK)
+            )
         )
         pools.append(
             TestPool(
