@@ -89,6 +89,20 @@ def _state(image: IsoImage, job=None) -> dict:
     }
 
 
+class UploadWindowForm(forms.Form):
+    """What the Upload Image window shows; its script sends the file (never this form)."""
+
+    file = forms.FileField(
+        label="ISO file",
+        widget=forms.ClearableFileInput(attrs={"accept": ".iso,application/x-iso9660-image"}),
+    )
+    guest_tools = forms.BooleanField(
+        label="Guest tools ISO",
+        required=False,
+        help_text="Offered first in Change CD and Run Once (e.g. virtio-win).",
+    )
+
+
 class UploadForm(forms.Form):
     name = forms.CharField(max_length=1000)
     size = forms.IntegerField(min_value=0)
@@ -106,6 +120,7 @@ def image_upload(request, pk: int):
         context = {
             "domain": domain,
             "entry": UPLOAD,
+            "form": UploadWindowForm(),
             "chunk_bytes": services.chunk_bytes(),
             "free": min((r.free_bytes for r in services.target_pools(domain)), default=0),
         }
