@@ -1,5 +1,5 @@
 """Vireo benchmarks: the VM list at 10,000 VMs (superuser and delegated user), websocket
-latency, one worker's throughput.
+latency, one worker's throughput, adopted domains, ISO upload.
 
 Run with `make bench` (or DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/run.py).
 Uses its own database (vireo_bench, dropped at the end), Redis db 6 and a temporary VAR_DIR.
@@ -20,13 +20,14 @@ sys.path.insert(0, str(REPO))
 from bench.env import BenchEnv  # noqa: E402
 from bench.stats import fmt_ms  # noqa: E402
 
-PARTS = ("list", "delegated", "live", "shutdown", "adopt")
+PARTS = ("list", "delegated", "live", "shutdown", "adopt", "iso")
 LIST_QUERIES_GOAL = 10
 LIST_MEDIAN_GOAL_MS = 50.0
 DELEGATED_RATIO_GOAL = 1.5
 LIVE_P95_GOAL_MS = 300.0
 SHUTDOWN_JOBS_PER_S_GOAL = 50.0
 ADOPT_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 adopted domains vs 1,000 of Vireo's
+ISO_GROWTH_GOAL_MIB = 64.0  # the web process's peak RSS growth while a 1 GiB ISO uploads
 
 
 def load() -> str:
@@ -179,6 +180,31 @@ def part_adopt(user) -> dict:
     return r
 
 
+def part_iso(user, env: BenchEnv) -> dict:
+    from bench import iso
+
+    megabytes = int(os.environ.get("BENCH_ISO_MB", "1024"))
+    heading(f"5. Uploading a {megabytes} MiB ISO (private libvirtd with qemu)")
+    r = iso.measure(user, env.environ(), env.var_dir, megabytes=megabytes)
+    print(f"ISO: {r['size'] / 2**20:.0f} MiB (xorriso, cached)")
+    print(f"virsh vol-upload: {r['virsh_s']:.1f} s = {r['virsh_mib_s']:.0f} MiB/s")
+    print(
+        f"Vireo: browser chunks through daphne to the staging file {r['http_s']:.1f} s "
+        f"({r['http_mib_s']:.0f} MiB/s), then the job's volume upload stream {r['job_s']:.1f} s "
+        f"({r['job_mib_s']:.0f} MiB/s = {r['ratio']:.2f} x virsh's); end to end "
+        f"{r['end_to_end_mib_s']:.0f} MiB/s"
+    )
+    print(
+        f"volume read back: same size {'yes' if r['same_size'] else 'NO'}, same bytes "
+        f"{'yes' if r['same_bytes'] else 'NO'}"
+    )
+    print(
+        f"daphne RSS {r['rss_before_kib'] / 1024:.0f} MiB before, peak {r['hwm_kib'] / 1024:.0f} "
+        f"MiB during the transfer: grew {r['growth_mib']:.1f} MiB (goal < {ISO_GROWTH_GOAL_MIB:.0f})"
+    )
+    return r
+
+
 def summary(seed, results: dict, wall: float) -> None:
     def mark(ok: bool, missed: str = "OVER GOAL") -> str:
         return "ok" if ok else missed
@@ -234,6 +260,13 @@ def summary(seed, results: dict, wall: float) -> None:
             f"{'1,000 adopted domains':22} first poll {ad['adopt_s']:.1f} s; steady poll "
             f"{poll:.2f} x, VM list {listing:.2f} x of 1,000 Vireo VMs' "
             f"(goal <= {ADOPT_SLOWDOWN_GOAL})  [{mark(ok)}]"
+        )
+    if iso := results.get("iso"):
+        ok = iso["growth_mib"] < ISO_GROWTH_GOAL_MIB and iso["same_bytes"]
+        print(
+            f"{'ISO upload':22} job {iso['job_mib_s']:.0f} MiB/s = {iso['ratio']:.2f} x virsh "
+            f"vol-upload's {iso['virsh_mib_s']:.0f}; web RSS grew {iso['growth_mib']:.1f} MiB "
+            f"(goal < {ISO_GROWTH_GOAL_MIB:.0f})  [{mark(ok)}]"
         )
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
@@ -291,6 +324,7 @@ def main() -> int:
             ("live", lambda: part_live(user, env)),
             ("shutdown", lambda: part_shutdown(user)),
             ("adopt", lambda: part_adopt(user)),
+            ("iso", lambda: part_iso(user, env)),
         ):
             if part not in parts:
                 continue
