@@ -75,6 +75,7 @@
       }
       document.body.dispatchEvent(new CustomEvent("vireo:uploaded", {detail: {name: file.name}}));
       button.textContent = "Done";
+      button.disabled = false;
     } catch (e) {
       if (e.name === "AbortError") return;
       error.textContent = e.message;

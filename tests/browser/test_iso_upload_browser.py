@@ -1,6 +1,7 @@
 """The Images sub-tab of an ISO domain in a browser: Upload sends a real (xorriso-built) ISO
 in chunks with a progress bar, which then follows the job writing it into the host's pool;
-the image shows OK in the list; a file that is not an ISO is refused in the window."""
+the image shows OK in the list and Remove takes it away; a file that is not an ISO is refused
+in the window."""
 
 import re
 
@@ -62,12 +63,22 @@ def test_upload_an_iso_with_its_progress_bar(iso_domain, portal, console_errors,
     expect(bar).to_be_visible()
     expect(bar).to_contain_text(f"{source.name} was uploaded.", timeout=LIVE)
     expect(bar.locator(".bar")).to_have_attribute("style", re.compile(r"width: 100%"))
-    page.screenshot(path=str(tmp_path / "upload.png"))
     window.get_by_role("button", name="Done").click()
     expect(window).to_be_hidden()
 
     row = page.locator("#iso-images tr.image-row", has_text=source.name)
     expect(row).to_contain_text("OK", timeout=LIVE)
     expect(row).to_contain_text("Guest Tools")
+    page.screenshot(path=str(tmp_path / "images.png"))
     image = IsoImage.objects.get(name=source.name)
     assert image.size_bytes == source.stat().st_size and image.guest_tools
+
+    # Remove: the row selected, its window, the volume and the row gone.
+    row.click()
+    toolbar = page.locator("#image-toolbar")
+    expect(toolbar.get_by_role("button", name="Unmark Guest Tools")).to_be_enabled()
+    toolbar.get_by_role("button", name="Remove").click()
+    expect(window.locator("h2")).to_have_text("Remove ISO Image(s)")
+    window.get_by_role("button", name="OK").click()
+    expect(page.locator("#messages .msg")).to_contain_text(f"Removing {source.name}.")
+    expect(page.locator("#iso-images tr.empty")).to_be_visible(timeout=LIVE)
