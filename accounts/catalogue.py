@@ -60,7 +60,7 @@ TEMPLATE_ADMIN = (
 )
 HOST_ADMIN = ("view", "edit_host", "remove_host", "manipulate_host")
 ALL = tuple(ACTIONS)
-STORAGE_ADMIN = ("view_storage", "edit_storage", "create_storage_domain")
+STORAGE_ADMIN = ("view_storage", "edit_storage", "create_storage_domain", "manage_images")
 
 # name -> (administrative role?, description, actions)
 BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {
@@ -104,7 +104,7 @@ BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {
     "StorageAdmin": (
         True,
         "Storage Administrator: can create, delete, configure and manage a specific storage domain.",
-        ("view", *STORAGE_ADMIN, "manage_images"),
+        ("view", *STORAGE_ADMIN),
     ),
     "TemplateAdmin": (
         True,

@@ -66,7 +66,11 @@ class StorageDomain(models.Model):
     @property
     def staging(self) -> bool:
         """Locked by a browser (or iso_upload) transfer that has not sent every byte yet."""
-        return self.status == IsoImageStatus.LOCKED and self.uploaded_bytes < self.size_bytes
+        return (
+            self.upload_id is not None
+            and self.status == IsoImageStatus.LOCKED
+            and self.uploaded_bytes < self.size_bytes
+        )
 
     @property
     def staged_percent(self) -> int:
@@ -195,7 +199,11 @@ class IsoImage(models.Model):
     @property
     def staging(self) -> bool:
         """Locked by a browser (or iso_upload) transfer that has not sent every byte yet."""
-        return self.status == IsoImageStatus.LOCKED and self.uploaded_bytes < self.size_bytes
+        return (
+            self.upload_id is not None
+            and self.status == IsoImageStatus.LOCKED
+            and self.uploaded_bytes < self.size_bytes
+        )
 
     @property
     def staged_percent(self) -> int:

@@ -175,8 +175,12 @@ def iso_upload_start(
         raise ActionRefused(f"{name} is not an ISO image: it is too small ({size} bytes).")
     with transaction.atomic():
         taken = IsoImage.objects.select_for_update().filter(domain=domain, name=name).first()
-        if taken is not None:
-            return _resumed(taken, user, size)
+        resumed = _resumed(taken, user, size) if taken is not None else None
+    if resumed is not None:
+        if resumed.uploaded_bytes >= resumed.size_bytes:  # all staged, but no job came of it
+            iso_upload_finish(user=user, image_id=resumed.pk)
+        return resumed
+    with transaction.atomic():
         space_check(domain, size, name)
         try:
             with transaction.atomic():
@@ -213,10 +217,15 @@ def iso_upload_start(
 def _resumed(image: IsoImage, user, size: int) -> IsoImage:
     """The unfinished upload of the same name, to go on with; a refusal otherwise."""
     domain = image.domain
-    if not image.staging:
+    if image.status == IsoImageStatus.OK:
         raise ActionRefused(
             f"An image named {image.name} already exists in storage domain {domain.name}. "
             "Remove it first or rename the file. Nothing was changed."
+        )
+    if image.upload_id is None or image_job(image) is not None:
+        raise ActionRefused(
+            f"{image.name} is being written to (or removed from) storage domain {domain.name}. "
+            "Wait for it to end. Nothing was changed."
         )
     if image.size_bytes != size:
         raise ActionRefused(
@@ -239,23 +248,29 @@ def _resumed(image: IsoImage, user, size: int) -> IsoImage:
 
 def iso_upload_chunk(*, user, image_id: int, upload_id: str, offset: int, body, length: int):
     """One chunk of an upload appended to its staging file (the first one checked to be an
-    ISO); with the last one, the job that writes the pools. Returns (image, job or None)."""
-    image = _image(image_id)
-    if image.upload_id is None or str(image.upload_id) != str(upload_id or ""):
-        raise ActionRefused(f"The upload of {image.name} is over or was taken away.")
-    if not image.staging:
-        raise ActionRefused(f"Every byte of {image.name} was received already.")
-    staged = chunk_append(image, int(offset), body, int(length))
-    if int(offset) < ISO_MAGIC_END <= staged:
-        try:
-            magic_check(staging_path(image.upload_id), image.name)
-        except ActionRefused:
-            _take_away(image)
-            raise
-    IsoImage.objects.filter(pk=image.pk, upload_id=image.upload_id).update(
-        uploaded_bytes=staged, touched_at=timezone.now()
-    )
-    image.uploaded_bytes = staged
+    ISO), under the image's row lock (a chunk sent twice at once is appended once); with the
+    last one, the job that writes the pools. Returns (image, job or None)."""
+    with transaction.atomic():
+        image = _image(image_id, lock=True)
+        if image.upload_id is None or str(image.upload_id) != str(upload_id or ""):
+            raise ActionRefused(f"The upload of {image.name} is over or was taken away.")
+        if not image.staging:
+            raise ActionRefused(f"Every byte of {image.name} was received already.")
+        staged = chunk_append(image, int(offset), body, int(length))
+        refused = ""
+        if int(offset) < ISO_MAGIC_END <= staged:
+            try:
+                magic_check(staging_path(image.upload_id), image.name)
+            except ActionRefused as exc:
+                refused = str(exc)
+        if not refused:
+            IsoImage.objects.filter(pk=image.pk).update(
+                uploaded_bytes=staged, touched_at=timezone.now()
+            )
+            image.uploaded_bytes = staged
+    if refused:
+        _take_away(image)
+        raise ActionRefused(refused)
     if staged < image.size_bytes:
         return image, None
     return image, iso_upload_finish(user=user, image_id=image.pk)
@@ -385,6 +400,7 @@ def iso_images_sync(domain: StorageDomain, host, volumes) -> None:
                     domain=domain,
                     name=name,
                     size_bytes=vol.capacity,
+                    uploaded_bytes=vol.capacity,
                     guest_tools=bool(GUEST_TOOLS_RE.match(name)),
                 )
         except IntegrityError:

@@ -18,7 +18,13 @@ import hypervisor
 from portal.kernel.errors import ActionRefused
 from portal.kernel.models import Event, Job, JobStatus
 from storage.choices import IsoImageStatus, StorageType
-from storage.isos import ISO_MAGIC, ISO_MAGIC_OFFSET, image_name_check, staging_path
+from storage.isos import (
+    ISO_MAGIC,
+    ISO_MAGIC_OFFSET,
+    chunk_append,
+    image_name_check,
+    staging_path,
+)
 from storage.models import IsoImage, StorageDomain, StorageDomainHost
 from vms import domains, isos
 from vms.monitor import storage_sync
@@ -121,6 +127,27 @@ def test_an_interrupted_upload_stays_locked_and_resumes_from_its_staged_bytes(ad
     again, job = work(lambda: send(admin, again, data))
     assert Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED
     assert volumes(hosts[0], domain)["debian.iso"] == len(data)
+
+
+def test_a_whole_staged_upload_whose_job_never_came_is_queued_when_started_again(admin, site, work):
+    domain, hosts = site
+    data = iso_bytes(100 * 1024)
+    image = start(admin, domain, size=len(data))
+    chunk_append(image, 0, io.BytesIO(data), len(data))  # staged, then the web process died
+    again = work(lambda: start(admin, domain, size=len(data)))
+    assert again.pk == image.pk
+    assert IsoImage.objects.get(pk=image.pk).status == IsoImageStatus.OK
+    assert volumes(hosts[0], domain)["debian.iso"] == len(data)
+
+
+def test_an_image_being_removed_is_no_upload_to_resume(admin, site, work):
+    domain, _hosts = site
+    image = IsoImage.objects.create(domain=domain, name="debian.iso", size_bytes=200 * 1024)
+    isos.iso_image_remove(user=admin, image_id=image.pk)  # queued, not run: Locked
+    image.refresh_from_db()
+    assert image.status == IsoImageStatus.LOCKED and not image.staging
+    with pytest.raises(ActionRefused, match="Wait for it to end"):
+        start(admin, domain)
 
 
 def test_a_file_that_is_not_an_iso_is_refused_and_leaves_nothing(admin, site):
