@@ -332,6 +332,15 @@ def test_the_images_sub_tab_lists_images_with_their_actions(
     assert buttons == {"Upload": None, "Remove": None, "Unmark Guest Tools": None}
 
 
+def test_an_interrupted_upload_is_shown_paused_and_resumable(admin, admin_client, site):
+    domain, _hosts = site
+    data = iso_bytes(300 * 1024)
+    image, _job = send(admin, start(admin, domain, size=len(data)), data, until=128 * 1024)
+    url = reverse("storage:domains") + f"?selected={domain.pk}&pane=images"
+    row = html_find(admin_client.get(url, headers=HX), "#iso-images tr.image-row")[0]
+    assert "Upload paused at 42% (resumable)" in " ".join(row.text_content().split())
+
+
 def test_the_upload_endpoints_stage_chunks_and_queue_the_job(admin_client, site, work):
     domain, hosts = site
     data = iso_bytes(100 * 1024)
