@@ -95,6 +95,13 @@
     if (button.textContent === "Done") { document.body.dispatchEvent(new Event("vireo:close-modal")); return; }
     upload(form);
   });
+  // Another file chosen: the last one's error and bar go.
+  document.addEventListener("change", (e) => {
+    const form = e.target.closest("form[data-iso-upload]");
+    if (!form || e.target.type !== "file") return;
+    form.querySelector("[data-upload-error]").hidden = true;
+    form.querySelector("[data-upload-progress]").hidden = true;
+  });
   // Closing the window stops the transfer (what was sent stays staged, to be resumed).
   document.addEventListener("click", (e) => {
     if (!e.target.closest("[data-close-modal]")) return;
