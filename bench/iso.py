@@ -1,7 +1,9 @@
 """Part iso: uploading a 1 GiB ISO through Vireo on the private libvirtd with qemu (the
 integration suite's, started if needed).
 
-1. `virsh vol-upload` of the ISO into a fresh volume of an ISO domain's pool: the baseline.
+1. `virsh vol-upload` of the ISO into a fresh volume of an ISO domain's pool: the baseline
+   (before and after Vireo's upload, the better of the two: the file is then in the page
+   cache, as the job's staged file is).
 2. Vireo's path: the ISO sent through daphne's chunk endpoint in 8 MiB chunks (as the browser
    does), staged on disk, then the `iso_upload` job (run in this process) streaming the staged
    file into a new volume with libvirt's volume upload stream. The job's throughput is set
@@ -169,6 +171,8 @@ def measure(user, env: dict[str, str], var_dir: Path, *, megabytes: int = 1024) 
         volume = conn.get_volume(domain.pool_name, image.name)
         result["same_size"] = volume.capacity == size
         result["same_bytes"] = _sha(Path(volume.path)) == _sha(source)
+        # virsh again, the file now in the page cache as the staged one was: its better time.
+        result["virsh_s"] = min(result["virsh_s"], _virsh_upload(uri, domain.pool_name, source))
     finally:
         daphne.stop()
         try:
