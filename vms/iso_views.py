@@ -13,7 +13,7 @@ from accounts.access import admin_portal_required
 from accounts.permissions import can
 from portal.kernel.dialogs import confirm_window
 from portal.kernel.errors import ActionRefused
-from storage.choices import DomainFunction
+from storage.choices import DomainFunction, StorageDomainStatus
 from storage.isos import images_of
 from storage.models import IsoImage, StorageDomain
 
@@ -39,7 +39,8 @@ def images_context(request, selected: StorageDomain | None) -> dict:
     manage = can(request.user, UPLOAD.permission, selected)
     actions = set()
     if manage:
-        actions.add("upload")
+        if selected.status == StorageDomainStatus.ACTIVE:
+            actions.add("upload")
         if chosen is not None and chosen.job is None:
             actions.update({"remove", "guest_tools"})
     return {

@@ -330,6 +330,10 @@ def test_the_images_sub_tab_lists_images_with_their_actions(
         for b in html_find(response, "#image-toolbar button")
     }
     assert buttons == {"Upload": None, "Remove": None, "Unmark Guest Tools": None}
+    StorageDomain.objects.filter(pk=domain.pk).update(status="maintenance")
+    response = admin_client.get(url, headers=HX)
+    upload = html_find(response, "#image-toolbar button")[0]
+    assert upload.text_content().strip() == "Upload" and upload.get("disabled") is not None
 
 
 def test_an_interrupted_upload_is_shown_paused_and_resumable(admin, admin_client, site):
