@@ -7,9 +7,11 @@ sub-tab and the upload endpoints four ways."""
 
 import io
 import json
+import threading
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connections
 from django.urls import reverse
 from factories import ClusterFactory, HostFactory, UserFactory, grant
 from helpers import HX, GiB, MiB, html_find
@@ -218,6 +220,34 @@ def test_a_name_is_taken_once(admin, site):
     IsoImage.objects.filter(domain=domain).update(status=IsoImageStatus.OK, upload_id=None)
     with pytest.raises(ActionRefused, match="already exists"):
         start(admin, domain)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_uploads_of_one_name_at_once_one_wins(admin, site):
+    domain, _hosts = site
+    users = [admin, UserFactory(is_superuser=True)]
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def attempt(user) -> None:
+        try:
+            barrier.wait()
+            outcomes.append(start(user, domain))
+        except ActionRefused as exc:
+            outcomes.append(str(exc))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=attempt, args=(u,)) for u in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    made = [o for o in outcomes if isinstance(o, IsoImage)]
+    refused = [o for o in outcomes if isinstance(o, str)]
+    assert len(made) == 1 and len(refused) == 1, outcomes
+    assert "debian.iso is" in refused[0] and "being uploaded" in refused[0]
+    assert IsoImage.objects.filter(domain=domain).count() == 1
 
 
 def test_a_chunk_at_the_wrong_offset_or_past_the_size_changes_nothing(admin, site):
