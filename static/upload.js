@@ -34,6 +34,7 @@
     error.hidden = true;
     const file = input.files && input.files[0];
     if (!file) { error.textContent = "Choose an ISO file to upload."; error.hidden = false; return; }
+    let sent = null;  // bytes the server has staged, once the upload has started
     const controller = new AbortController();
     form._uploadAbort = controller;
     button.disabled = true;
@@ -48,6 +49,7 @@
       }));
       const chunk = parseInt(form.dataset.chunkBytes, 10) || 8388608;
       let offset = state.offset;
+      sent = offset;
       if (offset > 0) show(100 * offset / file.size, `Resuming at ${mib(offset)}`);
       while (offset < file.size) {
         const piece = file.slice(offset, Math.min(offset + chunk, file.size));
@@ -56,7 +58,7 @@
           method: "POST", body: piece, signal: controller.signal,
           headers: Object.assign({"Content-Type": "application/octet-stream"}, csrfHeaders()),
         }));
-        offset = state.offset;
+        offset = sent = state.offset;
         show(50 * offset / file.size, `Sending ${file.name}: ${mib(offset)} of ${mib(file.size)}`);
       }
       // Every byte is on the server: follow the job that writes the image into the pool.
@@ -78,7 +80,12 @@
       button.disabled = false;
     } catch (e) {
       if (e.name === "AbortError") return;
-      error.textContent = e.message;
+      // A network failure (fetch's TypeError) mid-transfer: what was sent stays staged.
+      const lost = e instanceof TypeError && sent !== null && sent < file.size;
+      error.textContent = lost
+        ? `The transfer was interrupted at ${mib(sent)} of ${mib(file.size)}. ` +
+          "Upload the same file again to resume from there."
+        : e.message;
       error.hidden = false;
       button.disabled = false;
       input.disabled = false;

@@ -82,3 +82,41 @@ def test_upload_an_iso_with_its_progress_bar(iso_domain, portal, console_errors,
     window.get_by_role("button", name="OK").click()
     expect(page.locator("#messages .msg")).to_contain_text(f"Removing {source.name}.")
     expect(page.locator("#iso-images tr.empty")).to_be_visible(timeout=LIVE)
+
+
+def test_an_interrupted_upload_resumes_from_where_it_stopped(iso_domain, portal, console_errors):
+    page = portal.page
+    source = built_iso(20)  # three chunks of 8 MiB
+    lost = []
+
+    def drop_second_chunk(route):
+        if not lost:
+            lost.append(route.request.url)
+            route.abort()  # the network goes away under the second chunk
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/chunk/\?offset=8388608&"), drop_second_chunk)
+    page.locator("nav.main-tabs").get_by_role("link", name="Storage").click()
+    page.locator("#domain-results tr.domain-row", has_text="iso1").click()
+    page.locator("#domain-details").get_by_role("link", name="Images").click()
+    page.locator("#image-toolbar").get_by_role("button", name="Upload").click()
+    window = page.locator("#modal")
+    window.locator("input[type=file]").set_input_files(str(source))
+    window.get_by_role("button", name="Upload").click()
+    expect(window.locator("[data-upload-error]")).to_contain_text(
+        "The transfer was interrupted at 8.0 MiB"
+    )
+    console_errors.clear()  # the aborted request
+    image = IsoImage.objects.get(name=source.name)
+    assert image.status == "locked" and image.uploaded_bytes == 8 << 20
+
+    window.get_by_role("button", name="Upload").click()  # the same file again: resumed
+    bar = window.locator("[data-upload-progress]")
+    expect(bar).to_contain_text(f"{source.name} was uploaded.", timeout=LIVE)
+    assert len(lost) == 1
+    image.refresh_from_db()
+    assert image.status == "ok" and image.size_bytes == source.stat().st_size
+    window.get_by_role("button", name="Done").click()
+    row = page.locator("#iso-images tr.image-row", has_text=source.name)
+    expect(row).to_contain_text("OK", timeout=LIVE)
