@@ -337,6 +337,11 @@ def test_the_iso_upload_command_uploads_through_the_same_job(admin, site, tmp_pa
         call_command("iso_upload", str(path), "--domain", domain.name)
     with pytest.raises(CommandError, match="No ISO storage domain"):
         call_command("iso_upload", str(path), "--domain", "nope")
+    fake = tmp_path / "fake.iso"
+    fake.write_bytes(iso_bytes(100 * 1024, magic=b"NOTIT"))
+    with pytest.raises(CommandError, match="fake.iso is not an ISO image"):
+        call_command("iso_upload", str(fake), "--domain", domain.name)
+    assert list(IsoImage.objects.values_list("name", flat=True)) == ["netinst.iso"]
 
 
 # -- views ---------------------------------------------------------------------------------------
