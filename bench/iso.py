@@ -15,6 +15,7 @@ integration suite's, started if needed).
 import hashlib
 import http.client
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -28,7 +29,7 @@ from django.conf import settings
 from .live import Daphne, session_cookie
 
 REPO = Path(__file__).resolve().parent.parent
-CHUNK = 8 << 20
+CHUNK = int(os.environ.get("BENCH_ISO_CHUNK_MB", "8")) << 20  # the browser sends 8 MiB
 MiB = 1 << 20
 
 
@@ -172,7 +173,9 @@ def measure(user, env: dict[str, str], var_dir: Path, *, megabytes: int = 1024) 
         result["same_size"] = volume.capacity == size
         result["same_bytes"] = _sha(Path(volume.path)) == _sha(source)
         # virsh again, the file now in the page cache as the staged one was: its better time.
-        result["virsh_s"] = min(result["virsh_s"], _virsh_upload(uri, domain.pool_name, source))
+        result["virsh_first_s"] = result["virsh_s"]
+        result["virsh_again_s"] = _virsh_upload(uri, domain.pool_name, source)
+        result["virsh_s"] = min(result["virsh_s"], result["virsh_again_s"])
     finally:
         daphne.stop()
         try:
