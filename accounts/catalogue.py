@@ -47,6 +47,7 @@ ACTIONS: dict[str, str] = {
     "view_storage": "See storage domains",
     "edit_storage": "Manage storage domains",
     "create_storage_domain": "Create storage domains and attach them to data centers",
+    "manage_images": "Upload, remove and mark ISO images in ISO domains",
     "manage_roles": "Create, edit and remove roles; configure system permissions",
 }
 
@@ -71,7 +72,7 @@ TEMPLATE_ADMIN = (
 )
 HOST_ADMIN = ("view", "edit_host", "remove_host", "manipulate_host")
 ALL = tuple(ACTIONS)
-STORAGE_ADMIN = ("view_storage", "edit_storage", "create_storage_domain")
+STORAGE_ADMIN = ("view_storage", "edit_storage", "create_storage_domain", "manage_images")
 
 # name -> (administrative role?, description, actions)
 BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {

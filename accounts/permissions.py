@@ -246,7 +246,7 @@ def can_subscribe(user, topic: str) -> bool:
     if label is None:
         return False
     pk = rest.split(".", 1)[0]
-    if not pk.isdigit():
+    if not (pk.isascii() and pk.isdigit()):
         return False
     model = apps.get_model(label)
     return restrict(user, model.objects.filter(pk=int(pk)), "view").exists()

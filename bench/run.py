@@ -1,5 +1,5 @@
 """Vireo benchmarks: the VM list at 10,000 VMs (superuser and delegated user), websocket
-latency, one worker's throughput.
+latency, one worker's throughput, adopted domains, ISO upload.
 
 Run with `make bench` (or DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/run.py).
 Uses its own database (vireo_bench, dropped at the end), Redis db 6 and a temporary VAR_DIR.
@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 from bench.env import BenchEnv  # noqa: E402
 from bench.stats import fmt_ms  # noqa: E402
 
-PARTS = ("list", "delegated", "live", "shutdown", "adopt", "config", "schedule", "agents")
+PARTS = ("list", "delegated", "live", "shutdown", "adopt", "config", "schedule", "agents", "iso")
 LIST_QUERIES_GOAL = 10
 LIST_MEDIAN_GOAL_MS = 50.0
 DELEGATED_RATIO_GOAL = 1.5
@@ -28,6 +28,7 @@ LIVE_P95_GOAL_MS = 300.0
 SHUTDOWN_JOBS_PER_S_GOAL = 50.0
 ADOPT_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 adopted domains vs 1,000 of Vireo's
 AGENTS_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 guest agent reports vs none
+ISO_GROWTH_GOAL_MIB = 64.0  # the web process's peak RSS growth while a 1 GiB ISO uploads
 
 
 def load() -> str:
@@ -228,6 +229,34 @@ def part_agents(user) -> dict:
     return r
 
 
+def part_iso(user, env: BenchEnv) -> dict:
+    from bench import iso
+
+    megabytes = int(os.environ.get("BENCH_ISO_MB", "1024"))
+    heading(f"8. Uploading a {megabytes} MiB ISO (private libvirtd with qemu)")
+    r = iso.measure(user, env.environ(), env.var_dir, megabytes=megabytes)
+    print(f"ISO: {r['size'] / 2**20:.0f} MiB (xorriso, cached)")
+    print(
+        f"virsh vol-upload: {r['virsh_s']:.1f} s = {r['virsh_mib_s']:.0f} MiB/s (the better of "
+        f"{r['virsh_first_s']:.1f} s before Vireo's upload and {r['virsh_again_s']:.1f} s after)"
+    )
+    print(
+        f"Vireo: browser chunks through daphne to the staging file {r['http_s']:.1f} s "
+        f"({r['http_mib_s']:.0f} MiB/s), then the job's volume upload stream {r['job_s']:.1f} s "
+        f"({r['job_mib_s']:.0f} MiB/s = {r['ratio']:.2f} x virsh's); end to end "
+        f"{r['end_to_end_mib_s']:.0f} MiB/s"
+    )
+    print(
+        f"volume read back: same size {'yes' if r['same_size'] else 'NO'}, same bytes "
+        f"{'yes' if r['same_bytes'] else 'NO'}"
+    )
+    print(
+        f"daphne RSS {r['rss_before_kib'] / 1024:.0f} MiB before, peak {r['hwm_kib'] / 1024:.0f} "
+        f"MiB during the transfer: grew {r['growth_mib']:.1f} MiB (goal < {ISO_GROWTH_GOAL_MIB:.0f})"
+    )
+    return r
+
+
 def summary(seed, results: dict, wall: float) -> None:
     def mark(ok: bool, missed: str = "OVER GOAL") -> str:
         return "ok" if ok else missed
@@ -308,6 +337,13 @@ def summary(seed, results: dict, wall: float) -> None:
             f"steady poll {poll:.2f} x, VM list {listing:.2f} x of no reports' "
             f"(goal <= {AGENTS_SLOWDOWN_GOAL}, same queries)  [{mark(ok)}]"
         )
+    if iso := results.get("iso"):
+        ok = iso["growth_mib"] < ISO_GROWTH_GOAL_MIB and iso["same_bytes"]
+        print(
+            f"{'ISO upload':22} job {iso['job_mib_s']:.0f} MiB/s = {iso['ratio']:.2f} x virsh "
+            f"vol-upload's {iso['virsh_mib_s']:.0f}; web RSS grew {iso['growth_mib']:.1f} MiB "
+            f"(goal < {ISO_GROWTH_GOAL_MIB:.0f})  [{mark(ok)}]"
+        )
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
     print(f"whole run: {wall:.0f} s; load average now {load()} on {os.cpu_count()} CPUs")
@@ -367,6 +403,7 @@ def main() -> int:
             ("config", part_config),
             ("schedule", part_schedule),
             ("agents", lambda: part_agents(user)),
+            ("iso", lambda: part_iso(user, env)),
         ):
             if part not in parts:
                 continue

@@ -215,6 +215,13 @@ VIREO_NFS_MOUNT_OPTIONS = tuple(
         "VIREO_NFS_MOUNT_OPTIONS", "soft,nosharecache,timeo=100,retrans=3,retry=0"
     ).split(",")
 )
+# ISO uploads: the browser (or manage.py iso_upload) sends an ISO in chunks of
+# VIREO_UPLOAD_CHUNK_BYTES, appended to a staging file named by a uuid in VIREO_UPLOAD_DIR (the web
+# processes and the workers must share it: the upload job streams it to the hosts' pools). A
+# staged upload untouched for VIREO_UPLOAD_EXPIRY_HOURS is taken away at the next upload.
+VIREO_UPLOAD_DIR = Path(os.environ.get("VIREO_UPLOAD_DIR", VAR_DIR / "uploads"))
+VIREO_UPLOAD_CHUNK_BYTES = int(os.environ.get("VIREO_UPLOAD_CHUNK_BYTES", str(8 << 20)))
+VIREO_UPLOAD_EXPIRY_HOURS = float(os.environ.get("VIREO_UPLOAD_EXPIRY_HOURS", "24"))
 # Rows a page in every list of the portal (VMs, hosts, clusters, storage, disks, events, tasks).
 VIREO_PAGE_SIZE = 50
 # Default quota of each user (SuperUsers excepted): VMs they create and the disk space of those

@@ -4,7 +4,7 @@ from django.urls import include, path
 from portal.shell import views
 from portal.shell.security import LoginForm
 from storage import urls as storage_urls
-from vms import disk_views, domain_views
+from vms import disk_views, domain_views, iso_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,7 +20,8 @@ urlpatterns = [
         "storage/",
         include(
             (
-                domain_views.domain_urlpatterns
+                iso_views.image_urlpatterns
+                + domain_views.domain_urlpatterns
                 + storage_urls.urlpatterns
                 + disk_views.disk_urlpatterns,
                 storage_urls.app_name,

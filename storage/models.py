@@ -64,6 +64,19 @@ class StorageDomain(models.Model):
         return self.name
 
     @property
+    def staging(self) -> bool:
+        """Locked by a browser (or iso_upload) transfer that has not sent every byte yet."""
+        return (
+            self.upload_id is not None
+            and self.status == IsoImageStatus.LOCKED
+            and self.uploaded_bytes < self.size_bytes
+        )
+
+    @property
+    def staged_percent(self) -> int:
+        return 100 * self.uploaded_bytes // self.size_bytes if self.size_bytes else 0
+
+    @property
     def shared(self) -> bool:
         """Every host sees the same data (NFS): one pool's figures are the domain's."""
         return self.storage_type == StorageType.NFS
@@ -165,6 +178,12 @@ class IsoImage(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # While Locked by an upload: the staging file's name (VIREO_UPLOAD_DIR/<upload_id>.iso, never
+    # from user input), the bytes staged so far (the offset a resumed upload goes on from) and
+    # when a chunk last came (an upload left alone expires). None/0 once the image is OK.
+    upload_id = models.UUIDField(null=True, blank=True, unique=True)
+    uploaded_bytes = models.PositiveBigIntegerField(default=0)
+    touched_at = models.DateTimeField(default=timezone.now)
 
     objects = RestrictedManager()
 
@@ -176,3 +195,16 @@ class IsoImage(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def staging(self) -> bool:
+        """Locked by a browser (or iso_upload) transfer that has not sent every byte yet."""
+        return (
+            self.upload_id is not None
+            and self.status == IsoImageStatus.LOCKED
+            and self.uploaded_bytes < self.size_bytes
+        )
+
+    @property
+    def staged_percent(self) -> int:
+        return 100 * self.uploaded_bytes // self.size_bytes if self.size_bytes else 0

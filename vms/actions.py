@@ -29,8 +29,8 @@ SD = StorageDomainStatus
 class Action:
     """One action as the portal offers it."""
 
-    # what it acts on: "vm", "snapshot", "disk", "storagedomain", "host", "cluster", "datacenter",
-    # "network", "vnic_profile", "nic"
+    # what it acts on: "vm", "snapshot", "disk", "storagedomain", "isoimage", "host", "cluster",
+    # "datacenter", "network", "vnic_profile", "nic"
     on: str
     key: str  # its name in URLs and Events ("run"); unique among the actions on the same kind
     label: str  # the button's and menu's text, in the chapter's words
@@ -528,6 +528,41 @@ CATALOGUE: tuple[Action, ...] = (
         sources=frozenset({SD.MAINTENANCE}),
         busy=SD.DETACHING,
     ),
+    # -- images of an ISO domain (Storage tab, the domain's Images) ----------------------------
+    Action(
+        "isoimage",
+        "upload",
+        "Upload",
+        "upload",
+        permission="manage_images",  # on the ISO domain
+        service="vms.isos.iso_upload_start",
+        job="iso_upload",
+        url="storage:image_upload",
+        title="Upload Image",
+    ),
+    Action(
+        "isoimage",
+        "remove",
+        "Remove",
+        "remove",
+        permission="manage_images",
+        service="vms.isos.iso_image_remove",
+        job="iso_remove",
+        url="storage:image_remove",
+        title="Remove ISO Image(s)",
+        question="Are you sure you want to remove the following ISO image from the domain?",
+    ),
+    Action(
+        "isoimage",
+        "guest_tools",
+        "Mark as Guest Tools",
+        "mark",
+        permission="manage_images",
+        service="vms.isos.iso_image_guest_tools",
+        url="storage:image_guest_tools",
+        title="Guest Tools",
+        inputs=("guest_tools",),
+    ),
     # -- hosts ---------------------------------------------------------------------------------
     Action(
         "host",
@@ -768,6 +803,7 @@ DOMAIN_TOOLBAR = tuple(a for k, a in DOMAIN_ACTIONS.items() if k != "create")
 DOMAIN_CONFIRM_ACTIONS = {
     k: a for k, a in DOMAIN_ACTIONS.items() if a.url == "storage:domain_action"
 }
+IMAGE_ACTIONS = _by_kind("isoimage")
 HOST_ACTIONS = _by_kind("host")
 CLUSTER_ACTIONS = _by_kind("cluster")
 DATACENTER_ACTIONS = _by_kind("datacenter")

@@ -11,6 +11,7 @@ class VmsConfig(AppConfig):
             cdrom_jobs,
             disk_jobs,
             domain_jobs,
+            iso_jobs,
             jobs,
             migration_jobs,
             network_jobs,

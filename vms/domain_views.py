@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.access import admin_portal_required
 from accounts.permissions import can
+from portal.kernel.converters import parse_id
 from portal.kernel.dialogs import confirm_window, form_window
 from portal.kernel.errors import ActionRefused
 from portal.kernel.paging import page_get
@@ -28,6 +29,7 @@ from storage.validators import (
 from . import domains as services
 from .actions import DOMAIN_CONFIRM_ACTIONS, DOMAIN_TOOLBAR, domain_actions_allowed
 from .forms import name_chars
+from .iso_views import images_context
 from .models import DataCenter
 
 
@@ -53,9 +55,9 @@ def domain_list(request):
     visible = selectors.domain_list(user)
     page = page_get(visible, request.GET.get("page"))
     selected, actions, pools = None, frozenset(), []
-    wanted = request.GET.get("selected", "")
-    if wanted.isdigit():
-        selected = visible.filter(pk=int(wanted)).first()
+    wanted = parse_id(request.GET.get("selected"))
+    if wanted is not None:
+        selected = visible.filter(pk=wanted).first()
     if selected is not None:
         pools = selectors.domain_pools(selected)
         if can(user, "edit_storage", selected):
@@ -69,6 +71,7 @@ def domain_list(request):
         "toolbar": DOMAIN_TOOLBAR,
         "pools": pools,
         "can_create": _creatable_data_centers(user).exists(),
+        **images_context(request, selected),
     }
     template = "storage/_domain_table.html" if request.htmx else "storage/domain_list.html"
     return render(request, template, context)

@@ -131,7 +131,11 @@ def _authority_check(authority: str, transport: str) -> bool:
             _refuse("The URI's user name may have letters, digits, '.', '_' and '-' only.")
     if parts["port"] is not None:
         port = parts["port"]
-        if not port.isdigit() or not 1 <= int(port) <= 65535 or port.startswith("0"):
+        if (
+            not (port.isascii() and port.isdigit())
+            or not 1 <= int(port) <= 65535
+            or port.startswith("0")
+        ):
             _refuse("The URI's port must be a number from 1 to 65535.")
     host = parts["host"]
     if host.startswith("["):

@@ -32,7 +32,7 @@ from portal.kernel.db import db_tidy
 from portal.kernel.live import broadcast
 from portal.kernel.models import Job, JobStatus, Phase, Severity
 from portal.kernel.tasks import get_queue, job_fail
-from storage.choices import DOMAIN_IN_USE_STATUSES, PoolStatus, StorageDomainStatus
+from storage.choices import DOMAIN_IN_USE_STATUSES, DomainFunction, PoolStatus, StorageDomainStatus
 from storage.models import StorageDomain, StorageDomainHost
 from storage.space import domain_space_refresh, pool_figures
 
@@ -48,6 +48,7 @@ from .choices import (
 from .domains import storage_domain_host_setup
 from .external import domain_adopt, external_gone, host_domains_adopt, host_externals_gone
 from .guest_agent import host_agents_refresh
+from .isos import iso_images_sync
 from .jobs import vm_settle
 from .leftovers import host_leftovers_clear
 from .models import Host, Snapshot, SnapshotPreview, VirtualMachine
@@ -230,6 +231,8 @@ def storage_sync(host: Host, conn: hypervisor.Connection) -> None:
             row, _ = StorageDomainHost.objects.get_or_create(domain=domain, host=host)
         if host_pool_apply(domain, host, row, pool):
             domain_space_refresh(domain.pk)
+        if domain.domain_function == DomainFunction.ISO and pool is not None and pool.active:
+            iso_images_sync(domain, host, conn.list_volumes(domain.pool_name))
 
 
 def host_pool_apply(

@@ -19,8 +19,8 @@ from django.db.models import Q
 import hypervisor
 from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
 from portal.kernel.models import Job, JobKind, JobStatus
-from storage.choices import DiskStatus, StorageDomainStatus
-from storage.models import Disk, IsoImage, StorageDomain
+from storage.choices import DiskStatus, IsoImageStatus, StorageDomainStatus
+from storage.models import Disk, StorageDomain
 
 from .choices import VMStatus
 from .jobs import network_spec, vm_domain_spec
@@ -107,26 +107,27 @@ def _node_xml(host: Host) -> str:
     domains = StorageDomain.objects.filter(data_center_id=host.cluster.data_center_id).exclude(
         status=StorageDomainStatus.UNATTACHED
     )
-    images = list(IsoImage.objects.filter(domain__in=domains))
     for domain in domains:
-        volumes = tuple(
-            TestVolume(
-                name=d.volume_name,
-                capacity=d.size_bytes,
-                allocation=d.actual_bytes,
-                format="qcow2" if d.sparse else "raw",
+        volumes = (
+            tuple(
+                TestVolume(
+                    name=d.volume_name,
+                    capacity=d.size_bytes,
+                    allocation=d.actual_bytes,
+                    format="qcow2" if d.sparse else "raw",
+                )
+                for d in disks
+                if d.storage_domain_id == domain.pk
             )
-            for d in disks
-            if d.storage_domain_id == domain.pk
-        ) + tuple(
-            TestVolume(name=name, capacity=capacity, allocation=0, format=fmt)
-            for pool, name, capacity, fmt in extra
-            if pool == domain.pool_name
-        )
-        volumes += tuple(  # an ISO domain's images
-            TestVolume(name=i.name, capacity=i.size_bytes, allocation=i.size_bytes, format="raw")
-            for i in images
-            if i.domain_id == domain.pk
+            + tuple(
+                TestVolume(name=name, capacity=capacity, allocation=0, format=fmt)
+                for pool, name, capacity, fmt in extra
+                if pool == domain.pool_name
+            )
+            + tuple(  # an ISO domain's images (an upload's volume is made by its job)
+                TestVolume(name=i.name, capacity=i.size_bytes, allocation=0, format="raw")
+                for i in domain.images.filter(status=IsoImageStatus.OK)
+            )
         )
         pools.append(
             TestPool(

@@ -42,6 +42,8 @@ class JobKind(models.TextChoices):
     STORAGE_DOMAIN_DETACH = "storage_domain_detach", "Detach storage domain"
     STORAGE_DOMAIN_ATTACH = "storage_domain_attach", "Attach storage domain"
     STORAGE_DOMAIN_REMOVE = "storage_domain_remove", "Remove storage domain"
+    ISO_UPLOAD = "iso_upload", "Upload ISO image"
+    ISO_REMOVE = "iso_remove", "Remove ISO image"
     NETWORK_CREATE = "network_create", "Create logical network"
     NETWORK_EDIT = "network_edit", "Edit logical network"
     NETWORK_REMOVE = "network_remove", "Remove logical network"

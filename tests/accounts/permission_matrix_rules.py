@@ -380,6 +380,35 @@ def domain_actions(w: World) -> list[Case]:
     return out
 
 
+def image_windows(name: str, methods=("GET", "POST")) -> Callable[[World], list[Case]]:
+    """The Images sub-tab's windows and the upload's endpoints: manage_images on the ISO
+    domain (StorageAdmin, DataCenterAdmin, SuperUser); an image's through its domain."""
+
+    def cases(w: World) -> list[Case]:
+        out = []
+        for s in sides(w):
+            gate = need("manage_images", on=[s.iso], admin=True)
+            arg = s.iso.pk if name == "storage:image_upload" else s.image.pk
+            url = reverse(name, args=[arg])
+            if name == "storage:image_chunk":
+                url += "?offset=0&upload=00000000-0000-0000-0000-000000000000"
+            data = {"name": f"new-{s.dc.name}.iso", "size": 1 << 20}
+            for method in methods:
+                out.append(
+                    Case(
+                        name,
+                        method,
+                        url,
+                        gate,
+                        data if method == "POST" else None,
+                        inside=s is w.inside,
+                    )
+                )
+        return out
+
+    return cases
+
+
 def snapshot_windows(name: str) -> Callable[[World], list[Case]]:
     """The Snapshots sub-tab's windows: the snapshots action on the VM; a snapshot of another
     VM, or an unknown Commit/Undo, is a 404 for everybody."""
@@ -827,6 +856,25 @@ RULES: dict[str, Rule] = {
     ),
     "storage:domain_action": Rule(
         OBJECT + " (edit_storage on the domain: Maintenance, Activate, Detach)", domain_actions
+    ),
+    "storage:image_upload": Rule(
+        OBJECT + " (manage_images on the ISO domain)", image_windows("storage:image_upload")
+    ),
+    "storage:image_chunk": Rule(
+        OBJECT + " (manage_images on the image's ISO domain; POST only)",
+        image_windows("storage:image_chunk", methods=("POST",)),
+    ),
+    "storage:image_state": Rule(
+        OBJECT + " (manage_images on the image's ISO domain)",
+        image_windows("storage:image_state", methods=("GET",)),
+    ),
+    "storage:image_remove": Rule(
+        OBJECT + " (manage_images on the image's ISO domain)",
+        image_windows("storage:image_remove"),
+    ),
+    "storage:image_guest_tools": Rule(
+        OBJECT + " (manage_images on the image's ISO domain)",
+        image_windows("storage:image_guest_tools"),
     ),
     "storage:disk_attach": Rule(
         OBJECT + " (edit_disk on the floating disk)",

@@ -18,6 +18,7 @@ from guardian.models import UserObjectPermission
 
 from accounts.catalogue import BUILTIN_ROLES
 from accounts.models import Role, RoleAction, System
+from storage.models import IsoImage
 from vms.choices import SnapshotStatus
 from vms.models import Network, NetworkInterface, Snapshot, Template, VnicProfile
 
@@ -88,6 +89,8 @@ class Side:
     snapshot: object
     profile: object  # the network's default vNIC profile
     nic: object  # the VM's nic1, on that profile
+    iso: object = None  # an ISO domain of the data center
+    image: object = None  # an image of that ISO domain
 
 
 @dataclass
@@ -158,9 +161,24 @@ def build_world() -> World:
         nic = NetworkInterface.objects.create(
             vm=vm, name="nic1", profile=profile, mac=f"02:00:00:00:00:0{len(sides) + 1}"
         )
+        iso = StorageDomainFactory(name=f"iso-{label}", data_center=dc, domain_function="iso")
+        image = IsoImage.objects.create(domain=iso, name=f"tools-{label}.iso", size_bytes=1 << 20)
         sides.append(
             Side(
-                dc, cluster, host, vm, disk, floating, sd, network, template, snapshot, profile, nic
+                dc,
+                cluster,
+                host,
+                vm,
+                disk,
+                floating,
+                sd,
+                network,
+                template,
+                snapshot,
+                profile,
+                nic,
+                iso,
+                image,
             )
         )
     scratch = Role.objects.create(name="Scratch", description="unassigned")
@@ -200,6 +218,8 @@ def build_world() -> World:
                 key(s.template): dc | {key(s.template)},
                 key(s.disk): vm | sd | {key(s.disk)},
                 key(s.floating): sd | {key(s.floating)},
+                key(s.iso): dc | {key(s.iso)},
+                key(s.image): dc | {key(s.iso), key(s.image)},
             }
         )
     for kind in KIND_OBJECTS:

@@ -102,11 +102,14 @@ def live_server_url(django_db_setup, tmp_path_factory):
 
     env = dict(os.environ)
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    # ISO uploads are staged by the web and read by the workers (here): one directory.
+    settings.VIREO_UPLOAD_DIR = tmp_path_factory.mktemp("uploads")
     env.update(
         DATABASE_URL=_database_url(connection.settings_dict),
         REDIS_URL=settings.REDIS_URL,
         DJANGO_SETTINGS_MODULE=settings.SETTINGS_MODULE,
         VIREO_VAR_DIR=str(tmp_path_factory.mktemp("web-var")),
+        VIREO_UPLOAD_DIR=str(settings.VIREO_UPLOAD_DIR),
         VIREO_LOG_LEVEL="WARNING",
     )
     port = _free_port()
