@@ -21,6 +21,7 @@ os.environ.setdefault("G_SLICE", "always-malloc")
 from hypervisor.base import LIFECYCLE_EVENTS  # noqa: E402
 from hypervisor.cache import connect, disconnect, disconnect_all, start_event_loop
 from hypervisor.connection import Connection
+from hypervisor.consolexml import GraphicsInfo
 from hypervisor.datatypes import (
     DiskSpec,
     DomainInfo,
@@ -54,6 +55,7 @@ __all__ = [
     "DomainNotFound",
     "DomainSpec",
     "DomainState",
+    "GraphicsInfo",
     "HostInfo",
     "HostUnreachable",
     "HypervisorError",

@@ -3,7 +3,8 @@
 - hypervisor/base.py: opening (with a deadline), keepalive, callbacks, lookups, host info;
 - hypervisor/domains.py: domains; hypervisor/storage.py: pools and volumes;
 - hypervisor/networks.py: libvirt networks and domains' network interfaces;
-- hypervisor/chains.py: snapshot chains (overlays, external snapshots, merges, restore).
+- hypervisor/chains.py: snapshot chains (overlays, external snapshots, merges, restore);
+- hypervisor/console.py: graphics ports, console tickets (graphics passwords), keys.
 
 libvirt's test driver gets TestDriverConnection (hypervisor/testdriver.py), a subclass;
 connect() (hypervisor/cache.py) picks the class from the URI.
@@ -12,11 +13,13 @@ connect() (hypervisor/cache.py) picks the class from the URI.
 from __future__ import annotations
 
 from hypervisor.chains import SnapshotChainsMixin
+from hypervisor.console import ConsoleMixin
 from hypervisor.domains import DomainsMixin
 from hypervisor.networks import NetworksMixin
 from hypervisor.storage import StorageMixin
 
 
-class Connection(SnapshotChainsMixin, DomainsMixin, StorageMixin, NetworksMixin):
+class Connection(SnapshotChainsMixin, DomainsMixin, StorageMixin, NetworksMixin, ConsoleMixin):
     """One open libvirt connection (virConnect) to a real libvirtd; safe to use from several
-    threads. Its methods: hypervisor/base.py, domains.py, storage.py, networks.py, chains.py."""
+    threads. Its methods: hypervisor/base.py, domains.py, storage.py, networks.py, chains.py,
+    console.py."""

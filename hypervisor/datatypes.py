@@ -131,6 +131,9 @@ class DomainSpec:
     description: str = ""
     cores_per_socket: int = 1  # vcpus are vcpus / cores_per_socket sockets of that many cores
     interfaces: tuple[InterfaceSpec, ...] = ()
+    # The address its graphics (VNC, SPICE) listen on: one the web process reaches (the
+    # console proxies to it), 127.0.0.1 for a host on the portal's own machine.
+    graphics_listen: str = "127.0.0.1"
 
 
 class NetworkMode:

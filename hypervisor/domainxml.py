@@ -9,6 +9,7 @@ import ipaddress
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from hypervisor.consolexml import graphics_elements
 from hypervisor.datatypes import DomainSpec, InterfaceSpec, NetworkMode, NetworkSpec, PoolSpec
 
 
@@ -30,9 +31,17 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 
 def domain_element(
-    spec: DomainSpec, *, domain_type: str, disks: list[DiskSource], arch: str | None = None
+    spec: DomainSpec,
+    *,
+    domain_type: str,
+    disks: list[DiskSource],
+    arch: str | None = None,
+    spice: bool = False,
+    qxl: bool = False,
 ) -> ET.Element:
-    """Build the <domain> element for `spec`: hvm, file disks, a serial pty console, no graphics."""
+    """Build the <domain> element for `spec`: hvm, file disks, a serial pty console, and its
+    graphics: VNC (and SPICE when `spice`) on `spec.graphics_listen` with a video device
+    (consolexml.graphics_elements)."""
     dom = ET.Element("domain", {"type": domain_type})
     _sub(dom, "name", spec.name)
     _sub(dom, "uuid", spec.uuid)
@@ -61,14 +70,23 @@ def domain_element(
         devices.append(interface_element(nic))
     _sub(_sub(devices, "serial", type="pty"), "target", port="0")
     _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
+    devices.extend(graphics_elements(spec.graphics_listen, spice=spice, qxl=qxl))
     return dom
 
 
 def domain_xml(
-    spec: DomainSpec, *, domain_type: str, disks: list[DiskSource], arch: str | None = None
+    spec: DomainSpec,
+    *,
+    domain_type: str,
+    disks: list[DiskSource],
+    arch: str | None = None,
+    spice: bool = False,
+    qxl: bool = False,
 ) -> str:
     """The domain XML text for `spec` (see domain_element)."""
-    element = domain_element(spec, domain_type=domain_type, disks=disks, arch=arch)
+    element = domain_element(
+        spec, domain_type=domain_type, disks=disks, arch=arch, spice=spice, qxl=qxl
+    )
     ET.indent(element)
     return ET.tostring(element, encoding="unicode")
 

@@ -64,6 +64,9 @@ class Action:
     # asks "{Verb} {name}?" before it.
     user_portal: int = 0
     card_confirm: bool = False
+    # Opens a page of its own in a new browser window (the console) from the toolbar, the
+    # right-click menu and the card, instead of a window of the portal; not in the status table.
+    window: bool = False
 
     @property
     def id(self) -> str:
@@ -79,6 +82,8 @@ class Action:
 
 
 RUNNING = frozenset({S.UP, S.PAUSED, S.REBOOT_IN_PROGRESS})
+# A guest whose qemu runs, so its graphics listen: the console can be opened.
+CONSOLE_STATUSES = RUNNING | {S.POWERING_UP, S.POWERING_DOWN, S.NOT_RESPONDING}
 
 CATALOGUE: tuple[Action, ...] = (
     # -- virtual machines: the toolbar and right-click menu, in their order --------------------
@@ -229,6 +234,23 @@ CATALOGUE: tuple[Action, ...] = (
         external=True,
         inputs=("name",),
         toolbar="Import",
+    ),
+    Action(
+        "vm",
+        "console",
+        "Console",
+        "open the console of",
+        permission="console",
+        service="vms.console.console_open",
+        url="vms:console",
+        title="Console",
+        sources=CONSOLE_STATUSES,
+        needs_host=True,
+        confirm=False,
+        toolbar="Console",
+        separated=True,
+        user_portal=5,
+        window=True,
     ),
     Action(
         "vm",
@@ -714,7 +736,9 @@ NIC_ACTIONS = _by_kind("nic")
 
 # The VM actions of the status table (toolbar, right-click menu, `vms:action`), and the
 # snapshot actions of the Snapshots sub-tab, as choices.
-VM_STATUS_ACTIONS = {k: a for k, a in VM_ACTIONS.items() if a.sources is not None}
+VM_STATUS_ACTIONS = {k: a for k, a in VM_ACTIONS.items() if a.sources is not None and not a.window}
+# The VM actions that open a page of their own (the console), enabled by the same table.
+VM_WINDOW_ACTIONS = {k: a for k, a in VM_ACTIONS.items() if a.window}
 VMAction = models.TextChoices(
     "VMAction",
     [
@@ -758,7 +782,7 @@ def allowed_actions(status: str, *, external: bool = False) -> frozenset[str]:
     `external`) one defined on its host outside Vireo."""
     return frozenset(
         k
-        for k, a in VM_STATUS_ACTIONS.items()
+        for k, a in (VM_STATUS_ACTIONS | VM_WINDOW_ACTIONS).items()
         if a.allows(status) and a.external in (None, external)
     )
 

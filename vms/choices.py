@@ -51,6 +51,14 @@ RUNNING_STATUSES = frozenset(
 )
 
 
+class ConsoleDisconnectAction(models.TextChoices):
+    """What happens to a VM when the last user closes its console (Console Disconnect Action)."""
+
+    NONE = "none", "No action"
+    LOCK_SCREEN = "lock_screen", "Lock screen"
+    SHUTDOWN = "shutdown", "Shutdown virtual machine"
+
+
 class HostStatus(models.TextChoices):
     UP = "up", "Up"
     CONNECTING = "connecting", "Connecting"

@@ -8,7 +8,7 @@ from django.db.models import Q
 from storage.choices import DomainFunction, StorageDomainStatus
 from storage.models import StorageDomain
 
-from .choices import NetworkKind, NicModel, VMStatus
+from .choices import ConsoleDisconnectAction, NetworkKind, NicModel, VMStatus
 from .models import Cluster, DataCenter, Host, Template, VnicProfile
 from .services import MEMORY_MB_RANGE, NAME_MAX, NAME_RE, SHUTDOWN_TIMEOUT_RANGE, VCPUS_RANGE
 
@@ -218,10 +218,20 @@ class EditVMForm(forms.Form):
         empty_label="Any Host in Cluster",
     )
 
+    # Console
+    console_disconnect_action = forms.ChoiceField(
+        label="Console Disconnect Action",
+        choices=ConsoleDisconnectAction.choices,
+        required=False,  # not posted: unchanged
+        help_text="When the last user closes the console. Lock screen presses Super+L in the "
+        "guest, which locks Windows and GNOME desktops.",
+    )
+
     TABS = {
         "General": ("description", "sso_enabled"),
         "System": ("memory_mb", "vcpus", "cores_per_socket"),
         "Host": ("start_host",),
+        "Console": ("console_disconnect_action",),
     }
 
     def __init__(self, *args, vm, **kwargs):

@@ -29,6 +29,7 @@ from .choices import (
     VMStatus,
     status_from_domain,
 )
+from .console import graphics_listen
 from .models import Host, Network, NetworkInterface, Snapshot, VirtualMachine
 from .services import vm_grants_drop, vm_status_move
 
@@ -88,6 +89,7 @@ def vm_domain_spec(vm: VirtualMachine, *, without_nic: int | None = None) -> hyp
         description=control_characters_strip(vm.description),
         cores_per_socket=vm.cores_per_socket,
         interfaces=tuple(interface_spec(n) for n in vm_plugged_nics(vm, without=without_nic)),
+        graphics_listen=graphics_listen(vm.host),
     )
 
 

@@ -30,12 +30,14 @@ def test_user_portal_shows_exactly_the_users_vms_with_actions_by_status(world):
         "shutdown": False,
         "suspend": False,
         "reboot": False,
+        "console": False,
     }
     assert card_buttons(portal, world["db"]) == {
         "run": False,
         "shutdown": True,
         "suspend": True,
         "reboot": True,
+        "console": True,
     }
     body = portal.content.decode()
     assert "Administration Portal</a>" not in body and "New VM" not in body

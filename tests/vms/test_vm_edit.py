@@ -31,6 +31,7 @@ def test_the_window_has_general_system_and_host_tabs(admin_client, make_vm):
         "General",
         "System",
         "Host",
+        "Console",
     ]
     system = html_find(window, "fieldset.side-tab-panel")[1]
     assert [i.get("name") for i in system.cssselect("input")] == [
