@@ -1,5 +1,5 @@
 """Vireo benchmarks: the VM list at 10,000 VMs (superuser and delegated user), websocket
-latency, one worker's throughput.
+latency, one worker's throughput, the console's key-press round trip.
 
 Run with `make bench` (or DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/run.py).
 Uses its own database (vireo_bench, dropped at the end), Redis db 6 and a temporary VAR_DIR.
@@ -20,13 +20,14 @@ sys.path.insert(0, str(REPO))
 from bench.env import BenchEnv  # noqa: E402
 from bench.stats import fmt_ms  # noqa: E402
 
-PARTS = ("list", "delegated", "live", "shutdown", "adopt")
+PARTS = ("list", "delegated", "live", "shutdown", "adopt", "console")
 LIST_QUERIES_GOAL = 10
 LIST_MEDIAN_GOAL_MS = 50.0
 DELEGATED_RATIO_GOAL = 1.5
 LIVE_P95_GOAL_MS = 300.0
 SHUTDOWN_JOBS_PER_S_GOAL = 50.0
 ADOPT_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 adopted domains vs 1,000 of Vireo's
+CONSOLE_MEDIAN_GOAL_MS = 100.0  # key press to screen change through Vireo's console websocket
 
 
 def load() -> str:
@@ -179,6 +180,19 @@ def part_adopt(user) -> dict:
     return r
 
 
+def part_console(user) -> dict:
+    from bench import console
+
+    heading("5. Console: key press to screen change, through Vireo's websocket (real qemu)")
+    r = console.measure(user, presses=50)
+    print(f"opening the console (ticket + graphics password): {r['open_ms']:.1f} ms")
+    print(
+        f"round trip over {r['presses']} key presses: median {r['median_ms']:.1f} ms, "
+        f"p95 {r['p95_ms']:.1f} ms (min {r['min_ms']:.1f}, max {r['max_ms']:.1f})"
+    )
+    return r
+
+
 def summary(seed, results: dict, wall: float) -> None:
     def mark(ok: bool, missed: str = "OVER GOAL") -> str:
         return "ok" if ok else missed
@@ -234,6 +248,13 @@ def summary(seed, results: dict, wall: float) -> None:
             f"{'1,000 adopted domains':22} first poll {ad['adopt_s']:.1f} s; steady poll "
             f"{poll:.2f} x, VM list {listing:.2f} x of 1,000 Vireo VMs' "
             f"(goal <= {ADOPT_SLOWDOWN_GOAL})  [{mark(ok)}]"
+        )
+    if co := results.get("console"):
+        ok = co["median_ms"] <= CONSOLE_MEDIAN_GOAL_MS
+        print(
+            f"{'console key to screen':22} median {co['median_ms']:.1f} ms, p95 "
+            f"{co['p95_ms']:.1f} ms (goal median <= {CONSOLE_MEDIAN_GOAL_MS:.0f}); opening "
+            f"{co['open_ms']:.0f} ms  [{mark(ok)}]"
         )
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
@@ -291,6 +312,7 @@ def main() -> int:
             ("live", lambda: part_live(user, env)),
             ("shutdown", lambda: part_shutdown(user)),
             ("adopt", lambda: part_adopt(user)),
+            ("console", lambda: part_console(user)),
         ):
             if part not in parts:
                 continue

@@ -47,7 +47,7 @@ def vnc_response(password: str, challenge: bytes) -> bytes:
     """VNC authentication: the challenge encrypted with DES, keyed by the password's first 8
     bytes with each byte's bits reversed."""
     key = bytes(int(f"{b:08b}"[::-1], 2) for b in password.encode()[:8].ljust(8, b"\0"))
-    encryptor = Cipher(TripleDES(key), modes.ECB()).encryptor()
+    encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()
     return encryptor.update(challenge) + encryptor.finalize()
 
 
