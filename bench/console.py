@@ -164,26 +164,35 @@ def measure(user, presses: int = 50) -> dict:
                 began = time.perf_counter()
                 await rfb.press(ord("a") + n % 26)
                 try:
-                    when, _rects = await asyncio.wait_for(updates.get(), 2)
+                    when, _rects = await asyncio.wait_for(updates.get(), 5)
                 except TimeoutError:
                     return None
                 await asyncio.sleep(0.05)  # the rest of the echo's drawing, if any
                 return when - began
 
             task = asyncio.ensure_future(reader())
-            # The firmware takes a while to reach the boot sector (its boot menu wait): it is
-            # there once three presses in a row are echoed.
-            deadline, answered, n = time.monotonic() + 120, 0, 0
-            while answered < 3:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the VM never echoed a key press")
-                answered = answered + 1 if await round_trip(n) is not None else 0
-                n += 1
+            # The firmware takes a while to reach the boot sector, and keys pressed while it
+            # sets up the keyboard are lost with the keyboard: wait until the screen has been
+            # still for 6 s (the boot sector draws nothing until a key comes).
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                await rfb.write(struct.pack(">BBHHHH", 3, 1, 0, 0, rfb.width, rfb.height))
+                try:
+                    await asyncio.wait_for(updates.get(), 6)
+                except TimeoutError:
+                    break
+            else:
+                raise RuntimeError("the VM's screen never settled")
+            for n in range(3):  # warm up
+                if await round_trip(n) is None:
+                    raise RuntimeError("the VM does not echo key presses")
             times = []
             for n in range(presses):
                 elapsed = await round_trip(n)
                 if elapsed is None:
-                    raise RuntimeError("a key press was not echoed within 2 s")
+                    if task.done():
+                        task.result()  # the reader's own error
+                    raise RuntimeError(f"key press {n + 1} was not echoed within 5 s")
                 times.append(elapsed)
             task.cancel()
             await communicator.disconnect()
