@@ -380,3 +380,66 @@ async def test_a_socket_of_someone_without_console_is_closed_404(running):
     assert (await communicator.receive_json_from(timeout=5)) == {"error": "Not found."}
     closed = await communicator.receive_output(timeout=5)
     assert closed["code"] == 4404
+
+
+# -- where the web process reaches the port ---------------------------------------------------
+
+
+def _reach(uri: str, listen: str, port: int = 5901):
+    from types import SimpleNamespace
+
+    vm = SimpleNamespace(name="vm1", host=SimpleNamespace(uri=uri, name="kvm1"))
+    return console.console_reach(vm, hypervisor.GraphicsInfo("vnc", port, listen))
+
+
+def test_a_local_host_is_reached_on_its_loopback():
+    reach = _reach("qemu:///system", "127.0.0.1")
+    assert (reach.address, reach.port, reach.ssh, reach.client_note) == ("127.0.0.1", 5901, (), "")
+
+
+def test_a_remote_host_listening_on_an_address_is_reached_directly():
+    assert _reach("qemu+ssh://root@kvm1.example.com/system", "10.0.0.5").address == "10.0.0.5"
+    anywhere = _reach("qemu+tls://kvm1.example.com/system", "0.0.0.0")
+    assert (anywhere.address, anywhere.ssh) == ("kvm1.example.com", ())
+
+
+def test_a_qemu_ssh_host_listening_on_loopback_is_reached_through_ssh():
+    reach = _reach(
+        "qemu+ssh://admin@kvm1.example.com:2222/system?keyfile=/etc/vireo/id", "127.0.0.1"
+    )
+    assert reach.ssh == (
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=10",
+        "-W",
+        "127.0.0.1:5901",
+        "-p",
+        "2222",
+        "-l",
+        "admin",
+        "-i",
+        "/etc/vireo/id",
+        "--",
+        "kvm1.example.com",
+    )
+    assert "ssh -L 5901:127.0.0.1:5901" in reach.client_note  # the .vv file's way in
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu+ssh://-oProxyCommand=evil/system",
+        "qemu+ssh://root@kvm1;reboot/system",
+        "qemu+ssh://-l@kvm1/system",
+    ],
+)
+def test_nothing_from_the_uri_becomes_an_ssh_option(uri):
+    with pytest.raises(ActionRefused, match="Cannot open an SSH tunnel"):
+        _reach(uri, "127.0.0.1")
+
+
+def test_a_loopback_display_on_a_tls_host_is_refused_with_the_setting_to_use():
+    with pytest.raises(ActionRefused, match="VIREO_CONSOLE_LISTEN"):
+        _reach("qemu+tls://kvm1.example.com/system", "127.0.0.1")
