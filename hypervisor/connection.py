@@ -4,6 +4,7 @@
 - hypervisor/domains.py: domains; hypervisor/storage.py: pools and volumes;
 - hypervisor/networks.py: libvirt networks and domains' network interfaces;
 - hypervisor/chains.py: snapshot chains (overlays, external snapshots, merges, restore);
+- hypervisor/migration.py: live migration (peer-to-peer, progress, policy steps, cancel);
 - hypervisor/console.py: graphics ports, console tickets (graphics passwords), keys.
 
 libvirt's test driver gets TestDriverConnection (hypervisor/testdriver.py), a subclass;
@@ -15,11 +16,14 @@ from __future__ import annotations
 from hypervisor.chains import SnapshotChainsMixin
 from hypervisor.console import ConsoleMixin
 from hypervisor.domains import DomainsMixin
+from hypervisor.migration import MigrationMixin
 from hypervisor.networks import NetworksMixin
 from hypervisor.storage import StorageMixin
 
 
-class Connection(SnapshotChainsMixin, DomainsMixin, StorageMixin, NetworksMixin, ConsoleMixin):
+class Connection(
+    SnapshotChainsMixin, DomainsMixin, StorageMixin, NetworksMixin, MigrationMixin, ConsoleMixin
+):
     """One open libvirt connection (virConnect) to a real libvirtd; safe to use from several
     threads. Its methods: hypervisor/base.py, domains.py, storage.py, networks.py, chains.py,
-    console.py."""
+    migration.py, console.py."""

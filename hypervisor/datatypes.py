@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class DomainState:
@@ -84,6 +84,8 @@ class PoolSpec:
     path: str
     source_host: str = ""
     source_dir: str = ""
+    # NFS mount options (`soft`, `timeo=100` ...), each checked by the caller.
+    mount_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,3 +181,65 @@ class LifecycleEvent:
     name: str
     event: str
     detail: int
+
+
+COMPRESSION_METHODS = ("xbzrle", "mt")
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    """How to migrate, as the effective migration policy says.
+
+    `downtime_steps`: the maximum downtime (ms) for the first iterations in turn, the last
+    one kept (Minimal downtime raises it step by step; Legacy gives one value).
+    `post_copy_after`: switch to post-copy from this memory iteration (Post-copy policy).
+    `pause_after`: pause the guest from this iteration so the copy converges (Suspend
+    workload if needed); it runs again on the destination.
+    `migrate_uri`: where qemu sends the memory (tcp://<destination address>), when the
+    destination's own host name would not reach it."""
+
+    auto_converge: bool = False
+    compression: tuple[str, ...] = ()
+    downtime_steps: tuple[int, ...] = ()
+    bandwidth_mbps: int | None = None
+    post_copy_after: int | None = None
+    pause_after: int | None = None
+    migrate_uri: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.compression) - set(COMPRESSION_METHODS)
+        if unknown:
+            raise ValueError(f"unknown compression method(s) {sorted(unknown)}")
+        if any(not 0 < ms <= 60_000 for ms in self.downtime_steps):
+            raise ValueError("downtime steps must be 1..60000 ms")
+        if self.bandwidth_mbps is not None and not 0 < self.bandwidth_mbps <= 1_000_000:
+            raise ValueError("bandwidth must be 1..1000000 Mbps")
+
+
+@dataclass(frozen=True)
+class MigrationProgress:
+    """One reading of the migration job: bytes of guest memory, the iteration (pass over
+    memory), elapsed milliseconds."""
+
+    data_total: int = 0
+    data_processed: int = 0
+    data_remaining: int = 0
+    iteration: int = 0
+    elapsed_ms: int = 0
+    post_copy: bool = False
+    paused: bool = False
+
+    @property
+    def percent(self) -> int:
+        if not self.data_total:
+            return 0
+        return min(99, (self.data_total - self.data_remaining) * 100 // self.data_total)
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    duration_s: float
+    downtime_ms: int | None
+    iterations: int
+    paused: bool = False  # paused to converge: resume it on the destination
+    steps: tuple[str, ...] = field(default_factory=tuple)

@@ -6,6 +6,7 @@ The domain builder is shared by define_domain and the test-node renderer.
 from __future__ import annotations
 
 import ipaddress
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -331,6 +332,13 @@ def volume_backing_path(xml: str) -> str:
     return _text(xml, "backingStore/path")
 
 
+# libvirt's namespace for a netfs pool's mount options (libvirt >= 5.1).
+POOL_FS_NS = "http://libvirt.org/schemas/storagepool/fs/1.0"
+ET.register_namespace("fs", POOL_FS_NS)
+# One mount option: a word, or word=value, of letters, digits and a few safe signs.
+MOUNT_OPTION = re.compile(r"[a-z][a-z0-9_]{0,31}(=[A-Za-z0-9_.:-]{1,64})?")
+
+
 def pool_xml(spec: PoolSpec) -> str:
     """The XML of a `dir` pool, or of a `netfs` pool mounting an NFS export. The values are
     element text and attributes, so whatever they hold cannot change the document's shape."""
@@ -344,6 +352,12 @@ def pool_xml(spec: PoolSpec) -> str:
         _sub(source, "dir", path=spec.source_dir)
         _sub(source, "format", type="nfs")
     _sub(_sub(pool, "target"), "path", spec.path)
+    if spec.type == "netfs" and spec.mount_options:
+        opts = _sub(pool, f"{{{POOL_FS_NS}}}mount_opts")
+        for option in spec.mount_options:
+            if not MOUNT_OPTION.fullmatch(option):
+                raise ValueError(f"unsupported mount option {option!r}")
+            _sub(opts, f"{{{POOL_FS_NS}}}option", name=option)
     return ET.tostring(pool, encoding="unicode")
 
 

@@ -58,6 +58,10 @@ class PoolNotFound(HypervisorError):
     """No storage pool with that name exists on the host."""
 
 
+class MigrationCancelled(HypervisorError):
+    """The migration was aborted on request; the guest runs on on the source host."""
+
+
 class NetworkNotFound(HypervisorError):
     """No libvirt network with that name exists on the host."""
 

@@ -203,6 +203,15 @@ VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
 VIREO_HOST_CONNECT_TIMEOUT = float(os.environ.get("VIREO_HOST_CONNECT_TIMEOUT", "10"))
 # Where each host mounts an NFS storage domain: <root>/<pool name> (made by the pool's build).
 VIREO_NFS_MOUNT_ROOT = os.environ.get("VIREO_NFS_MOUNT_ROOT", "/var/lib/vireo/mnt")
+# How each host mounts an NFS domain (vdsm's defaults): a soft mount whose requests time out
+# (timeo in tenths of a second, retrans tries) instead of hanging, and a mount that fails at
+# its first failure (retry=0), so an NFS server that doesn't answer leaves the domain Inactive
+# on that host with the error within seconds, never a job stuck in the mount.
+VIREO_NFS_MOUNT_OPTIONS = tuple(
+    os.environ.get(
+        "VIREO_NFS_MOUNT_OPTIONS", "soft,nosharecache,timeo=100,retrans=3,retry=0"
+    ).split(",")
+)
 # Rows a page in every list of the portal (VMs, hosts, clusters, storage, disks, events, tasks).
 VIREO_PAGE_SIZE = 50
 # Default quota of each user (SuperUsers excepted): VMs they create and the disk space of those

@@ -798,13 +798,13 @@ def snapshot_actions_allowed(
     previewing: bool,
     busy: bool,
     snapshot_status: str | None,
-    external: bool = False,
+    unmanaged: str = "",
 ) -> frozenset[str]:
     """The snapshot actions the table allows for a VM (and a selected snapshot, if any).
-    `busy`: another snapshot of the VM is Locked (one snapshot operation at a time). An
-    external VM has none until it is imported: snapshots redefine the domain from Vireo's
-    inventory, which would drop what its maker put in it."""
-    if busy or external:
+    `busy`: another snapshot of the VM is Locked (one snapshot operation at a time).
+    `unmanaged`: why a VM defined outside Vireo can have none (a disk that is no volume of a
+    storage domain), or ""."""
+    if busy or unmanaged:
         return frozenset()
     return frozenset(
         k

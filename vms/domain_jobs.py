@@ -23,7 +23,8 @@ from storage.space import domain_space_refresh, pool_figures
 
 from .choices import HostStatus
 from .domains import OBJECT_TYPE, domain_status_restore
-from .models import Host
+from .leftovers import leftovers_record
+from .models import Host, HostLeftover
 
 SD = StorageDomainStatus
 
@@ -37,6 +38,7 @@ def pool_spec(domain: StorageDomain) -> hypervisor.PoolSpec:
             path=domain.target_path,
             source_host=domain.nfs_server,
             source_dir=domain.path,
+            mount_options=tuple(settings.VIREO_NFS_MOUNT_OPTIONS),
         )
     return hypervisor.PoolSpec(name=domain.pool_name, type="dir", path=domain.target_path)
 
@@ -133,6 +135,18 @@ def _pools_take_off(domain: StorageDomain, hosts: list[Host], *, wipe: bool = Fa
         except hypervisor.HypervisorError as exc:
             errors[host.name] = str(exc) or exc.__class__.__name__
     return errors
+
+
+def _left_on_hosts_not_up(domain: StorageDomain) -> None:
+    """The hosts of the data center that are not Up keep the pool for now: the monitor takes
+    it off each of them when it is Up again (vms/leftovers.py)."""
+    leftovers_record(
+        data_center_id=domain.data_center_id,
+        kind=HostLeftover.POOL,
+        name=domain.pool_name,
+        what=f"The pool of storage domain {domain.name}",
+        shared=domain.shared,
+    )
 
 
 def _restore(job: Job, message: str) -> None:
@@ -301,6 +315,7 @@ def storage_domain_detach_job(job: Job) -> Outcome:
         raise ActionRefused(f"The pool could not be taken off every host. {_summary(errors)}")
 
     def last_writes() -> None:
+        _left_on_hosts_not_up(domain)
         StorageDomainHost.objects.filter(domain=domain).delete()
         StorageDomain.objects.filter(pk=domain.pk, status=SD.DETACHING).update(status=SD.UNATTACHED)
         domain_space_refresh(domain.pk)
@@ -371,6 +386,8 @@ def storage_domain_remove_job(job: Job) -> Outcome:
         raise ActionRefused(f"The pool could not be removed from every host. {_summary(errors)}")
 
     def last_writes() -> None:
+        if job.params.get("from_status") != SD.UNATTACHED:
+            _left_on_hosts_not_up(domain)
         StorageDomain.objects.filter(pk=domain.pk, status=SD.LOCKED).delete()
         broadcast("storage", "datacenters")
 

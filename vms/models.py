@@ -116,6 +116,31 @@ class Host(models.Model):
         return "" if parts.scheme == "test" else self.hostname
 
 
+class HostLeftover(models.Model):
+    """A libvirt pool or network that Vireo took off the Up hosts of a data center (a storage
+    domain detached or removed, a logical network removed) while this host was not Up. The
+    monitor takes it off the host once the host is Up again, unless it is wanted again by then;
+    only what Vireo recorded here is ever taken off a host."""
+
+    POOL = "pool"
+    NETWORK = "network"
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="leftovers")
+    kind = models.CharField(max_length=16, choices=[(POOL, "Storage pool"), (NETWORK, "Network")])
+    name = models.CharField(max_length=255)
+    shared = models.BooleanField(default=False, help_text="An NFS mount point Vireo made.")
+    what = models.CharField(max_length=1000, help_text="What it was, for the Event.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["host", "kind", "name"], name="host_leftover_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} on {self.host_id}"
+
+
 class VirtualMachine(models.Model):
     """A virtual machine; its uuid is the libvirt domain's uuid on its host."""
 

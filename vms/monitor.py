@@ -47,6 +47,7 @@ from .choices import (
 from .domains import storage_domain_host_setup
 from .external import domain_adopt, external_gone, host_domains_adopt, host_externals_gone
 from .jobs import vm_settle
+from .leftovers import host_leftovers_clear
 from .models import Host, Snapshot, SnapshotPreview, VirtualMachine
 
 log = logging.getLogger(__name__)
@@ -419,6 +420,7 @@ class Monitor:
             storage_sync(host, conn)
         except hypervisor.HypervisorError as exc:
             log.warning("storage of host %s not refreshed: %s", host.name, exc)
+        host_leftovers_clear(host, conn)
 
     def _host_poll_thread(self, host: Host, busy_ids: set[int]) -> None:
         try:

@@ -23,7 +23,8 @@ from .jobs import (
     vm_job_load,
     vm_settle,
 )
-from .models import Host, Network, NetworkInterface
+from .leftovers import leftovers_record
+from .models import Host, HostLeftover, Network, NetworkInterface
 from .networks import LIVE_STATUSES, network_forget, network_take_back, nic_restore
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,17 @@ def network_remove_job(job: Job) -> Outcome:
     network = _network(job)
     name = network.libvirt_name
     hosts = _each_host(job, network, "Removing the network", lambda c: c.remove_network(name))
-    return _outcome(job, network, hosts, "removed", lambda: network_forget(network.pk))
+
+    def last_writes() -> None:
+        leftovers_record(
+            data_center_id=network.data_center_id,
+            kind=HostLeftover.NETWORK,
+            name=name,
+            what=f"The libvirt network {name} of logical network {network.name}",
+        )
+        network_forget(network.pk)
+
+    return _outcome(job, network, hosts, "removed", last_writes)
 
 
 # -- network interfaces ----------------------------------------------------------------------

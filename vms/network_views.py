@@ -36,19 +36,15 @@ def _network_values(data: dict) -> dict:
     }
 
 
-@admin_portal_required
-def network_list(request, pk: int):
-    """A data center's Networks: its logical networks (paged), New / Edit / Remove, and the
-    vNIC profiles of the one selected."""
-    dc = get_object_or_404(DataCenter.objects.restrict(request.user, "view"), pk=pk)
+def _network_page(request, dc: DataCenter | None, tab: str):
     page = page_get(selectors.network_list(request.user, dc), request.GET.get("page"))
     networks = list(page.object_list)
     context = {
-        "tab": "datacenters",
+        "tab": tab,
         "dc": dc,
         "page": page,
         "networks": networks,
-        "can_create": can(request.user, CONFIGURE, dc),
+        "can_create": dc is not None and can(request.user, CONFIGURE, dc),
         "configurable": {
             pk
             for pk, held in permitted_actions(request.user, networks, [CONFIGURE]).items()
@@ -58,6 +54,21 @@ def network_list(request, pk: int):
     }
     template = "vms/_network_table.html" if request.htmx else "vms/network_list.html"
     return render(request, template, context)
+
+
+@admin_portal_required
+def network_list(request, pk: int):
+    """A data center's Networks: its logical networks (paged), New / Edit / Remove, and the
+    vNIC profiles of the one selected."""
+    dc = get_object_or_404(DataCenter.objects.restrict(request.user, "view"), pk=pk)
+    return _network_page(request, dc, "datacenters")
+
+
+@admin_portal_required
+def network_list_all(request):
+    """The Networks tab: every logical network the user may see, in every data center, so a
+    NetworkAdmin of one network reaches it without a role on its data center."""
+    return _network_page(request, None, "networks")
 
 
 @admin_portal_required

@@ -254,10 +254,15 @@ def usable_profiles(queryset) -> QuerySet:
     ).select_related("network__data_center")
 
 
-def network_list(user, data_center) -> QuerySet:
-    """A data center's logical networks the user may see, with their profile counts."""
-    networks = Network.objects.filter(data_center=data_center).restrict(user, "view")
-    return networks.annotate(profile_count=Count("profiles")).order_by("name", "pk")
+def network_list(user, data_center=None) -> QuerySet:
+    """The logical networks the user may see (of one data center, or of all), with their
+    profile counts."""
+    networks = Network.objects.select_related("data_center").restrict(user, "view")
+    if data_center is not None:
+        networks = networks.filter(data_center=data_center)
+    return networks.annotate(profile_count=Count("profiles")).order_by(
+        "data_center__name", "name", "pk"
+    )
 
 
 def profile_list(user, network) -> QuerySet:

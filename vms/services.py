@@ -22,7 +22,13 @@ from portal.kernel.live import broadcast, broadcast_gone
 from portal.kernel.models import Job, JobKind, Phase
 from portal.kernel.tasks import job_create, queue_ensure_available
 from portal.kernel.validators import text_check
-from storage.choices import DiskStatus, DomainFunction, StorageDomainStatus, StorageType
+from storage.choices import (
+    DOMAIN_IN_USE_STATUSES,
+    DiskStatus,
+    DomainFunction,
+    StorageDomainStatus,
+    StorageType,
+)
 from storage.models import Disk, StorageDomain
 from storage.space import free_bytes_on, unusable_on
 
@@ -226,8 +232,26 @@ def vm_action(*, vm_id: int, action: str, user, reason: str = "") -> Job:
             )
         else:
             reason = ""
+        if action == VMAction.RUN:
+            disks_storage_check(vm, "run")
         params = _start_host_move(vm) if action == VMAction.RUN else None
         return _vm_begin(vm=vm, action=action, user=user, reason=reason, params=params)
+
+
+def disks_storage_check(vm: VirtualMachine, verb: str) -> None:
+    """Refuse to start or copy a VM whose disks are on a storage domain that is not in use
+    (Maintenance, Unattached, or a job holding it), with the domain's name and status."""
+    blocked = (
+        vm.disks.exclude(storage_domain__status__in=DOMAIN_IN_USE_STATUSES)
+        .select_related("storage_domain")
+        .first()
+    )
+    if blocked is not None:
+        domain = blocked.storage_domain
+        raise ActionRefused(
+            f"Cannot {verb} {vm.name}: its disk {blocked.alias} is on storage domain "
+            f"{domain.name}, which is {domain.get_status_display()}. Activate the domain first."
+        )
 
 
 def _start_host_move(vm: VirtualMachine) -> dict | None:
@@ -358,6 +382,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
         vm = _load_vm(vm_id)
         creation_check(user=user, cluster=vm.cluster, verb="clone VMs")
         _preview_check(vm, VMAction.CLONE)
+        disks_storage_check(vm, "clone")
         data_center_id = vm.cluster.data_center_id
         vm_names_lock(data_center_id)
         clone_name = name_validate(clone_name, data_center_id=data_center_id, what="Clone Name")

@@ -27,6 +27,19 @@ def _back_to(job: Job, vm: VirtualMachine, status: str | None = None) -> None:
         vm_job_finish(job, vm, status or job.params.get("from_status") or VMStatus.DOWN)
 
 
+def _point_domain_at_inventory(conn: hypervisor.Connection, vm: VirtualMachine) -> None:
+    """Have the host's definition use the volumes the inventory names: a Vireo VM is defined
+    again from the inventory; a VM defined outside Vireo keeps its maker's definition with
+    only its disks' sources changed."""
+    if not vm.is_external:
+        conn.define_domain(vm_domain_spec(vm))
+        return
+    disks = vm.disks.select_related("storage_domain")
+    conn.set_disk_sources(
+        str(vm.uuid), {d.target: (d.storage_domain.pool_name, d.volume_name) for d in disks}
+    )
+
+
 def _snapshot(job: Job) -> Snapshot:
     return Snapshot.objects.get(pk=job.params["snapshot_id"])
 
@@ -146,7 +159,7 @@ def snapshot_preview_job(job: Job) -> str:
             if fields:
                 VirtualMachine.objects.filter(pk=vm.pk).update(**fields)
             vm.refresh_from_db()
-            conn.define_domain(vm_domain_spec(vm))  # the host now uses the previewed images
+            _point_domain_at_inventory(conn, vm)  # the host now uses the previewed images
             Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.IN_PREVIEW)
             _back_to(job, vm, VMStatus.DOWN)
     except Exception:
@@ -177,7 +190,7 @@ def snapshot_undo_job(job: Job) -> str:
             resume_memory_volume="",
         )
         vm.refresh_from_db()
-        conn.define_domain(vm_domain_spec(vm))
+        _point_domain_at_inventory(conn, vm)
         Snapshot.objects.filter(pk=preview.snapshot_id).update(status=SnapshotStatus.OK)
         preview.delete()
     for disk_id, state in preview.disks.items():

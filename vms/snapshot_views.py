@@ -119,8 +119,8 @@ class CustomPreviewForm(forms.Form):
     def options(self) -> dict:
         data = self.cleaned_data
         return {
-            "vm_configuration": data["vm_configuration"],
-            "memory": data["memory"],
+            "vm_configuration": data.get("vm_configuration", False),
+            "memory": data.get("memory", False),
             "disks": {disk.pk: parse_id(data[f"disk_{disk.pk}"]) for disk in self.disks},
         }
 
@@ -145,13 +145,18 @@ def snapshot_preview(request, pk: int, sid: int):
 
     if request.method == "POST" and not request.POST.get("custom"):
         # The toolbar's Preview button: the whole snapshot, without a window.
+        # A VM defined outside Vireo keeps its maker's configuration: its disks only.
         whole = {"vm_configuration": True, "memory": snapshot.memory_saved, "disks": None}
+        if vm.is_external:
+            whole |= {"vm_configuration": False, "memory": False}
         return modal_done(request, [outcome(lambda: preview(**whole), success)])
     rows = [
         (disk, [s for s in snapshots if any(sd.disk_id == disk.pk for sd in s.disks.all())])
         for disk in disks
     ]
     form = CustomPreviewForm(request.POST or None, snapshot=snapshot, disks=disks)
+    if vm.is_external:  # its disks only (the service refuses the rest): not offered
+        del form.fields["vm_configuration"], form.fields["memory"]
     return form_window(
         request,
         form,

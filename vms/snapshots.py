@@ -57,8 +57,23 @@ def snapshot_state(vm: VirtualMachine) -> dict:
     return {
         "previewing": SnapshotPreview.objects.filter(vm=vm).exists(),
         "busy": vm.snapshots.filter(status=SnapshotStatus.LOCKED).exists(),
-        "external": vm.is_external,
+        "unmanaged": external_snapshot_obstacle(vm),
     }
+
+
+def external_snapshot_obstacle(vm: VirtualMachine) -> str:
+    """Why a VM defined outside Vireo can have no snapshots, or "": its disks allow them when
+    every one is a volume of a storage domain's pool (Vireo then layers overlays over them and
+    points the domain's own definition at them, leaving the rest of it as its maker wrote
+    it). A Vireo VM has no obstacle."""
+    if not vm.is_external:
+        return ""
+    if vm.unmanaged_disks:
+        targets = ", ".join(str(d[0]) for d in vm.unmanaged_disks)
+        return f"no storage domain holds its disk(s) {targets}; Import it or move them first"
+    if not vm.disks.exists():
+        return "it has no disk on a storage domain"
+    return ""
 
 
 def _guard(vm: VirtualMachine, action: str, snapshot: Snapshot | None = None) -> None:
@@ -70,8 +85,8 @@ def _guard(vm: VirtualMachine, action: str, snapshot: Snapshot | None = None) ->
     if action in allowed:
         return
     verb = SNAPSHOT_ACTIONS[action].verb
-    if state["external"]:
-        why = "it was defined outside Vireo; Import it first"
+    if state["unmanaged"]:
+        why = state["unmanaged"]
     elif state["busy"]:
         why = "another snapshot operation on it is in progress"
     elif action in (SnapshotAction.COMMIT, SnapshotAction.UNDO) and not state["previewing"]:
@@ -154,6 +169,11 @@ def snapshot_create(
         disks = list(vm.disks.filter(pk__in=wanted))
         if not disks or len(disks) != len(wanted):
             raise ActionRefused("Tick at least one of the VM's disks under Disks to include.")
+        if save_memory and vm.is_external:
+            raise ActionRefused(
+                f"Save Memory is not offered for {vm.name}: it was defined outside Vireo, "
+                "which starts it as its maker defined it. Import it to save memory."
+            )
         if save_memory and vm.status not in RUNNING_STATUSES:
             raise ActionRefused("Save Memory needs a running VM.")
         previous = _lock_vm_if_down(vm)
@@ -222,6 +242,12 @@ def snapshot_preview(
                     "Each disk can be previewed only from an Ok snapshot that includes it."
                 )
             choices[str(int(disk_id))] = source.pk
+        if vm.is_external and (vm_configuration or memory):
+            raise ActionRefused(
+                f"{vm.name} was defined outside Vireo: a preview gives it the snapshot's disks "
+                "only; its configuration stays as its maker defined it. Untick VM "
+                "Configuration and Memory."
+            )
         if not choices and not vm_configuration:
             raise ActionRefused("Choose VM Configuration or at least one disk to preview.")
         if memory and not snapshot.memory_saved:

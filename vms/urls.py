@@ -51,6 +51,7 @@ urlpatterns = [
         "datacenters/<id:pk>/remove/", inventory_views.datacenter_remove, name="datacenter_remove"
     ),
     path("datacenters/<id:pk>/networks/", network_views.network_list, name="networks"),
+    path("networks/", network_views.network_list_all, name="networks_all"),
     path("datacenters/<id:pk>/networks/new/", network_views.network_new, name="network_new"),
     path("networks/<id:pk>/edit/", network_views.network_edit, name="network_edit"),
     path("networks/<id:pk>/remove/", network_views.network_remove, name="network_remove"),

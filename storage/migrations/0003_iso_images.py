@@ -7,28 +7,57 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('storage', '0002_domain_on_real_pools'),
+        ("storage", "0002_domain_on_real_pools"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='IsoImage',
+            name="IsoImage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=255)),
-                ('size_bytes', models.PositiveBigIntegerField(default=0, verbose_name='Size')),
-                ('guest_tools', models.BooleanField(default=False, verbose_name='Guest tools')),
-                ('status', models.CharField(choices=[('ok', 'OK'), ('locked', 'Locked')], default='ok', max_length=16)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('domain', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='storage.storagedomain')),
-                ('uploaded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=255)),
+                ("size_bytes", models.PositiveBigIntegerField(default=0, verbose_name="Size")),
+                ("guest_tools", models.BooleanField(default=False, verbose_name="Guest tools")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("ok", "OK"), ("locked", "Locked")], default="ok", max_length=16
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "domain",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="images",
+                        to="storage.storagedomain",
+                    ),
+                ),
+                (
+                    "uploaded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-guest_tools', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('domain', 'name'), name='iso_image_unique_in_domain')],
+                "ordering": ["-guest_tools", "name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("domain", "name"), name="iso_image_unique_in_domain"
+                    )
+                ],
             },
         ),
     ]

@@ -700,6 +700,7 @@ RULES: dict[str, Rule] = {
     "vms:hosts": admin_page("vms:hosts"),
     "vms:clusters": admin_page("vms:clusters"),
     "vms:datacenters": admin_page("vms:datacenters"),
+    "vms:networks_all": admin_page("vms:networks_all"),
     "vms:detail": vm_pages("vms:detail"),
     "vms:row": vm_pages("vms:row"),
     "vms:details": Rule(OBJECT + " (view; every detail tab)", vm_details),

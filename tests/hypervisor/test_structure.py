@@ -7,6 +7,8 @@ import pytest
 
 import hypervisor
 from hypervisor.cache import connection_class
+from hypervisor.datatypes import PoolSpec
+from hypervisor.domainxml import pool_xml
 
 PACKAGE = Path(hypervisor.__file__).parent
 
@@ -74,3 +76,18 @@ def test_libvirt_xml_is_built_and_read_in_domainxml_only():
     consolexml, next to domainxml, holds the graphics devices' XML (domainxml calls it)."""
     users = sorted(path.stem for path in PACKAGE.glob("*.py") if "xml.etree" in path.read_text())
     assert users == ["consolexml", "domainxml", "testnode"]
+
+
+def test_nfs_mount_options_are_checked_words_in_the_pool_xml():
+    spec = PoolSpec(
+        name="p",
+        type="netfs",
+        path="/m",
+        source_host="h",
+        source_dir="/x",
+        mount_options=("soft", "timeo=100"),
+    )
+    assert '<fs:option name="soft" /><fs:option name="timeo=100" />' in pool_xml(spec)
+    for bad in ("soft,hard", "a b", "x=$(id)", "", "timeo=1\n"):
+        with pytest.raises(ValueError):
+            pool_xml(PoolSpec(**{**spec.__dict__, "mount_options": (bad,)}))

@@ -4,6 +4,13 @@ The daemon runs in its own mount namespace where /etc/libvirt, /run/libvirt and
 /var/lib/libvirt are bind mounts of directories under BASE, so its configuration, its
 definitions and its state never touch the system's. Its socket is reached from outside at
 BASE/run/libvirt-sock. It stays up after the tests; ensure_libvirtd() reuses it.
+
+For migration, `ensure_peer(n)` starts further daemons the same way (n = 1, 2), each under
+/run/vireo-it-<n> with its own host UUID, its own range of qemu migration ports, and
+listening for libvirt on 127.0.0.1:1651<n> over plain TCP with no authentication (loopback
+only), so one can reach the other peer-to-peer as `qemu+tcp://127.0.0.1:1651<n>/system`, the
+way two KVM hosts reach each other. They share this machine's files, so a directory is
+storage both hosts see at the same path.
 """
 
 from __future__ import annotations
@@ -88,10 +95,10 @@ def _write_config() -> None:
     (BASE / "etc" / "qemu.conf").write_text(QEMU_CONF)
 
 
-def _start() -> None:
-    binds = " && ".join(f"mount --bind {BASE / n} {t}" for n, t in PRIVATE_DIRS.items())
-    daemon = f"exec libvirtd --daemon --config {BASE / 'etc' / 'libvirtd.conf'}"
-    daemon += f" --pid-file {BASE / 'libvirtd.pid'}"
+def _start(base: Path = BASE, *, listen: bool = False) -> None:
+    binds = " && ".join(f"mount --bind {base / n} {t}" for n, t in PRIVATE_DIRS.items())
+    daemon = f"exec libvirtd --daemon {'--listen ' if listen else ''}"
+    daemon += f"--config {base / 'etc' / 'libvirtd.conf'} --pid-file {base / 'libvirtd.pid'}"
     env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"}
     subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{binds} && {daemon}"],
@@ -99,6 +106,62 @@ def _start() -> None:
         env=env,
         timeout=60,
     )
+
+
+def _peer_config(n: int, base: Path) -> tuple[str, str]:
+    libvirtd = LIBVIRTD_CONF.replace(str(LOG), str(base / "libvirtd.log")) + (
+        f'host_uuid = "8d6a8e84-2b4c-4d0e-9a55-00000000000{n}"\n'
+        "listen_tls = 0\nlisten_tcp = 1\n"
+        f'tcp_port = "{16510 + n}"\nlisten_addr = "127.0.0.1"\nauth_tcp = "none"\n'
+    )
+    low = 49200 + 100 * n
+    qemu = QEMU_CONF + f"migration_port_min = {low}\nmigration_port_max = {low + 99}\n"
+    return libvirtd, qemu
+
+
+def peer_uri(n: int) -> str:
+    """The libvirt URI of peer daemon `n` (1 or 2), as a host of Vireo names it."""
+    return f"qemu+tcp://127.0.0.1:{16510 + n}/system"
+
+
+def ensure_peer(n: int, timeout: float = 60) -> str:
+    """Start peer daemon `n` (1 or 2) unless it answers with the configuration written now;
+    its URI."""
+    if n not in (1, 2):
+        raise ValueError(n)
+    base = Path(f"/run/vireo-it-{n}")
+    uri = peer_uri(n)
+    base.mkdir(parents=True, exist_ok=True)
+    libvirtd_conf, qemu_conf = _peer_config(n, base)
+    with open(base / "ensure.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        etc = base / "etc"
+        current = (etc / "libvirtd.conf").read_text() if (etc / "libvirtd.conf").exists() else ""
+        if _answers(uri) and current == libvirtd_conf:
+            return uri
+        _install_packages()
+        pid = base / "libvirtd.pid"
+        if pid.exists():  # an older configuration: start again
+            try:
+                os.kill(int(pid.read_text().strip()), 15)
+            except (ValueError, ProcessLookupError):
+                pass
+            time.sleep(1)
+        for name, target in PRIVATE_DIRS.items():
+            (base / name).mkdir(parents=True, exist_ok=True)
+            Path(target).mkdir(parents=True, exist_ok=True)
+        (etc / "libvirtd.conf").write_text(libvirtd_conf)
+        (etc / "qemu.conf").write_text(qemu_conf)
+        (base / "run" / "libvirt-sock").unlink(missing_ok=True)
+        _start(base, listen=True)
+        deadline = time.monotonic() + timeout
+        while not _answers(uri):
+            if time.monotonic() > deadline:
+                log = base / "libvirtd.log"
+                tail = log.read_text()[-3000:] if log.exists() else "(no log)"
+                raise RuntimeError(f"libvirtd did not answer at {uri} within {timeout} s:\n{tail}")
+            time.sleep(0.2)
+    return uri
 
 
 def ensure_libvirtd(timeout: float = 60) -> str:

@@ -15,12 +15,14 @@ from factories import ClusterFactory, HostFactory
 from helpers import MiB
 
 import hypervisor
+from hypervisor.domainxml import pool_xml
 from portal.kernel.errors import ActionRefused
 from portal.kernel.models import Job, JobStatus
 from storage.choices import PoolStatus, StorageDomainStatus, StorageType
 from storage.models import StorageDomain, StorageDomainHost
 from vms import domains
 from vms.choices import HostStatus
+from vms.domain_jobs import pool_spec
 from vms.services import vm_create, vm_remove
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -280,3 +282,22 @@ def test_an_nfs_domain_that_cannot_be_mounted_changes_nothing(admin, real_host, 
     assert not StorageDomain.objects.exists()
     with pytest.raises(hypervisor.PoolNotFound):
         conn.get_pool(domain.pool_name)
+
+
+def test_the_real_libvirtd_keeps_the_nfs_mount_options(libvirt_uri, settings):
+    """The netfs pool Vireo defines carries the mount options that make a silent NFS server
+    fail the mount in seconds (soft, timeo, retrans, retry=0): libvirt keeps them, so the
+    host's mount gets them. The pool is only defined (never started) and undefined after."""
+    domain = StorageDomain(
+        name="nfs-opts", nfs_server="192.0.2.1", path="/exports/x", pool_name="vireo-opts-it"
+    )
+    domain.storage_type = StorageType.NFS
+    raw = libvirt.open(libvirt_uri)
+    pool = raw.storagePoolDefineXML(pool_xml(pool_spec(domain)))
+    try:
+        xml = pool.XMLDesc()
+    finally:
+        pool.undefine()
+    options = [opt.split("'")[0] for opt in xml.split("<fs:option name='")[1:]]
+    assert options == list(settings.VIREO_NFS_MOUNT_OPTIONS)
+    assert "retry=0" in options and "soft" in options

@@ -17,7 +17,7 @@ from hypervisor import DomainNotFound, DomainState, VolumeNotFound
 from portal.kernel.models import Event, Job, JobStatus, Phase
 from storage.choices import DiskStatus
 from storage.models import Disk
-from vms.choices import HostStatus, VMStatus
+from vms.choices import HostStatus, SnapshotStatus, VMStatus
 from vms.disks import disk_remove
 from vms.models import Host, VirtualMachine
 from vms.monitor import Monitor
@@ -30,6 +30,7 @@ from vms.services import (
     vm_shutdown,
     vm_suspend,
 )
+from vms.snapshots import snapshot_create, snapshot_delete, snapshot_preview, snapshot_undo
 
 # Transactional: the monitor's thread must see what the test and the worker commit.
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -268,3 +269,54 @@ def test_a_domain_defined_with_virsh_is_adopted_run_and_gone(
     virsh(libvirt_uri, "undefine", name)
     assert wait_for(lambda: not VirtualMachine.objects.filter(pk=vm.pk).exists(), 5)
     assert Event.objects.filter(message__contains=f"external-{name} is gone").exists()
+
+
+def test_snapshots_of_a_domain_defined_with_virsh(
+    site, admin, work, conn, prefix, libvirt_uri, qemu_pool, monitor, tmp_path
+):
+    """Snapshots where an external VM's disks allow, on real qemu: its one disk is a volume of
+    the storage domain's pool, so Create layers a qcow2 overlay, Preview and Undo point the
+    domain's own definition (its maker's title kept) at the snapshot's volume and back, and
+    Delete merges the overlay down again (qemu started paused for the block commit)."""
+    _cluster, _host, _domain = site
+    base = conn.create_volume(qemu_pool, f"{prefix}-x.qcow2", 16 * MiB, preallocate=False)
+    name = f"{prefix}-snapped"
+    xml = tmp_path / "snapped.xml"
+    xml.write_text(
+        f"""<domain type='qemu'><name>{name}</name><title>made by hand</title>
+<memory unit='MiB'>96</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+<source file='{base.path}'/><target dev='vda' bus='virtio'/></disk></devices></domain>"""
+    )
+    virsh(libvirt_uri, "define", str(xml))
+    assert wait_for(lambda: VirtualMachine.objects.filter(name=f"external-{name}").exists(), 5)
+    vm = VirtualMachine.objects.get(name=f"external-{name}")
+    disk = Disk.objects.get(vm=vm)
+
+    snap = work(
+        lambda: snapshot_create(vm_id=vm.pk, user=admin, description="s1", disk_ids=[disk.pk])
+    )
+    snap.refresh_from_db()
+    assert snap.status == SnapshotStatus.OK, last_job(vm).error
+    disk.refresh_from_db()
+    overlay = conn.get_volume(qemu_pool, disk.volume_name)
+    assert overlay.name != base.name and f"file='{overlay.path}'" in virsh(
+        libvirt_uri, "dumpxml", name
+    )
+
+    work(
+        lambda: snapshot_preview(
+            vm_id=vm.pk, snapshot_id=snap.pk, user=admin, vm_configuration=False
+        )
+    )
+    assert last_job(vm).status == JobStatus.SUCCEEDED, last_job(vm).error
+    defined = virsh(libvirt_uri, "dumpxml", name)
+    assert "<title>made by hand</title>" in defined and f"file='{overlay.path}'" not in defined
+    work(lambda: snapshot_undo(vm_id=vm.pk, user=admin))
+    assert f"file='{overlay.path}'" in virsh(libvirt_uri, "dumpxml", name)
+
+    work(lambda: snapshot_delete(vm_id=vm.pk, snapshot_id=snap.pk, user=admin))
+    assert last_job(vm).status == JobStatus.SUCCEEDED, last_job(vm).error
+    assert f"file='{base.path}'" in virsh(libvirt_uri, "dumpxml", name)
+    assert status(vm) == VMStatus.DOWN and state(conn, vm) == DomainState.SHUTOFF
+    virsh(libvirt_uri, "undefine", name)

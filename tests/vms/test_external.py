@@ -11,7 +11,7 @@ from helpers import HX, GiB, assert_messages, html_one
 
 import hypervisor
 from portal.kernel.errors import ActionRefused
-from portal.kernel.models import Event, Phase
+from portal.kernel.models import Event, Job, JobStatus, Phase
 from storage.models import Disk
 from vms import services, snapshots
 from vms.choices import VMOrigin, VMStatus
@@ -121,7 +121,7 @@ def test_a_domain_vireo_removed_after_the_list_was_taken_is_not_adopted(
     assert not VirtualMachine.objects.exists()
 
 
-def test_an_external_vm_runs_and_shuts_down_but_is_not_removed_cloned_or_snapshotted(
+def test_an_external_vm_runs_and_shuts_down_but_is_not_removed_or_cloned(
     monitor, host_with_domain, admin, work
 ):
     _host, conn, uuid = host_with_domain
@@ -137,9 +137,74 @@ def test_an_external_vm_runs_and_shuts_down_but_is_not_removed_cloned_or_snapsho
         services.vm_remove(vm_id=vm.pk, user=admin)
     with pytest.raises(ActionRefused, match=refusal):
         services.vm_clone(vm_id=vm.pk, user=admin, clone_name="copy")
-    with pytest.raises(ActionRefused, match="defined outside Vireo; Import it first"):
-        snapshots.snapshot_create(vm_id=vm.pk, user=admin, description="s", disk_ids=None)
     assert adopted(uuid).status == VMStatus.DOWN  # nothing changed
+
+
+def test_snapshots_of_an_external_vm_change_only_its_disks(monitor, host_with_domain, admin, work):
+    """Its disk is a volume of storage domain data: Create layers an overlay, Preview and Undo
+    point the domain's own definition at the snapshot's and back, keeping what its maker put
+    in it (here a description Vireo never writes); Delete merges. Memory and VM Configuration
+    are refused, with the reason."""
+    _host, conn, uuid = host_with_domain
+    raw = conn._conn.lookupByUUIDString(uuid)
+    raw_xml = raw.XMLDesc(0).replace(
+        "<name>legacy</name>", "<name>legacy</name><description>mine</description>"
+    )
+    conn._conn.defineXML(raw_xml)
+    monitor.cycle()
+    vm = adopted(uuid)
+    disk = Disk.objects.get(vm=vm)
+    with pytest.raises(ActionRefused, match="Save Memory is not offered for external-legacy"):
+        snapshots.snapshot_create(
+            vm_id=vm.pk, user=admin, description="s", disk_ids=[disk.pk], save_memory=True
+        )
+    first = work(
+        lambda: snapshots.snapshot_create(
+            vm_id=vm.pk, user=admin, description="before", disk_ids=[disk.pk]
+        )
+    )
+    first.refresh_from_db()
+    assert first.status == "ok"
+    disk.refresh_from_db()
+    overlay = disk.volume_name
+    assert overlay != "legacy.qcow2"
+    assert f"/data/{overlay}" in conn._conn.lookupByUUIDString(uuid).XMLDesc(0)
+
+    with pytest.raises(ActionRefused, match="a preview gives it the snapshot's disks only"):
+        snapshots.snapshot_preview(vm_id=vm.pk, snapshot_id=first.pk, user=admin)
+    work(
+        lambda: snapshots.snapshot_preview(
+            vm_id=vm.pk, snapshot_id=first.pk, user=admin, vm_configuration=False
+        )
+    )
+    disk.refresh_from_db()
+    xml = conn._conn.lookupByUUIDString(uuid).XMLDesc(0)
+    assert f"/data/{disk.volume_name}" in xml and disk.volume_name != overlay
+    assert "<description>mine</description>" in xml  # its maker's definition, not Vireo's
+    assert adopted(uuid).memory_mb == 768
+
+    work(lambda: snapshots.snapshot_undo(vm_id=vm.pk, user=admin))
+    xml = conn._conn.lookupByUUIDString(uuid).XMLDesc(0)
+    assert f"/data/{overlay}" in xml and "<description>mine</description>" in xml
+
+    work(lambda: snapshots.snapshot_delete(vm_id=vm.pk, snapshot_id=first.pk, user=admin))
+    assert not vm.snapshots.exists()
+    assert adopted(uuid).status == VMStatus.DOWN
+    assert not Job.objects.filter(status=JobStatus.FAILED).exists()
+
+
+def test_an_external_vm_with_an_unmanaged_disk_has_no_snapshots(monitor, sync_hosts, admin):
+    vm = VMFactory(status=VMStatus.DOWN)
+    domain = StorageDomainFactory(data_center=vm.cluster.data_center, name="data")
+    DiskFactory(vm=vm, storage_domain=domain, volume_name="shared.qcow2")
+    sync_hosts(vm.host)
+    conn = hypervisor.connect(vm.host.uri)
+    uuid = str(uuid_lib.uuid4())
+    disks = (hypervisor.DiskSpec(pool="data", volume="shared.qcow2", target="vdb"),)
+    conn.define_domain(hypervisor.DomainSpec(uuid, "sharer", 512, 1, disks))
+    monitor.cycle()
+    with pytest.raises(ActionRefused, match=r"no storage domain holds its disk\(s\) vdb"):
+        snapshots.snapshot_create(vm_id=adopted(uuid).pk, user=admin, description="s", disk_ids=[])
 
 
 def test_the_row_offers_import_not_remove(monitor, host_with_domain, admin_client):

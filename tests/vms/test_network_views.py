@@ -60,6 +60,31 @@ def test_networks_page_four_ways(world, admin_client, user_client, django_assert
     assert client_of(elsewhere).get(url).status_code == 404
 
 
+def test_the_networks_tab_reaches_a_network_without_its_data_center(world):
+    """NetworkAdmin on one network: the Networks tab lists it (with its data center), with
+    Edit, Remove and its vNIC Profiles, and nothing else; someone else's list stays empty."""
+    NetworkFactory(name="green", data_center=world["dc"])
+    NetworkFactory(name="red", data_center=DataCenterFactory(name="berlin"))
+    url = reverse("vms:networks_all")
+    one = UserFactory()
+    grant(one, "NetworkAdmin", world["network"])
+    page = client_of(one).get(url)
+    assert page.status_code == 200
+    rows = [html_text(r) for r in html_find(page, "table.networks tbody tr")]
+    assert len(rows) == 1 and rows[0].startswith("paris blue")
+    assert "Edit" in rows[0] and "Remove" in rows[0] and "vNIC Profiles" in rows[0]
+    assert 'class="active">Networks' in page.content.decode()
+    partial = client_of(one).get(url, headers=HX)
+    (row,) = html_find(partial, "table.networks tbody tr")
+    assert "paris" in html_text(row) and "blue" in html_text(row)
+    profiles = reverse("vms:network_profiles", args=[world["network"].pk])
+    assert client_of(one).get(profiles).status_code == 200
+    other = UserFactory()
+    grant(other, "NetworkAdmin", DataCenterFactory())
+    rows = html_find(client_of(other).get(url), "table.networks tbody tr")
+    assert [html_text(r) for r in rows] == ["No logical networks."]
+
+
 def test_network_windows_create_and_refuse(world, admin_client, work):
     url = reverse("vms:network_new", args=[world["dc"].pk])
     form = {"name": "green", "description": "", "vm_network": "on", "kind": "isolated"}

@@ -27,6 +27,8 @@ from storage.choices import PoolStatus, StorageDomainStatus, StorageType
 from storage.models import StorageDomain, StorageDomainHost
 from vms import domains
 from vms.choices import HostStatus, VMStatus
+from vms.models import VirtualMachine
+from vms.services import vm_clone, vm_run
 
 pytestmark = pytest.mark.django_db
 SD = StorageDomainStatus
@@ -351,6 +353,26 @@ def test_disks_stand_in_the_way(admin, site, work):
         with pytest.raises(ActionRefused, match="1 disk\\(s\\) are stored on it"):
             service(domain_id=domain.pk, user=admin)
     assert StorageDomain.objects.get(pk=domain.pk).status == SD.MAINTENANCE
+
+
+def test_a_vm_on_a_domain_in_maintenance_neither_runs_nor_clones(admin, site, work):
+    """Run and Clone VM name the domain in the way and change nothing; Activate lets them."""
+    dc, hosts = site
+    domain = work(lambda: create(admin, dc))
+    vm = VMFactory(host=hosts[0], status=VMStatus.DOWN, name="web1", cluster=hosts[0].cluster)
+    DiskFactory(vm=vm, storage_domain=domain, alias="web1_Disk1")
+    StorageDomain.objects.filter(pk=domain.pk).update(status=SD.MAINTENANCE)
+    why = "its disk web1_Disk1 is on storage domain local1, which is Maintenance"
+    with pytest.raises(ActionRefused, match=f"Cannot run web1: {why}"):
+        vm_run(vm_id=vm.pk, user=admin)
+    with pytest.raises(ActionRefused, match=f"Cannot clone web1: {why}"):
+        vm_clone(vm_id=vm.pk, user=admin, clone_name="web2")
+    vm.refresh_from_db()
+    assert vm.status == VMStatus.DOWN
+    assert not Job.objects.filter(vm=vm).exists()
+    assert not VirtualMachine.objects.filter(name="web2").exists()
+    StorageDomain.objects.filter(pk=domain.pk).update(status=SD.ACTIVE)
+    assert vm_run(vm_id=vm.pk, user=admin).vm_id == vm.pk
 
 
 def test_a_failed_job_never_leaves_the_domain_busy(admin, site, work):
