@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("vms", "0010_logical_networks_vnic_profiles"),
+        ("vms", "0011_host_leftovers"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
