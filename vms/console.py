@@ -39,6 +39,7 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 ANY_ADDRESS = {"0.0.0.0", "::", ""}
 # Linux input key codes: Super (left Meta) + L, the lock-screen key of Windows and GNOME.
 LOCK_SCREEN_KEYS = [125, 38]
+EXPIRED_AT = datetime(1970, 1, 1, 0, 0, 1)  # a graphics password valid until then opens nothing
 _SSH_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
 _SSH_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$")
 
@@ -317,6 +318,21 @@ def console_lock_take(*, vm_id: int, user, channel_name: str, takeover: bool) ->
     if previous is None or previous.channel_name == channel_name:
         return None
     return previous.channel_name
+
+
+def console_password_spent(*, vm_id: int) -> None:
+    """A console logged in with its ticket's password: give the VM's VNC display a new random
+    password, already expired, so the spent one opens nothing (clients in stay in). Failing
+    that (the host went away meanwhile), the ticket's expiry still ends it."""
+    vm = VirtualMachine.objects.select_related("host").filter(pk=vm_id).first()
+    if vm is None or vm.host is None:
+        return
+    try:
+        _connection(vm.host).set_graphics_password(
+            str(vm.uuid), "vnc", hypervisor.consolexml.random_password(), EXPIRED_AT
+        )
+    except hypervisor.HypervisorError as exc:
+        log.warning("could not spend the console password of %s: %s", vm.name, exc)
 
 
 def console_lock_seen(*, vm_id: int, channel_name: str) -> bool:

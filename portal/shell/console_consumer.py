@@ -9,6 +9,7 @@ browser and the VM's VNC port on its host, after checking who asks.
    is reached (directly, or through `ssh -W` to a qemu+ssh host). Any refusal is sent as
    `{"error": message}` and the socket closes with 4403.
 3. `{"ok": true}`, then binary frames both ways, byte for byte, until either side closes.
+   Once the page has logged in to the display, the ticket's password is spent (LoginWatch).
 
 The socket follows its user's session and grants as the live socket does (logout, a disabled
 account, a revoked role end it), keeps its console lock fresh, and on closing releases the lock
@@ -32,6 +33,7 @@ from vms.console import (
     console_closed,
     console_lock_seen,
     console_lock_take,
+    console_password_spent,
     console_target,
     console_ticket_use,
 )
@@ -50,6 +52,39 @@ def _may_use(user, vm_id: int) -> bool:
     return vm is not None and can(user, "console", vm)
 
 
+class LoginWatch:
+    """Follows the start of RFB 3.8 both ways (versions, the server's security types, VNC
+    authentication's challenge and its result) to tell the moment the page has logged in to
+    the VM's display with the ticket's password. Anything else (another version, other
+    security types) is not followed."""
+
+    def __init__(self) -> None:
+        self.server, self.client = b"", b""
+        self.over = False
+
+    def feed(self, *, server: bytes = b"", client: bytes = b"") -> bool:
+        """True once: when the SecurityResult "OK" of VNC authentication has gone by."""
+        if self.over:
+            return False
+        self.server += server[:64]
+        self.client += client[:64]
+        if len(self.client) >= 12 and self.client[:12] != b"RFB 003.008\n":
+            self.over = True
+            return False
+        if len(self.server) < 13 or len(self.client) < 12:
+            return False
+        count = self.server[12]
+        types = self.server[13 : 13 + count]
+        if count == 0 or (len(types) == count and types != b"\x02"):
+            self.over = True  # refused, or not (only) VNC authentication
+            return False
+        end = 13 + count + 16 + 4
+        if len(self.server) < end:
+            return False
+        self.over = True
+        return self.server[end - 4 : end] == b"\0\0\0\0"
+
+
 class ConsoleConsumer(AsyncWebsocketConsumer):
     """One browser console: RFB between the page's noVNC and the VM's VNC port."""
 
@@ -59,6 +94,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     writer: asyncio.StreamWriter | None = None
     tunnel: asyncio.subprocess.Process | None = None
     holds_lock = False
+    login: LoginWatch
 
     async def connect(self):
         user = self.scope.get("user")
@@ -102,6 +138,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if self.state == "proxying":
             if bytes_data is not None and self.writer is not None:
+                self._watch(client=bytes_data)
                 self.writer.write(bytes_data)
                 await self.writer.drain()
             return
@@ -139,6 +176,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self._fail(f"Cannot reach the console at {where}: {exc}", REFUSED)
             return
         self.state = "proxying"
+        self.login = LoginWatch()
         await self.send(text_data=json.dumps({"ok": True}))
         self.tasks += [
             asyncio.ensure_future(self._pump()),
@@ -167,11 +205,21 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                 data = await self.reader.read(CHUNK)
                 if not data:
                     break
+                self._watch(server=data)
                 await self.send(bytes_data=data)
         except (OSError, asyncio.IncompleteReadError) as exc:
             log.info("console of VM %s: %s", self.vm_id, exc)
         if self.state == "proxying":
             await self._fail("The console was closed by the host.", 1000)
+
+    def _watch(self, **data: bytes) -> None:
+        """Once the page is in, its ticket's password is spent: the display gets a new one,
+        already expired, so the password the page held opens nothing any more."""
+        if self.login.feed(**data):
+            task = asyncio.ensure_future(
+                database_sync_to_async(console_password_spent)(vm_id=self.vm_id)
+            )
+            self.tasks.append(task)
 
     async def _heartbeat(self):
         while self.state == "proxying":

@@ -137,6 +137,13 @@ def test_console_through_vireo(site, admin, work, work_off, conn, prefix, own_ch
         assert await database_sync_to_async(
             ConsoleSession.objects.filter(vm=vm, user=carol).exists
         )()
+        # Once she is in, her ticket's password is spent: the display's expired again.
+        for _ in range(100):
+            vnc = {g.type: g for g in conn.domain_graphics(str(vm.uuid))}["vnc"]
+            if vnc.password_valid_to == "1970-01-01T00:00:01":
+                break
+            await asyncio.sleep(0.1)
+        assert vnc.password_valid_to == "1970-01-01T00:00:01"
 
         # Her ticket does not open a second console.
         again = await console_socket(carol, vm)

@@ -443,3 +443,45 @@ def test_nothing_from_the_uri_becomes_an_ssh_option(uri):
 def test_a_loopback_display_on_a_tls_host_is_refused_with_the_setting_to_use():
     with pytest.raises(ActionRefused, match="VIREO_CONSOLE_LISTEN"):
         _reach("qemu+tls://kvm1.example.com/system", "127.0.0.1")
+
+
+# -- the ticket's password is spent once the page is in ----------------------------------------
+
+
+def _server_side(result: bytes, types: bytes = b"\x02") -> bytes:
+    return b"RFB 003.008\n" + bytes([len(types)]) + types + b"c" * 16 + result
+
+
+def test_the_login_watch_sees_vnc_authentication_succeed_in_any_chunks():
+    from portal.shell.console_consumer import LoginWatch
+
+    watch = LoginWatch()
+    assert not watch.feed(client=b"RFB 003.008\n\x02")
+    server = _server_side(b"\0\0\0\0") + b"\x03\x20"  # ServerInit follows
+    said = [watch.feed(server=server[i : i + 5]) for i in range(0, len(server), 5)]
+    assert said.count(True) == 1
+    assert not watch.feed(server=b"more")
+
+
+@pytest.mark.parametrize(
+    ("server", "client"),
+    [
+        (_server_side(b"\0\0\0\1"), b"RFB 003.008\n"),  # a wrong password
+        (_server_side(b"\0\0\0\0", types=b"\x01"), b"RFB 003.008\n"),  # no password at all
+        (_server_side(b"\0\0\0\0"), b"RFB 003.003\n"),  # another version: not followed
+    ],
+)
+def test_the_login_watch_stays_quiet_otherwise(server, client):
+    from portal.shell.console_consumer import LoginWatch
+
+    watch = LoginWatch()
+    assert not watch.feed(client=client)
+    assert not watch.feed(server=server)
+
+
+def test_a_spent_password_opens_nothing(running, user_role):
+    opening = console_open(vm_id=running.pk, user=user_role)
+    console.console_password_spent(vm_id=running.pk)
+    vnc = graphics_element(running)
+    assert vnc.get("passwd") != opening.password
+    assert vnc.get("passwdValidTo") == "1970-01-01T00:00:01"
