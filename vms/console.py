@@ -237,6 +237,8 @@ def console_open(*, vm_id: int, user, takeover: bool = False, native: bool = Fal
     except hypervisor.HypervisorError as exc:
         raise ActionRefused(f"Cannot open the console of {vm.name}: {exc}") from None
     token = secrets.token_urlsafe(32)
+    # Tickets long expired are of no use, not even to say why one was refused: dropped here.
+    ConsoleTicket.objects.filter(vm=vm, expires_at__lt=timezone.now() - timedelta(hours=1)).delete()
     ConsoleTicket.objects.create(
         vm=vm,
         user=user,

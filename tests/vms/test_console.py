@@ -485,3 +485,10 @@ def test_a_spent_password_opens_nothing(running, user_role):
     vnc = graphics_element(running)
     assert vnc.get("passwd") != opening.password
     assert vnc.get("passwdValidTo") == "1970-01-01T00:00:01"
+
+
+def test_long_expired_tickets_are_dropped_at_the_next_opening(running, user_role):
+    console_open(vm_id=running.pk, user=user_role)
+    ConsoleTicket.objects.update(expires_at=timezone.now() - timedelta(hours=2))
+    console_open(vm_id=running.pk, user=user_role)
+    assert ConsoleTicket.objects.count() == 1
