@@ -190,7 +190,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                 *reach.ssh,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
             )
             self.reader, self.writer = self.tunnel.stdout, self.tunnel.stdin
             return
@@ -210,7 +210,22 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         except (OSError, asyncio.IncompleteReadError) as exc:
             log.info("console of VM %s: %s", self.vm_id, exc)
         if self.state == "proxying":
-            await self._fail("The console was closed by the host.", 1000)
+            await self._fail(await self._ended_why(), 1000)
+
+    async def _ended_why(self) -> str:
+        """Why the display's side closed: the SSH tunnel's own words when it was one."""
+        if self.tunnel is None or self.tunnel.stderr is None:
+            return "The console was closed by the host."
+        try:
+            said = await asyncio.wait_for(self.tunnel.stderr.read(300), 2)
+        except (TimeoutError, OSError):
+            said = b""
+        text = said.decode(errors="replace").strip().splitlines()
+        return (
+            f"The SSH tunnel to the host ended: {text[-1]}"
+            if text
+            else "The SSH tunnel to the host ended."
+        )
 
     def _watch(self, **data: bytes) -> None:
         """Once the page is in, its ticket's password is spent: the display gets a new one,
