@@ -174,7 +174,8 @@ def console_reach(vm: VirtualMachine, graphics: hypervisor.GraphicsInfo) -> Cons
 def ssh_tunnel_command(uri: str, port: int) -> tuple[str, ...]:
     """`ssh -W 127.0.0.1:<port>` to the host of a qemu+ssh URI, as an argument list: the user,
     host name and port are checked (no option can be smuggled in), and the key file the URI
-    names (`keyfile=`, an absolute path) is passed on; batch mode, never a password prompt."""
+    names (`keyfile=`, an absolute path) is passed on, and its `no_verify=1` (no host key
+    check, which libvirt then skips too); batch mode, never a password prompt."""
     parts = urlsplit(uri)
     host, user = parts.hostname or "", parts.username
     try:
@@ -192,9 +193,12 @@ def ssh_tunnel_command(uri: str, port: int) -> tuple[str, ...]:
         command += ["-p", str(int(parts.port))]
     if user:
         command += ["-l", user]
-    keyfile = parse_qs(parts.query).get("keyfile", [""])[0]
+    query = parse_qs(parts.query)
+    keyfile = query.get("keyfile", [""])[0]
     if keyfile.startswith("/") and ".." not in keyfile and "\x00" not in keyfile:
         command += ["-i", keyfile]
+    if query.get("no_verify", ["0"])[0] == "1":  # as libvirt's own ssh transport then does
+        command += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
     return (*command, "--", host)
 
 

@@ -2,9 +2,11 @@
 an expired password; a ticket sets one; Vireo's console websocket proxies RFB to the display,
 where the ticket's password passes VNC authentication (DES) and the screen arrives; a reused
 ticket and a wrong password are refused; an administrator's takeover disconnects the first
-user, telling them why."""
+user, telling them why. The same libvirtd reached as a qemu+ssh host (through a private sshd on
+loopback): the console goes through the SSH tunnel Vireo opens."""
 
 import asyncio
+import os
 import struct
 import uuid
 
@@ -13,12 +15,22 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
-from factories import ClusterFactory, HostFactory, StorageDomainFactory, UserFactory, grant
+from factories import (
+    ClusterFactory,
+    HostFactory,
+    StorageDomainFactory,
+    UserFactory,
+    VMFactory,
+    grant,
+)
+from libvirtd import SOCKET
+from sshd import SSHD, PrivateSshd
 from test_vm_lifecycle_qemu import create_vm, status
 
 from portal.shell.console_consumer import ConsoleConsumer
 from vms.choices import HostStatus, VMStatus
 from vms.console import console_open
+from vms.jobs import vm_domain_spec
 from vms.models import ConsoleSession
 from vms.services import vm_run
 
@@ -166,3 +178,38 @@ def test_console_through_vireo(site, admin, work, work_off, conn, prefix, own_ch
 
     asyncio.run(scenario())
     assert not ConsoleSession.objects.filter(vm=vm).exists()
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    if not SSHD.exists() or os.geteuid() != 0:
+        pytest.skip("needs openssh-server and root (a private sshd logging in as root)")
+    server = PrivateSshd(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def test_console_of_a_qemu_ssh_host_goes_through_an_ssh_tunnel(
+    sshd, admin, conn, prefix, own_channel_prefix
+):
+    uri = (
+        f"qemu+ssh://root@127.0.0.1:{sshd.port}/system"
+        f"?socket={SOCKET}&keyfile={sshd.key}&no_verify=1"
+    )
+    host = HostFactory(uri=uri, status=HostStatus.UP)
+    vm = VMFactory(name=f"{prefix}-ssh", host=host, status=VMStatus.UP, memory_mb=64)
+    conn.define_domain(vm_domain_spec(vm))  # diskless: the firmware draws its screen
+    conn.start(str(vm.uuid))
+    opening = console_open(vm_id=vm.pk, user=admin)  # over qemu+ssh: the password is set
+    assert opening.reach.ssh[:1] == ("ssh",) and opening.reach.ssh[-2:] == ("--", "127.0.0.1")
+    assert f"127.0.0.1:{opening.graphics.port}" in opening.reach.ssh
+
+    async def scenario():
+        ws = await opened(admin, vm, opening.token)
+        rfb = Rfb(ws)
+        assert await rfb.login(opening.password) == 0
+        _width, _height, pixels = await rfb.screen()
+        assert len(set(pixels[i : i + 4] for i in range(0, len(pixels), 4))) > 1
+        await ws.disconnect()
+
+    asyncio.run(scenario())
