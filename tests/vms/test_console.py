@@ -425,6 +425,13 @@ def test_a_qemu_ssh_host_listening_on_loopback_is_reached_through_ssh():
         "kvm1.example.com",
     )
     assert "ssh -L 5901:127.0.0.1:5901" in reach.client_note  # the .vv file's way in
+    unchecked = _reach("qemu+ssh://kvm1.example.com/system?no_verify=1", "127.0.0.1").ssh
+    assert unchecked[-6:-2] == (
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+    )
 
 
 @pytest.mark.parametrize(
