@@ -1,5 +1,6 @@
 """Vireo benchmarks: the VM list at 10,000 VMs (superuser and delegated user), websocket
-latency, one worker's throughput, adopted domains, ISO upload.
+latency, one worker's throughput, adopted domains, ISO upload, the console's key-press round
+trip.
 
 Run with `make bench` (or DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/run.py).
 Uses its own database (vireo_bench, dropped at the end), Redis db 6 and a temporary VAR_DIR.
@@ -20,7 +21,18 @@ sys.path.insert(0, str(REPO))
 from bench.env import BenchEnv  # noqa: E402
 from bench.stats import fmt_ms  # noqa: E402
 
-PARTS = ("list", "delegated", "live", "shutdown", "adopt", "config", "schedule", "agents", "iso")
+PARTS = (
+    "list",
+    "delegated",
+    "live",
+    "shutdown",
+    "adopt",
+    "config",
+    "schedule",
+    "agents",
+    "iso",
+    "console",
+)
 LIST_QUERIES_GOAL = 10
 LIST_MEDIAN_GOAL_MS = 50.0
 DELEGATED_RATIO_GOAL = 1.5
@@ -29,6 +41,7 @@ SHUTDOWN_JOBS_PER_S_GOAL = 50.0
 ADOPT_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 adopted domains vs 1,000 of Vireo's
 AGENTS_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 guest agent reports vs none
 ISO_GROWTH_GOAL_MIB = 64.0  # the web process's peak RSS growth while a 1 GiB ISO uploads
+CONSOLE_MEDIAN_GOAL_MS = 100.0  # key press to screen change through Vireo's console websocket
 
 
 def load() -> str:
@@ -257,6 +270,19 @@ def part_iso(user, env: BenchEnv) -> dict:
     return r
 
 
+def part_console(user) -> dict:
+    from bench import console
+
+    heading("9. Console: key press to screen change, through Vireo's websocket (real qemu)")
+    r = console.measure(user, presses=50)
+    print(f"opening the console (ticket + graphics password): {r['open_ms']:.1f} ms")
+    print(
+        f"round trip over {r['presses']} key presses: median {r['median_ms']:.1f} ms, "
+        f"p95 {r['p95_ms']:.1f} ms (min {r['min_ms']:.1f}, max {r['max_ms']:.1f})"
+    )
+    return r
+
+
 def summary(seed, results: dict, wall: float) -> None:
     def mark(ok: bool, missed: str = "OVER GOAL") -> str:
         return "ok" if ok else missed
@@ -344,6 +370,13 @@ def summary(seed, results: dict, wall: float) -> None:
             f"vol-upload's {iso['virsh_mib_s']:.0f}; web RSS grew {iso['growth_mib']:.1f} MiB "
             f"(goal < {ISO_GROWTH_GOAL_MIB:.0f})  [{mark(ok)}]"
         )
+    if co := results.get("console"):
+        ok = co["median_ms"] <= CONSOLE_MEDIAN_GOAL_MS
+        print(
+            f"{'console key to screen':22} median {co['median_ms']:.1f} ms, p95 "
+            f"{co['p95_ms']:.1f} ms (goal median <= {CONSOLE_MEDIAN_GOAL_MS:.0f}); opening "
+            f"{co['open_ms']:.0f} ms  [{mark(ok)}]"
+        )
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
     print(f"whole run: {wall:.0f} s; load average now {load()} on {os.cpu_count()} CPUs")
@@ -404,6 +437,7 @@ def main() -> int:
             ("schedule", part_schedule),
             ("agents", lambda: part_agents(user)),
             ("iso", lambda: part_iso(user, env)),
+            ("console", lambda: part_console(user)),
         ):
             if part not in parts:
                 continue

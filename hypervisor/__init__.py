@@ -22,6 +22,7 @@ from hypervisor.agent import GuestAgentInfo, GuestInterface, GuestUser  # noqa: 
 from hypervisor.base import LIFECYCLE_EVENTS
 from hypervisor.cache import connect, disconnect, disconnect_all, start_event_loop
 from hypervisor.connection import Connection
+from hypervisor.consolexml import GraphicsInfo
 from hypervisor.datatypes import (
     CdromSpec,
     DiskSpec,
@@ -64,6 +65,7 @@ __all__ = [
     "GuestAgentInfo",
     "GuestInterface",
     "GuestUser",
+    "GraphicsInfo",
     "HostInfo",
     "HostUnreachable",
     "HypervisorError",

@@ -5,7 +5,8 @@
 - hypervisor/networks.py: libvirt networks and domains' network interfaces;
 - hypervisor/agent.py: what the guests' qemu-guest-agents report;
 - hypervisor/chains.py: snapshot chains (overlays, external snapshots, merges, restore);
-- hypervisor/migration.py: live migration (peer-to-peer, progress, policy steps, cancel).
+- hypervisor/migration.py: live migration (peer-to-peer, progress, policy steps, cancel);
+- hypervisor/console.py: graphics ports, console tickets (graphics passwords), keys.
 
 libvirt's test driver gets TestDriverConnection (hypervisor/testdriver.py), a subclass;
 connect() (hypervisor/cache.py) picks the class from the URI.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from hypervisor.agent import AgentMixin
 from hypervisor.chains import SnapshotChainsMixin
+from hypervisor.console import ConsoleMixin
 from hypervisor.domains import DomainsMixin
 from hypervisor.migration import MigrationMixin
 from hypervisor.networks import NetworksMixin
@@ -22,8 +24,14 @@ from hypervisor.storage import StorageMixin
 
 
 class Connection(
-    SnapshotChainsMixin, DomainsMixin, StorageMixin, NetworksMixin, MigrationMixin, AgentMixin
+    SnapshotChainsMixin,
+    DomainsMixin,
+    StorageMixin,
+    NetworksMixin,
+    MigrationMixin,
+    AgentMixin,
+    ConsoleMixin,
 ):
     """One open libvirt connection (virConnect) to a real libvirtd; safe to use from several
     threads. Its methods: hypervisor/base.py, domains.py, storage.py, networks.py, chains.py,
-    agent.py."""
+    migration.py, agent.py, console.py."""

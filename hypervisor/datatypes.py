@@ -150,6 +150,9 @@ class DomainSpec:
     # `boot` in order (libvirt's <boot dev=...>: "hd", "cdrom", "network").
     cdrom: CdromSpec = CdromSpec()
     boot: tuple[str, ...] = ("hd",)
+    # The address its graphics (VNC, SPICE) listen on: one the web process reaches (the
+    # console proxies to it), 127.0.0.1 for a host on the portal's own machine.
+    graphics_listen: str = "127.0.0.1"
 
 
 class NetworkMode:

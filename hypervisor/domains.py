@@ -79,6 +79,12 @@ class DomainsMixin(ConnectionBase):
         arch, offered = host_domain_types(self._caps())
         return ("kvm" if "kvm" in offered and self._kvm_usable() else "qemu"), arch
 
+    def _spice_and_qxl(self) -> tuple[bool, bool]:
+        """Whether the host's qemu offers SPICE graphics, and the qxl video model (for SPICE)."""
+        graphics, video = self.graphics_offered()  # ConsoleMixin, composed in Connection
+        spice = "spice" in graphics
+        return spice, spice and "qxl" in video
+
     def _kvm_usable(self) -> bool:
         if urlsplit(self.uri).hostname:
             return True  # remote: the host's capabilities already say kvm works there
@@ -114,12 +120,15 @@ class DomainsMixin(ConnectionBase):
     def _domain_xml_of(self, spec: DomainSpec) -> str:
         disks = [self._disk_source(d.pool, d.volume, d.target, d.bus) for d in spec.disks]
         domain_type, arch = self._domain_type()
+        spice, qxl = self._spice_and_qxl()
         return domain_xml(
             spec,
             domain_type=domain_type,
             disks=disks,
             arch=arch,
             cdrom_path=self.cdrom_path(spec.cdrom),
+            spice=spice,
+            qxl=qxl,
         )
 
     def define_domain(self, spec: DomainSpec) -> DomainInfo:

@@ -10,6 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from hypervisor.consolexml import graphics_elements
 from hypervisor.datatypes import DomainSpec, InterfaceSpec, NetworkMode, NetworkSpec, PoolSpec
 
 
@@ -91,10 +92,13 @@ def domain_element(
     disks: list[DiskSource],
     arch: str | None = None,
     cdrom_path: str | None = None,
+    spice: bool = False,
+    qxl: bool = False,
 ) -> ET.Element:
     """Build the <domain> element for `spec`: hvm, file disks, a CD-ROM drive (with the image
     at `cdrom_path`, or empty), the boot order, a serial pty console, the qemu-guest-agent
-    channel, no graphics."""
+    channel, and its graphics: VNC (and SPICE when `spice`) on `spec.graphics_listen` with a
+    video device (consolexml.graphics_elements)."""
     dom = ET.Element("domain", {"type": domain_type})
     _sub(dom, "name", spec.name)
     _sub(dom, "uuid", spec.uuid)
@@ -129,6 +133,7 @@ def domain_element(
     _sub(_sub(devices, "serial", type="pty"), "target", port="0")
     _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
     devices.append(guest_agent_channel_element())
+    devices.extend(graphics_elements(spec.graphics_listen, spice=spice, qxl=qxl))
     return dom
 
 
@@ -158,10 +163,18 @@ def domain_xml(
     disks: list[DiskSource],
     arch: str | None = None,
     cdrom_path: str | None = None,
+    spice: bool = False,
+    qxl: bool = False,
 ) -> str:
     """The domain XML text for `spec` (see domain_element)."""
     element = domain_element(
-        spec, domain_type=domain_type, disks=disks, arch=arch, cdrom_path=cdrom_path
+        spec,
+        domain_type=domain_type,
+        disks=disks,
+        arch=arch,
+        cdrom_path=cdrom_path,
+        spice=spice,
+        qxl=qxl,
     )
     ET.indent(element)
     return ET.tostring(element, encoding="unicode")

@@ -24,8 +24,9 @@ hooks (its public methods stay Connection's own):
 - it has no device hot-plug (virDomainAttachDeviceFlags, Detach, Update: "not supported by
   the connection driver"): an interface is plugged, unplugged or updated in the persistent
   definition (defineXML), running or not, as snapshots do; so is a CD put in or ejected
-  (Change CD). Its networks (define, start,
-  autostart, destroy, undefine) are libvirt's own.
+  (Change CD), and a console ticket (the graphics password). Its networks (define, start,
+  autostart, destroy, undefine) are libvirt's own. It has no domain capabilities: VNC is its
+  one graphics type.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import libvirt
 
 from hypervisor.agent import GUEST_INFO_TYPES
 from hypervisor.connection import Connection
+from hypervisor.consolexml import with_graphics_device
 from hypervisor.datatypes import InterfaceSpec, VolumeInfo
 from hypervisor.domainxml import (
     has_guest_agent_channel,
@@ -83,6 +85,20 @@ class TestDriverConnection(Connection):
 
     def _domain_type(self) -> tuple[str, str | None]:
         return "test", None
+
+    def graphics_offered(self) -> tuple[set[str], set[str]]:
+        """The test driver has no domain capabilities: VNC and vga, as libvirt accepts them."""
+        return {"vnc"}, {"vga"}
+
+    def _graphics_xml(self, dom: libvirt.virDomain) -> str:
+        return self._current_xml(dom)
+
+    def _update_graphics(self, dom: libvirt.virDomain, device: str) -> None:
+        """No virDomainUpdateDeviceFlags: the ticket goes into the persistent definition,
+        where _graphics_xml reads it (as interfaces do, see the module's text)."""
+        xml = with_graphics_device(self._current_xml(dom), device)
+        with self._translated():
+            self._conn.defineXML(xml)
 
     def _current_xml(self, dom: libvirt.virDomain) -> str:
         """The persistent XML of a persistent domain, running or not (see the module's text)."""

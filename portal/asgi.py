@@ -12,9 +12,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
+import portal.kernel.converters  # noqa: E402, F401  (registers the <id:...> path converter)
+from portal.shell.console_consumer import ConsoleConsumer  # noqa: E402
 from portal.shell.consumers import LiveConsumer  # noqa: E402
 
-websocket_urlpatterns = [path("ws/live/", LiveConsumer.as_asgi(), name="ws-live")]
+websocket_urlpatterns = [
+    path("ws/live/", LiveConsumer.as_asgi(), name="ws-live"),
+    path("ws/console/<id:pk>/", ConsoleConsumer.as_asgi(), name="ws-console"),
+]
 
 application = ProtocolTypeRouter(
     {

@@ -192,6 +192,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
+    ("vendor/novnc", BASE_DIR / "node_modules" / "@novnc" / "novnc"),
 ]
 
 # How often the monitor polls every host as a fallback to libvirt events, in seconds.
@@ -241,6 +242,15 @@ VIREO_REBOOT_HOLD_SECONDS = float(os.environ.get("VIREO_REBOOT_HOLD_SECONDS", "2
 VIREO_DEMO = env_bool("VIREO_DEMO", DEBUG)
 # Hosts by qemu+tcp:// (unencrypted, unauthenticated unless SASL is set up): off by default.
 VIREO_ALLOW_TCP_HOSTS = env_bool("VIREO_ALLOW_TCP_HOSTS", False)
+
+# Consoles (docs/console.md): how long a console ticket (a one-time graphics password) is
+# valid, in seconds; the address the graphics of the VMs Vireo defines listen on ("": 127.0.0.1,
+# which the web process reaches on a local host directly and on a qemu+ssh host through an SSH
+# tunnel it opens; an address of the host, or 0.0.0.0: reached directly, by remote-viewer too).
+VIREO_CONSOLE_TICKET_SECONDS = int(os.environ.get("VIREO_CONSOLE_TICKET_SECONDS", "120"))
+VIREO_CONSOLE_LISTEN = os.environ.get("VIREO_CONSOLE_LISTEN", "")
+# A console lock whose websocket has not said it is alive for this long is free for the next.
+VIREO_CONSOLE_LOCK_STALE_SECONDS = 90
 
 LOGGING = {
     "version": 1,

@@ -242,6 +242,12 @@
 
   function perform(action, direct) {
     if (!selected.length) return;
+    const button = document.querySelector(`#vm-toolbar button[data-action="${action}"]`);
+    if (button && button.dataset.window) {  // its own page in a window of its own (Console)
+      const id = selected[0];
+      window.open(button.dataset.window.replace("/0/", "/" + id + "/"), "vireo-console-" + id);
+      return;
+    }
     if (direct) htmx.ajax("POST", actionUrl(action), {target: "#messages", swap: "innerHTML"});
     else htmx.ajax("GET", actionUrl(action), {target: "#modal-content", swap: "innerHTML"});
   }

@@ -63,6 +63,9 @@ class Action:
     # Its place on the User Portal's VM cards (1 first; 0: not offered). A card asks in the
     # same window as the Administration Portal when `confirm` says so.
     user_portal: int = 0
+    # Opens a page of its own in a new browser window (the console) from the toolbar, the
+    # right-click menu and the card, instead of a window of the portal; not in the status table.
+    window: bool = False
 
     @property
     def id(self) -> str:
@@ -78,6 +81,8 @@ class Action:
 
 
 RUNNING = frozenset({S.UP, S.PAUSED, S.REBOOT_IN_PROGRESS})
+# A guest whose qemu runs, so its graphics listen: the console can be opened.
+CONSOLE_STATUSES = RUNNING | {S.POWERING_UP, S.POWERING_DOWN, S.NOT_RESPONDING}
 
 CATALOGUE: tuple[Action, ...] = (
     # -- virtual machines: the toolbar and right-click menu, in their order --------------------
@@ -118,7 +123,7 @@ CATALOGUE: tuple[Action, ...] = (
         external=False,  # it defines the domain from Vireo's inventory
         inputs=("cd_image", "boot_sequence"),
         toolbar="Run Once",
-        user_portal=6,
+        user_portal=7,
     ),
     Action(
         "vm",
@@ -175,7 +180,7 @@ CATALOGUE: tuple[Action, ...] = (
         needs_host=True,
         multi=True,
         toolbar="Power Off",
-        user_portal=5,
+        user_portal=6,
     ),
     Action(
         "vm",
@@ -210,7 +215,7 @@ CATALOGUE: tuple[Action, ...] = (
         external=False,
         inputs=("cd_image",),
         toolbar="Change CD",
-        user_portal=7,
+        user_portal=8,
     ),
     Action(
         "vm",
@@ -265,7 +270,7 @@ CATALOGUE: tuple[Action, ...] = (
         multi=True,
         toolbar="Remove",
         separated=True,
-        user_portal=8,
+        user_portal=9,
     ),
     Action(
         "vm",
@@ -299,6 +304,23 @@ CATALOGUE: tuple[Action, ...] = (
         external=True,
         inputs=("name",),
         toolbar="Import",
+    ),
+    Action(
+        "vm",
+        "console",
+        "Console",
+        "open the console of",
+        permission="console",
+        service="vms.console.console_open",
+        url="vms:console",
+        title="Console",
+        sources=CONSOLE_STATUSES,
+        needs_host=True,
+        confirm=False,
+        toolbar="Console",
+        separated=True,
+        user_portal=5,
+        window=True,
     ),
     Action(
         "vm",
@@ -820,7 +842,9 @@ NIC_ACTIONS = _by_kind("nic")
 
 # The VM actions of the status table (toolbar, right-click menu, `vms:action`), and the
 # snapshot actions of the Snapshots sub-tab, as choices.
-VM_STATUS_ACTIONS = {k: a for k, a in VM_ACTIONS.items() if a.sources is not None}
+VM_STATUS_ACTIONS = {k: a for k, a in VM_ACTIONS.items() if a.sources is not None and not a.window}
+# The VM actions that open a page of their own (the console), enabled by the same table.
+VM_WINDOW_ACTIONS = {k: a for k, a in VM_ACTIONS.items() if a.window}
 VMAction = models.TextChoices(
     "VMAction",
     [
@@ -864,7 +888,7 @@ def allowed_actions(status: str, *, external: bool = False) -> frozenset[str]:
     `external`) one defined on its host outside Vireo."""
     return frozenset(
         k
-        for k, a in VM_STATUS_ACTIONS.items()
+        for k, a in (VM_STATUS_ACTIONS | VM_WINDOW_ACTIONS).items()
         if a.allows(status) and a.external in (None, external)
     )
 

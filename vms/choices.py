@@ -84,6 +84,14 @@ class MemoryOptimization(models.IntegerChoices):
     DESKTOP = 200, "For Desktop Load - Allow scheduling of 200% of physical memory"
 
 
+class ConsoleDisconnectAction(models.TextChoices):
+    """What happens to a VM when the last user closes its console (Console Disconnect Action)."""
+
+    NONE = "none", "No action"
+    LOCK_SCREEN = "lock_screen", "Lock screen"
+    SHUTDOWN = "shutdown", "Shutdown virtual machine"
+
+
 class HostStatus(models.TextChoices):
     UP = "up", "Up"
     CONNECTING = "connecting", "Connecting"

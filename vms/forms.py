@@ -12,6 +12,7 @@ from storage.models import StorageDomain
 from .choices import (
     BootDevice,
     BootSequence,
+    ConsoleDisconnectAction,
     NetworkKind,
     NicModel,
     VMStatus,
@@ -350,12 +351,21 @@ class EditVMForm(forms.Form):
         label="Second Device", choices=[("", "[None]"), *BootDevice.choices], required=False
     )
     cd_image = cd_image_field()
+    # Console
+    console_disconnect_action = forms.ChoiceField(
+        label="Console Disconnect Action",
+        choices=ConsoleDisconnectAction.choices,
+        required=False,  # not posted: unchanged
+        help_text="When the last user closes the console. Lock screen presses Super+L in the "
+        "guest, which locks Windows and GNOME desktops.",
+    )
 
     TABS = {
         "General": ("description", "sso_enabled"),
         "System": ("memory_mb", "vcpus", "cores_per_socket"),
         "Host": ("start_host",),
         "Boot Options": ("first_device", "second_device", "cd_image"),
+        "Console": ("console_disconnect_action",),
     }
 
     def __init__(self, *args, vm, images=(), **kwargs):

@@ -31,6 +31,7 @@ from .choices import (
     boot_sequence_devices,
     status_from_domain,
 )
+from .console import graphics_listen
 from .models import Host, Network, NetworkInterface, Snapshot, VirtualMachine
 from .services import vm_grants_drop, vm_status_move
 
@@ -99,6 +100,7 @@ def vm_domain_spec(vm: VirtualMachine, *, without_nic: int | None = None) -> hyp
         interfaces=tuple(interface_spec(n) for n in vm_plugged_nics(vm, without=without_nic)),
         cdrom=cdrom_spec(vm.cd_image),
         boot=boot_sequence_devices(vm.boot_sequence),
+        graphics_listen=graphics_listen(vm.host),
     )
 
 

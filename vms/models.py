@@ -14,6 +14,7 @@ from .choices import (
     BOOT_SEQUENCE_DEFAULT,
     RUNNING_STATUSES,
     BootSequence,
+    ConsoleDisconnectAction,
     HostStatus,
     MemoryOptimization,
     MigrationMode,
@@ -226,6 +227,14 @@ class VirtualMachine(models.Model):
         "Single Sign-On",
         default=True,
         help_text="Log the user in to the guest automatically when they open its console from the User Portal.",
+    )
+    console_disconnect_action = models.CharField(
+        "Console Disconnect Action",
+        max_length=16,
+        choices=ConsoleDisconnectAction.choices,
+        default=ConsoleDisconnectAction.NONE,
+        help_text="What happens when the last user closes the VM's console. Lock screen "
+        "presses Super+L in the guest (its desktop must lock on it).",
     )
 
     # Boot Options: the CD in its CD-ROM drive (an image of an ISO domain; SET_NULL: an image
@@ -511,3 +520,36 @@ class GuestAgentReport(models.Model):
 
     def __str__(self) -> str:
         return f"guest agent of {self.vm_id}"
+
+
+class ConsoleTicket(models.Model):
+    """A one-time console ticket: the right of one user to open one console of a VM, until it
+    expires. The page that asked for it holds the token (only its hash is stored); the graphics
+    password set with it is not stored at all."""
+
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    takeover = models.BooleanField(
+        default=False, help_text="Opened to take over a console another user holds."
+    )
+
+    def __str__(self) -> str:
+        return f"console ticket {self.pk} of {self.vm_id}"
+
+
+class ConsoleSession(models.Model):
+    """Who holds a VM's console now (one user at a time): the websocket that proxies it,
+    since when, and when it last said it was alive (a lock whose holder went silent is free)."""
+
+    vm = models.OneToOneField(VirtualMachine, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel_name = models.CharField(max_length=255)
+    since = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"console of {self.vm_id} held by {self.user_id}"

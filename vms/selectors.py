@@ -11,7 +11,14 @@ from portal.kernel.models import Job
 from portal.kernel.paging import page_get
 from storage.models import StorageDomain
 
-from .actions import VM_STATUS_ACTIONS, allowed_actions, job_shows_on, preview_blocked
+from .actions import (
+    VM_ACTIONS,
+    VM_STATUS_ACTIONS,
+    VM_WINDOW_ACTIONS,
+    allowed_actions,
+    job_shows_on,
+    preview_blocked,
+)
 from .choices import BUSY_STATUSES, NetworkStatus
 from .models import (
     Cluster,
@@ -115,7 +122,11 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
     allows). Each VM's status is re-read with its job
     in one statement (`live_states`), so the badge and the progress bar agree."""
     states = live_states({vm.pk for vm in vms})
-    needed = {p for a in VM_STATUS_ACTIONS.values() for p in (a.permission, *a.also)}
+    needed = {
+        p
+        for a in (*VM_STATUS_ACTIONS.values(), *VM_WINDOW_ACTIONS.values())
+        for p in (a.permission, *a.also)
+    }
     permitted = permitted_actions(
         user, vms, [*sorted(needed), "manage_permissions", "edit_vm", "snapshots"]
     )
@@ -129,7 +140,7 @@ def vm_rows(user, vms: list[VirtualMachine]) -> list[VMRow]:
         actions = frozenset(
             key
             for key in allowed_actions(vm.status, external=vm.is_external)
-            if {VM_STATUS_ACTIONS[key].permission, *VM_STATUS_ACTIONS[key].also} <= held
+            if {VM_ACTIONS[key].permission, *VM_ACTIONS[key].also} <= held
         )
         if state is not None and state.previewing:
             actions -= preview_blocked()

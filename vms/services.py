@@ -34,7 +34,7 @@ from storage.models import Disk, StorageDomain
 from storage.space import free_bytes_on, unusable_on
 
 from .actions import VM_ACTIONS, VMAction
-from .choices import BootSequence, HostStatus, SnapshotStatus, VMStatus
+from .choices import BootSequence, ConsoleDisconnectAction, HostStatus, SnapshotStatus, VMStatus
 from .host_address import host_address_check
 from .models import (
     Cluster,
@@ -777,12 +777,14 @@ def vm_edit(
     start_host_id=NO_CHANGE,
     boot_sequence=NO_CHANGE,
     cd_image_id=NO_CHANGE,
+    console_disconnect_action=NO_CHANGE,
 ) -> VirtualMachine:
     """Edit a VM (the Edit Virtual Machine window's General, System and Host tabs): description
     and Single Sign-On; memory, vCPUs and cores per virtual socket only while Down (the host
     gets them when the VM next starts); Start Running On (a host of its cluster, or None for any
     host), which takes effect at its next start; Boot Options (the boot sequence and the CD
-    attached: an image id, or None for an empty drive), which take effect at its next start."""
+    attached: an image id, or None for an empty drive), which take effect at its next start;
+    the Console Disconnect Action."""
     with transaction.atomic():
         vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
         if vm is None:
@@ -811,6 +813,10 @@ def vm_edit(
             if cd_image_id is not None:
                 image = image_choose(user, cd_image_id, data_center_id=vm.cluster.data_center_id)
             fields["cd_image_id"] = image.pk if image else None
+        if console_disconnect_action is not NO_CHANGE:
+            if console_disconnect_action not in ConsoleDisconnectAction.values:
+                raise ActionRefused("Choose a Console Disconnect Action from the list.")
+            fields["console_disconnect_action"] = console_disconnect_action
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")

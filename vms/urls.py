@@ -2,7 +2,7 @@ from django.urls import path
 
 import portal.kernel.converters  # noqa: F401  (registers the <id:...> path converter)
 
-from . import inventory_views, network_views, quota_views, snapshot_views, views
+from . import console_views, inventory_views, network_views, quota_views, snapshot_views, views
 
 app_name = "vms"
 urlpatterns = [
@@ -13,6 +13,8 @@ urlpatterns = [
     path("<id:pk>/", views.vm_detail, name="detail"),
     path("<id:pk>/row/", views.vm_row, name="row"),
     path("<id:pk>/edit/", views.vm_edit, name="edit"),
+    path("<id:pk>/console/", console_views.vm_console, name="console"),
+    path("<id:pk>/console.vv", console_views.vm_console_file, name="console_file"),
     path("<id:pk>/snapshots/create/", snapshot_views.snapshot_create, name="snapshot_create"),
     path(
         "<id:pk>/snapshots/<id:sid>/preview/",

@@ -445,7 +445,7 @@ def datacenter_list(request):
 @require_http_methods(["GET", "POST"])
 def vm_edit(request, pk: int):
     """The Edit Virtual Machine window: General (description, Single Sign-On), System (memory
-    and CPUs, while Down) and Host (Start Running On)."""
+    and CPUs, while Down), Host (Start Running On) and Console (Console Disconnect Action)."""
     vm = get_object_or_404(vms_visible(request.user, "edit_vm"), pk=pk)
     images = images_offered(request.user, data_center_id=vm.cluster.data_center_id)
     initial = {
@@ -455,6 +455,7 @@ def vm_edit(request, pk: int):
         "cores_per_socket": vm.cores_per_socket,
         "sso_enabled": vm.sso_enabled,
         "start_host": vm.start_host_id,
+        "console_disconnect_action": vm.console_disconnect_action,
     }
     form = EditVMForm(request.POST or None, initial=initial, vm=vm, images=images)
     return form_window(
@@ -471,6 +472,7 @@ def vm_edit(request, pk: int):
             start_host_id=data["start_host"].pk if data["start_host"] else None,
             boot_sequence=data.get("boot_sequence", services.NO_CHANGE),
             cd_image_id=data.get("cd_image", services.NO_CHANGE),
+            console_disconnect_action=data["console_disconnect_action"] or services.NO_CHANGE,
         ),
         success=lambda _vm: f"VM {vm.name} saved.",
         template="vms/_edit_vm_dialog.html",

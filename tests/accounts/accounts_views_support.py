@@ -98,7 +98,7 @@ def card_buttons(response, vm) -> dict[str, bool]:
     assert cards, f"no card for {vm.name}"
     return {
         button.get("data-card-action"): button.get("disabled") is None
-        for button in html_find(cards[0], ".card-actions button[data-card-action]")
+        for button in html_find(cards[0], ".card-actions [data-card-action]")  # Console: a link
     }
 
 

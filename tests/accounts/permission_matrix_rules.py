@@ -170,6 +170,15 @@ def vm_edit(w: World) -> list[Case]:
     return cases
 
 
+def console_pages(name: str) -> Callable[[World], list[Case]]:
+    """The console window and its .vv file: console on the VM, from either portal (a refusal,
+    such as a VM that is not running, is a page of its own)."""
+    return lambda w: [
+        Case(name, "GET", reverse(name, args=[s.vm.pk]), need("console", on=[s.vm]))
+        for s in sides(w)
+    ]
+
+
 CREATE_VM = ("create_vm", "create_vm_from_template")
 
 
@@ -742,6 +751,10 @@ RULES: dict[str, Rule] = {
     "vms:row": vm_pages("vms:row"),
     "vms:details": Rule(OBJECT + " (view; every detail tab)", vm_details),
     "vms:edit": Rule(SHARED + " (edit_vm)", vm_edit),
+    "vms:console": Rule(OBJECT + " (console; both portals)", console_pages("vms:console")),
+    "vms:console_file": Rule(
+        OBJECT + " (console; both portals)", console_pages("vms:console_file")
+    ),
     "vms:action": Rule(SHARED + " (each VM action needs the role action of its name)", vm_action),
     "vms:new": Rule(SHARED + " (create_vm or create_vm_from_template on some cluster)", vm_new),
     "vms:snapshot_create": Rule(SHARED + " (snapshots)", snapshot_windows("vms:snapshot_create")),
@@ -888,7 +901,8 @@ RULES: dict[str, Rule] = {
 
 WEBSOCKET_RULES = {
     "ws-live": "websocket: a topic vm.<id> needs view on the VM; perms needs manage_permissions "
-    "or an administrative role somewhere; else refused"
+    "or an administrative role somewhere; else refused",
+    "ws-console": "websocket: console on the VM, else closed with 4404 (anonymous: 4401)",
 }
 
 

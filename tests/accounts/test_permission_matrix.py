@@ -24,6 +24,7 @@ from permission_matrix_rules import RULES, WEBSOCKET_RULES, Case, Rule, sides, u
 from permission_matrix_world import ROLE_SCOPES, WHO, Who, World, build_world, make_who, who_id
 
 from accounts.catalogue import BUILTIN_ROLES
+from portal.shell.console_consumer import ConsoleConsumer
 from portal.shell.consumers import LiveConsumer
 
 
@@ -209,6 +210,41 @@ async def test_websocket_matrix(own_channel_prefix):
             failures.append(f"{oracle.label}: expected {want} accepted, got {reply}")
         await communicator.disconnect()
         # The next role's user takes the same name: drop this one.
+        if user is not None:
+            await database_sync_to_async(user.delete)()
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_console_websocket_matrix(own_channel_prefix):
+    """The console's websocket is kept open (waiting for its ticket) exactly where the user
+    holds console on the VM; elsewhere it closes with 4404 (anonymous: 4401)."""
+    world = await database_sync_to_async(build_world)()
+    failures = []
+    for who in WHO:
+        oracle, user = await database_sync_to_async(make_who)(world, who)
+        for side in sides(world):
+            path = f"/ws/console/{side.vm.pk}/"
+            communicator = WebsocketCommunicator(ConsoleConsumer.as_asgi(), path)
+            communicator.scope["user"] = user or AnonymousUser()
+            communicator.scope["url_route"] = {"kwargs": {"pk": side.vm.pk}}
+            connected, code = await communicator.connect()
+            if oracle.anonymous:
+                if (connected, code) != (False, 4401):
+                    failures.append(f"{oracle.label} {path}: expected 4401, got {code}")
+                continue
+            want = oracle.holds("console", side.vm)
+            output = await communicator.receive_output(timeout=1) if not want else None
+            closed = output is not None and output.get("type") == "websocket.close"
+            if want and (not connected or closed):
+                failures.append(f"{oracle.label} {path}: closed for a user holding console")
+            if not want and not (closed and output.get("code") == 4404):
+                # the refusal comes as a text frame first, then the close
+                nxt = await communicator.receive_output(timeout=1)
+                if nxt.get("code") != 4404:
+                    failures.append(f"{oracle.label} {path}: expected 4404, got {output} {nxt}")
+            await communicator.disconnect()
         if user is not None:
             await database_sync_to_async(user.delete)()
     assert not failures, "\n".join(failures)

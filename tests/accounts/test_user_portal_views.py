@@ -34,6 +34,7 @@ def test_user_portal_shows_exactly_the_users_vms_with_actions_by_status(world):
         "run_once": True,
         "change_cd": True,
         "poweroff": False,
+        "console": False,
     }
     assert card_buttons(portal, world["db"]) == {
         "run": False,
@@ -43,6 +44,7 @@ def test_user_portal_shows_exactly_the_users_vms_with_actions_by_status(world):
         "run_once": False,
         "change_cd": True,
         "poweroff": True,
+        "console": True,
     }
     body = portal.content.decode()
     assert "Administration Portal</a>" not in body and "New VM" not in body

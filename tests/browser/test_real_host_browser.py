@@ -32,13 +32,16 @@ from pathlib import Path
 import libvirt
 import pytest
 from django.db import connection
+from integration.isos import bootable_iso
 from integration.libvirtd import SOCKET, URI, ensure_libvirtd
 from playwright.sync_api import expect
 
 import hypervisor
 from portal.kernel.models import Job
+from storage.choices import StorageDomainStatus
 from storage.models import StorageDomain
-from vms.models import Network
+from vms import domains
+from vms.models import Network, VirtualMachine
 from vms.monitor import Monitor
 
 pytestmark = [
@@ -278,3 +281,142 @@ def test_new_user_sets_up_a_real_host_and_runs_a_vm(
 
     RESULTS_DIR.mkdir(exist_ok=True)
     page.screenshot(path=RESULTS_DIR / "real-host-end-to-end.png", full_page=True)
+
+
+# The console's canvas holds pixels of more than one colour once the guest draws its screen.
+CANVAS_DRAWN = """() => {
+  const canvas = document.querySelector("#console-screen canvas");
+  if (!canvas || !canvas.width || !canvas.height) return false;
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  for (let i = 4; i < data.length; i += 4) {
+    if (data[i] !== data[0] || data[i + 1] !== data[1] || data[i + 2] !== data[2]) return true;
+  }
+  return false;
+}"""
+
+
+def _console_drawn(console) -> None:
+    expect(console.locator("#console-status")).to_have_text("Connected", timeout=SLOW)
+    console.wait_for_function(CANVAS_DRAWN, timeout=SLOW, polling=250)
+
+
+def test_new_user_uploads_an_iso_runs_once_from_it_and_watches_the_console(
+    real_host,
+    host_cleanup,
+    real_monitor,
+    admin_page,
+    admin_user,
+    browser,
+    live_server_url,
+    console_errors,
+    tmp_path,
+):
+    """Issue 10's Done-means: on the real host (its data center, cluster, a data domain and an
+    ISO domain made beforehand), the admin uploads a bootable ISO (iPXE's) in the browser,
+    creates a VM, runs it once from the CD, and watches it boot in the console; a UserRole user
+    opens the same console from the User Portal."""
+    from factories import ClusterFactory, HostFactory, UserFactory, grant
+
+    page, window, messages = (
+        admin_page,
+        admin_page.locator("#modal"),
+        admin_page.locator("#messages"),
+    )
+    tag = uuid.uuid4().hex[:6]
+    vm_name = f"e2e-iso-{tag}"
+    host_cleanup.append(vm_name)
+    cluster = ClusterFactory(name=f"iso-{tag}")
+    HostFactory(name=f"hv-{tag}", cluster=cluster, uri=real_host, status="up")
+    for name, function in (("isos", "iso"), ("data", "data")):
+        path = tmp_path / "data" / name
+        path.mkdir(parents=True)
+        domains.storage_domain_create(
+            user=admin_user,
+            name=f"{name}-{tag}",
+            data_center_id=cluster.data_center_id,
+            domain_function=function,
+            storage_type="local",
+            path=str(path),
+        )
+    deadline = time.monotonic() + SLOW / 1000
+    while StorageDomain.objects.exclude(status=StorageDomainStatus.ACTIVE).exists():
+        assert time.monotonic() < deadline, list(StorageDomain.objects.values("name", "status"))
+        time.sleep(0.3)
+    iso = bootable_iso()
+
+    # 1. Upload the ISO into the ISO domain, with its progress bar.
+    _tab(page, "Storage")
+    page.locator("#domain-results tr.domain-row", has_text=f"isos-{tag}").click()
+    page.locator("#domain-details").get_by_role("link", name="Images").click()
+    page.locator("#image-toolbar").get_by_role("button", name="Upload").click()
+    expect(window.locator("h2")).to_have_text("Upload Image")
+    window.locator("input[type=file]").set_input_files(str(iso))
+    window.get_by_role("button", name="Upload").click()
+    bar = window.locator("[data-upload-progress]")
+    expect(bar).to_contain_text(f"{iso.name} was uploaded.", timeout=SLOW)
+    window.get_by_role("button", name="Done").click()
+    expect(page.locator("#iso-images tr.image-row", has_text=iso.name)).to_contain_text("OK")
+
+    # 2. A VM with a disk on the data domain.
+    _tab(page, "Virtual Machines")
+    page.locator("#vm-toolbar").get_by_role("button", name="New VM").click()
+    expect(window.locator("h2")).to_have_text("New Virtual Machine")
+    window.get_by_label("Name", exact=True).fill(vm_name)
+    window.get_by_label("Cluster").select_option(label=cluster.name)
+    window.get_by_label("Memory Size (MB)").fill("128")
+    window.get_by_label("Total Virtual CPUs").fill("1")
+    window.get_by_label("Disk Size (GiB)").fill("1")
+    window.get_by_label("Storage Domain").select_option(label=f"data-{tag}")
+    window.get_by_role("button", name="OK").click()
+    expect(window).to_be_hidden()
+    vm_row = page.locator("#vm-table tr.vm-row", has_text=vm_name)
+    expect(vm_row.locator(".status-badge")).to_have_text("Down", timeout=SLOW)
+
+    # 3. Run Once from the CD.
+    vm_row.locator("td.status").click()
+    page.locator("#vm-toolbar button[data-action=run_once]").click()
+    expect(window.locator("h2")).to_have_text("Run Virtual Machine(s)")
+    window.get_by_label("Attach CD").select_option(label=iso.name)
+    window.get_by_label("Boot Sequence").select_option(index=_cd_first(window))
+    window.get_by_role("button", name="OK").click()
+    expect(messages).to_contain_text(f"Run Once: {vm_name} requested")
+    expect(vm_row.locator(".status-badge")).to_have_text("Up", timeout=SLOW)
+
+    # 4. Watch it boot in the console (iPXE's screen, from the CD).
+    vm = VirtualMachine.objects.get(name=vm_name)
+    with page.context.expect_page() as opened:
+        page.locator("#vm-toolbar button[data-action=console]").click()
+    console = opened.value
+    _console_drawn(console)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    console.screenshot(path=RESULTS_DIR / "run-once-console.png")
+    conn = libvirt.open(real_host)
+    try:
+        live = ET.fromstring(conn.lookupByName(vm_name).XMLDesc(0))
+    finally:
+        conn.close()
+    cd_sources = [s.get("file") for s in live.findall("devices/disk[@device='cdrom']/source")]
+    assert cd_sources and cd_sources[0].endswith(iso.name), cd_sources
+    console.locator("#console-disconnect").click()
+    console.close()
+
+    # 5. A UserRole user opens the same console from the User Portal.
+    carol = UserFactory(username=f"carol-{tag}", password="carol-console-secret")
+    grant(carol, "UserRole", vm)
+    user = browser.new_context(base_url=live_server_url, viewport={"width": 1300, "height": 900})
+    portal_page = user.new_page()
+    portal_page.goto("/login/")
+    portal_page.get_by_label("User Name").fill(carol.username)
+    portal_page.get_by_label("Password").fill("carol-console-secret")
+    portal_page.get_by_role("button", name="Log In").click()
+    expect(portal_page).to_have_url(re.compile(r"/user/$"))
+    with user.expect_page() as opened:
+        portal_page.locator(f"#vm-card-{vm.pk} a[data-card-action=console]").click()
+    _console_drawn(opened.value)
+    user.close()
+
+
+def _cd_first(window) -> int:
+    """The index of the first Boot Sequence that starts with the CD-ROM."""
+    labels = window.get_by_label("Boot Sequence").locator("option").all_inner_texts()
+    return next(i for i, label in enumerate(labels) if label.startswith("CD-ROM"))

@@ -200,7 +200,10 @@ def test_define_domain(conn):
     assert re.search(r"<source file='[^']*/data/base.raw'/>", xml)
     assert "<driver name='qemu' type='raw'/>" in xml
     assert "<target dev='vdb' bus='virtio'/>" in xml
-    assert "<serial type='pty'>" in xml and "<graphics" not in xml
+    assert "<serial type='pty'>" in xml
+    # Its console: VNC on the loopback address, closed (an expired password) until a ticket.
+    assert "<graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'" in xml
+    assert "passwdValidTo='1970-01-01T00:00:01'" in xml and "<model type='vga'" in xml
     assert "<on_poweroff>destroy</on_poweroff>" in xml
     assert "<on_reboot>restart</on_reboot>" in xml
 

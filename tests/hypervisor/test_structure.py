@@ -72,9 +72,10 @@ def test_the_real_connection_has_no_test_driver_branch():
 
 
 def test_libvirt_xml_is_built_and_read_in_domainxml_only():
-    """testnode renders the test driver's node files (with domainxml's <domain> builder)."""
+    """testnode renders the test driver's node files (with domainxml's <domain> builder);
+    consolexml, next to domainxml, holds the graphics devices' XML (domainxml calls it)."""
     users = sorted(path.stem for path in PACKAGE.glob("*.py") if "xml.etree" in path.read_text())
-    assert users == ["domainxml", "testnode"]
+    assert users == ["consolexml", "domainxml", "testnode"]
 
 
 def test_nfs_mount_options_are_checked_words_in_the_pool_xml():

@@ -73,7 +73,7 @@ def test_status_and_job_come_from_one_read(admin, make_vm):
     with CaptureQueriesContext(connection) as queries:
         (row,) = vm_rows(admin, [stale])
     assert (row.vm.status, row.job.progress) == (VMStatus.POWERING_UP, 10)
-    assert row.actions == {"poweroff"}
+    assert row.actions == {"poweroff", "console"}
     # The job was read in the statement that read the status, not by a second query.
     job_table = Job._meta.db_table
     reads = [q["sql"] for q in queries if job_table in q["sql"]]

@@ -32,6 +32,7 @@ def test_the_window_has_general_system_and_host_tabs(admin_client, make_vm):
         "System",
         "Host",
         "Boot Options",
+        "Console",
     ]
     system = html_find(window, "fieldset.side-tab-panel")[1]
     assert [i.get("name") for i in system.cssselect("input")] == [

@@ -26,7 +26,7 @@ from vm_views_support import (
 )
 
 from portal.kernel.models import Event, Job, JobStatus
-from vms.actions import VM_STATUS_ACTIONS, allowed_actions
+from vms.actions import VM_STATUS_ACTIONS, VM_WINDOW_ACTIONS, allowed_actions
 from vms.choices import VMStatus
 from vms.models import VirtualMachine
 
@@ -356,7 +356,7 @@ def test_rows_carry_the_actions_the_status_table_allows(admin_client):
     html = admin_client.get(reverse("vms:list")).content.decode()
     assert {button.get("data-action") for button in html_find(html, "[data-action]")} == set(
         VM_STATUS_ACTIONS
-    )
+    ) | set(VM_WINDOW_ACTIONS)  # and the Console, which opens a window of its own
     # The single row partial carries the same.
     vm = VirtualMachine.objects.get(name="vm-up")
     row = admin_client.get(reverse("vms:row", args=[vm.pk]), headers=HX)

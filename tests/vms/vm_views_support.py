@@ -30,14 +30,14 @@ def action_url(action: str, *vms) -> str:
 
 
 EXPECTED_ACTIONS = {
-    S.UP: {"shutdown", "poweroff", "suspend", "reboot", "change_cd", "migrate"},
+    S.UP: {"shutdown", "poweroff", "suspend", "reboot", "change_cd", "migrate", "console"},
     S.DOWN: {"run", "run_once", "change_cd", "remove", "clone"},
     S.SUSPENDED: {"run"},
-    S.PAUSED: {"run", "shutdown", "poweroff", "change_cd"},
-    S.POWERING_UP: {"poweroff"},
-    S.POWERING_DOWN: {"poweroff"},
-    S.REBOOT_IN_PROGRESS: {"shutdown", "poweroff"},
-    S.NOT_RESPONDING: {"poweroff"},
+    S.PAUSED: {"run", "shutdown", "poweroff", "change_cd", "console"},
+    S.POWERING_UP: {"poweroff", "console"},
+    S.POWERING_DOWN: {"poweroff", "console"},
+    S.REBOOT_IN_PROGRESS: {"shutdown", "poweroff", "console"},
+    S.NOT_RESPONDING: {"poweroff", "console"},
     S.SAVING_STATE: set(),
     S.RESTORING_STATE: set(),
     S.IMAGE_LOCKED: set(),
