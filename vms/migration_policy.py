@@ -24,8 +24,8 @@ from .models import Cluster, VirtualMachine
 
 GLOBAL = "global (engine-config)"
 DOWNTIME_RANGE = (1, 60000)  # ms, the VM's custom migration downtime
-BANDWIDTH_RANGE = (KEYS["MigrationBandwidthCustomMbps"].minimum,
-                   KEYS["MigrationBandwidthCustomMbps"].maximum)  # fmt: skip
+_MBPS = KEYS["MigrationBandwidthCustomMbps"]
+BANDWIDTH_RANGE = (_MBPS.minimum, _MBPS.maximum)  # Mbps, as engine-config's own key
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,9 @@ SETTINGS = (
         "MigrationBandwidth",
         "Migration bandwidth",
         MIGRATION_BANDWIDTH,
-    ),  # fmt: skip
+    ),
     Setting("downtime", None, "DefaultMaximumMigrationDowntime", "Maximum downtime"),
 )
-INHERITED = {"policy", "auto_converge", "compression", "bandwidth"}
 
 
 def _unset(value) -> bool:
@@ -199,3 +198,20 @@ def vm_migration_fields_check(vm: VirtualMachine, values: dict) -> dict:
             f'to "{MigrationMode.PINNED.label}".'
         )
     return out
+
+
+VM_FIELDS = (
+    "migration_mode",
+    "migration_policy",
+    "auto_converge",
+    "migration_compression",
+    "migration_bandwidth",
+    "migration_bandwidth_mbps",
+    "custom_migration_downtime",
+    "cpu_passthrough",
+)
+
+
+def vm_migration_copy(vm: VirtualMachine) -> dict:
+    """A VM's migration settings, for its clone."""
+    return {name: getattr(vm, name) for name in VM_FIELDS}

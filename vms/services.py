@@ -36,7 +36,7 @@ from storage.space import free_bytes_on, unusable_on
 from .actions import VM_ACTIONS, VMAction
 from .choices import BootSequence, ConsoleDisconnectAction, HostStatus, SnapshotStatus, VMStatus
 from .host_address import host_address_check
-from .migration_policy import policy_fields_check, vm_migration_fields_check
+from .migration_policy import policy_fields_check, vm_migration_copy, vm_migration_fields_check
 from .models import (
     Cluster,
     DataCenter,
@@ -449,6 +449,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
             boot_sequence=vm.boot_sequence,  # its Boot Options too
             cd_image_id=vm.cd_image_id,
             created_by=user if user.is_authenticated else None,
+            **vm_migration_copy(vm),  # and its Host tab's migration settings
         )
         vm_nics_copy(vm, clone)
         permission_grant_creator(user=user, vm=clone)

@@ -42,6 +42,7 @@ from .forms import (
     VMActionForm,
 )
 from .migration import migration_targets, vm_migrate
+from .migration_policy import VM_FIELDS as VM_MIGRATION_FIELDS
 from .migration_policy import effective_migration_settings, migration_rows
 from .models import Cluster, DataCenter
 from .search import HINT as SEARCH_HINT
@@ -450,14 +451,6 @@ def datacenter_list(request):
         )
     }
     return render(request, "vms/datacenter_list.html", context)
-
-
-VM_MIGRATION_FIELDS = (
-    "migration_mode",
-    *MIGRATION_POLICY_FIELDS,
-    "custom_migration_downtime",
-    "cpu_passthrough",
-)
 
 
 def _vm_migration_posted(request, form: EditVMForm, data: dict):

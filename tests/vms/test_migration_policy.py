@@ -305,3 +305,21 @@ def test_the_general_sub_tab_shows_values_and_where_they_came_from(admin_client,
     assert rows["Maximum downtime"] == "250 ms (VM)"
     assert rows["Migration compression"] == "XBZRLE (global)"
     assert rows["Migration mode"] == "Allow manual and automatic migration"
+
+
+def test_a_clone_keeps_the_migration_settings_of_its_source(make_vm, admin, work):
+    vm = make_vm(VMStatus.DOWN)
+    VirtualMachine.objects.filter(pk=vm.pk).update(
+        migration_mode=MigrationMode.PINNED,
+        cpu_passthrough=True,
+        migration_policy="legacy",
+        custom_migration_downtime=120,
+    )
+    clone = work(lambda: services.vm_clone(vm_id=vm.pk, user=admin, clone_name="copy"))
+    clone.refresh_from_db()
+    assert (
+        clone.migration_mode,
+        clone.cpu_passthrough,
+        clone.migration_policy,
+        clone.custom_migration_downtime,
+    ) == (MigrationMode.PINNED, True, "legacy", 120)
