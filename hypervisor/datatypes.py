@@ -153,6 +153,8 @@ class DomainSpec:
     # The address its graphics (VNC, SPICE) listen on: one the web process reaches (the
     # console proxies to it), 127.0.0.1 for a host on the portal's own machine.
     graphics_listen: str = "127.0.0.1"
+    # Pass-Through Host CPU: <cpu mode='host-passthrough'/> (such a guest cannot migrate).
+    cpu_passthrough: bool = False
 
 
 class NetworkMode:

@@ -108,9 +108,10 @@ def domain_element(
     _sub(dom, "currentMemory", str(spec.memory_mb), unit="MiB")
     _sub(dom, "vcpu", str(spec.vcpus))
     cores = spec.cores_per_socket if spec.cores_per_socket > 0 else 1
-    if spec.vcpus % cores == 0:
-        cpu = _sub(dom, "cpu")
-        _sub(cpu, "topology", sockets=str(spec.vcpus // cores), cores=str(cores), threads="1")
+    if spec.vcpus % cores == 0 or spec.cpu_passthrough:
+        cpu = _sub(dom, "cpu", **({"mode": "host-passthrough"} if spec.cpu_passthrough else {}))
+        if spec.vcpus % cores == 0:
+            _sub(cpu, "topology", sockets=str(spec.vcpus // cores), cores=str(cores), threads="1")
     os_el = _sub(dom, "os")
     _sub(os_el, "type", "hvm", **({"arch": arch} if arch else {}))
     boot = [dev for dev in spec.boot if dev in BOOT_DEVICES] or ["hd"]

@@ -13,11 +13,13 @@ from .choices import (
     BootDevice,
     BootSequence,
     ConsoleDisconnectAction,
+    MigrationMode,
     NetworkKind,
     NicModel,
     VMStatus,
     boot_sequence_devices,
 )
+from .migration_policy import BANDWIDTH_RANGE, DOWNTIME_RANGE
 from .models import Cluster, DataCenter, Host, Template, VnicProfile
 from .services import MEMORY_MB_RANGE, NAME_MAX, NAME_RE, SHUTDOWN_TIMEOUT_RANGE, VCPUS_RANGE
 
@@ -227,6 +229,69 @@ class ClusterForm(forms.Form):
         return {name: getattr(cluster, name) for name in cls.base_fields}
 
 
+def _inherit_choices(model_field: str, inherit: str) -> list[tuple[str, str]]:
+    return [("", inherit), *Cluster._meta.get_field(model_field).choices]
+
+
+def migration_policy_fields(inherit: str) -> dict[str, forms.Field]:
+    """The inheritable migration settings (vms/migration_policy.py), each with `inherit`
+    ("Inherit from global setting" / "... cluster setting") as its empty choice."""
+    return {
+        "migration_policy": forms.ChoiceField(
+            label="Migration Policy",
+            choices=_inherit_choices("migration_policy", inherit),
+            required=False,
+            help_text="Legacy: the maximum downtime at once; Minimal downtime: raised step by "
+            "step; Post-copy: then post-copy; Suspend workload if needed: then a pause.",
+        ),
+        "auto_converge": forms.TypedChoiceField(
+            label="Auto Converge migrations",
+            choices=[("", inherit), ("true", "Auto Converge"), ("false", "Don't Auto Converge")],
+            coerce=lambda v: v == "true",
+            empty_value=None,
+            required=False,
+        ),
+        "migration_compression": forms.ChoiceField(
+            label="Enable migration compression",
+            choices=_inherit_choices("migration_compression", inherit),
+            required=False,
+            help_text="Used where the source host's libvirt supports it.",
+        ),
+        "migration_bandwidth": forms.ChoiceField(
+            label="Migration bandwidth",
+            choices=_inherit_choices("migration_bandwidth", inherit),
+            required=False,
+        ),
+        "migration_bandwidth_mbps": ranged_field(
+            "Custom migration bandwidth (Mbps)",
+            BANDWIDTH_RANGE,
+            "Custom migration bandwidth",
+            " Mbps",
+            required=False,
+            help_text="With Migration bandwidth Custom.",
+        ),
+    }
+
+
+MIGRATION_POLICY_FIELDS = tuple(migration_policy_fields(""))
+
+
+class EditClusterForm(ClusterForm):
+    """Edit Cluster: General (ClusterForm's fields) and the Migration Policy tab."""
+
+    locals().update(migration_policy_fields("Inherit from global setting"))
+
+    TABS = {"General": (), "Migration Policy": MIGRATION_POLICY_FIELDS}
+
+    def tabs(self):
+        """(tab name, its bound fields): General holds every field no other tab names."""
+        named = {n for names in self.TABS.values() for n in names}
+        general = [self[n] for n in self.fields if n not in named]
+        return [("General", general)] + [
+            (tab, [self[n] for n in names]) for tab, names in self.TABS.items() if names
+        ]
+
+
 class NewClusterForm(ClusterForm):
     """New Cluster: Edit Cluster's fields in a data center the user may create clusters in."""
 
@@ -343,6 +408,27 @@ class EditVMForm(forms.Form):
         empty_label="Any Host in Cluster",
     )
 
+    migration_mode = forms.ChoiceField(
+        label="Migration mode",
+        choices=MigrationMode.choices,
+        required=False,  # not posted: unchanged
+    )
+    locals().update(migration_policy_fields("Inherit from cluster setting"))
+    custom_migration_downtime = ranged_field(
+        "Use custom migration downtime (ms)",
+        DOWNTIME_RANGE,
+        "Migration downtime",
+        " ms",
+        required=False,
+        help_text="Empty: the maximum downtime of engine-config (DefaultMaximumMigrationDowntime).",
+    )
+    cpu_passthrough = forms.BooleanField(
+        label="Pass-Through Host CPU",
+        required=False,
+        help_text="The guest sees the host's CPU as it is; such a VM cannot migrate "
+        '(Migration mode "Do not allow migration").',
+    )
+
     # Boot Options
     first_device = forms.ChoiceField(
         label="First Device", choices=BootDevice.choices, required=False
@@ -362,8 +448,13 @@ class EditVMForm(forms.Form):
 
     TABS = {
         "General": ("description", "sso_enabled"),
-        "System": ("memory_mb", "vcpus", "cores_per_socket"),
-        "Host": ("start_host",),
+        "System": ("memory_mb", "vcpus", "cores_per_socket", "cpu_passthrough"),
+        "Host": (
+            "start_host",
+            "migration_mode",
+            *MIGRATION_POLICY_FIELDS,
+            "custom_migration_downtime",
+        ),
         "Boot Options": ("first_device", "second_device", "cd_image"),
         "Console": ("console_disconnect_action",),
     }

@@ -101,6 +101,7 @@ def vm_domain_spec(vm: VirtualMachine, *, without_nic: int | None = None) -> hyp
         cdrom=cdrom_spec(vm.cd_image),
         boot=boot_sequence_devices(vm.boot_sequence),
         graphics_listen=graphics_listen(vm.host),
+        cpu_passthrough=vm.cpu_passthrough,
     )
 
 

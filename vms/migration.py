@@ -12,7 +12,6 @@ from django.db import transaction
 
 import hypervisor
 from portal.kernel.audit import actor, event_record
-from portal.kernel.config import config_get
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast
 from portal.kernel.models import Job, JobKind, Phase
@@ -20,6 +19,7 @@ from portal.kernel.tasks import queue_ensure_available
 
 from .actions import VMAction
 from .choices import VMStatus
+from .migration_policy import effective_migration_settings
 from .models import Host, VirtualMachine
 from .scheduling import (
     NoHostAvailable,
@@ -77,6 +77,11 @@ def vm_migrate(*, vm_id: int, user, host_id: int | None = None) -> Job:
     with transaction.atomic():
         vm = vm_load(vm_id)
         if vm.status == VMStatus.UP:
+            if vm.cpu_passthrough:
+                raise ActionRefused(
+                    f"Cannot migrate {vm.name}: it passes the host CPU through (Pass-Through "
+                    "Host CPU, Edit VM's System tab), so it can run only on its host's CPU."
+                )
             _storage_check(vm)
             # Locked: the destination cannot go into Maintenance under the migration.
             dest = _destination(vm, host_id)
@@ -136,24 +141,25 @@ PAUSE_AFTER = 6  # ... before the guest is paused so the copy ends
 
 
 def migration_options(vm: VirtualMachine, dest: Host) -> hypervisor.MigrationOptions:
-    """The libvirt options of the VM's migration to `dest`, from engine-config's migration
-    defaults: the policy (Legacy: the maximum downtime at once; Minimal downtime: a ladder
-    up to it; Post-copy: the ladder, then post-copy; Suspend workload if needed: the ladder,
-    then a pause), auto-convergence, compression and bandwidth. qemu's memory stream goes to
-    the destination's address."""
-    policy = config_get("MigrationPolicy")
-    downtime = int(config_get("DefaultMaximumMigrationDowntime"))
+    """The libvirt options of the VM's migration to `dest`, from its effective migration
+    settings (`vms.migration_policy`: the VM's, else its cluster's, else engine-config's): the
+    policy (Legacy: the maximum downtime at once; Minimal downtime: a ladder up to it;
+    Post-copy: the ladder, then post-copy; Suspend workload if needed: the ladder, then a
+    pause), auto-convergence, compression and bandwidth. qemu's memory stream goes to the
+    destination's address."""
+    settings = effective_migration_settings(vm)
+    policy = settings["policy"][0]
+    downtime = int(settings["downtime"][0])
     if policy == "legacy":
         steps = (downtime,)
     else:
         steps = tuple(dict.fromkeys(max(10, int(downtime * share)) for share in POLICY_LADDER))
-    compression = config_get("MigrationCompression")
-    bandwidth = None  # Auto (no link speeds read yet) and Hypervisor default: libvirt's own
-    if config_get("MigrationBandwidth") == "custom":
-        bandwidth = int(config_get("MigrationBandwidthCustomMbps"))
+    compression = settings["compression"][0]
+    # Auto (no link speeds read yet) and Hypervisor default: libvirt's own
+    bandwidth = settings["bandwidth_mbps"][0] if settings["bandwidth"][0] == "custom" else None
     address = dest.address or ""
     return hypervisor.MigrationOptions(
-        auto_converge=bool(config_get("AutoConvergence")),
+        auto_converge=bool(settings["auto_converge"][0]),
         compression=() if compression == "none" else (compression,),
         downtime_steps=steps,
         bandwidth_mbps=bandwidth,

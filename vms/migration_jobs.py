@@ -4,6 +4,7 @@ job statistics (memory left, iteration), and it aborts the libvirt job when Canc
 asked. On success the VM's row moves to the destination in the job's last transaction; on
 failure (or a worker that died) the VM is settled where its guest actually runs."""
 
+import dataclasses
 import logging
 
 from django.db import transaction
@@ -74,6 +75,19 @@ def _progress_step(dest: Host, reading: hypervisor.MigrationProgress) -> str:
     return where
 
 
+def _supported(
+    conn, source: Host, options: hypervisor.MigrationOptions
+) -> tuple[hypervisor.MigrationOptions, str]:
+    """The options the source host's libvirt can use: compression only where it supports it
+    (the policy's "where the host's libvirt supports it"), with a note for the job's message."""
+    if options.compression and not conn.migration_capable().get("compression"):
+        return (
+            dataclasses.replace(options, compression=()),
+            f" (without compression: the libvirt of host {source.name} does not support it)",
+        )
+    return options, ""
+
+
 @job_handler(
     JobKind.VM_MIGRATE,
     action="migrate",
@@ -91,16 +105,17 @@ def vm_migrate_job(job: Job) -> Outcome:
     def progress(reading: hypervisor.MigrationProgress) -> None:
         job_progress(job, max(1, reading.percent), _progress_step(dest, reading))
 
+    options, note = _supported(conn, source, migration_options(vm, dest))
     if cancelled():
         result = None
     else:
-        job_progress(job, 1, f"Migrating to {dest.name}")
+        job_progress(job, 1, f"Migrating to {dest.name}{note}")
         try:
             dest_conn = hypervisor.connect(dest.uri)
             result = conn.migrate(
                 str(vm.uuid),
                 dest_conn,
-                migration_options(vm, dest),
+                options,
                 progress=progress,
                 should_abort=cancelled,
             )
@@ -132,6 +147,7 @@ def vm_migrate_job(job: Job) -> Outcome:
     if result.steps:
         figures += f"; {'; '.join(result.steps)}"
     return Outcome(
-        message=f"VM {vm.name} was migrated from host {source.name} to {dest.name} {figures}.",
+        message=f"VM {vm.name} was migrated from host {source.name} to {dest.name} {figures}"
+        f"{note}.",
         last_writes=arrived,
     )

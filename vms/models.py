@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from portal.kernel.config import MIGRATION_BANDWIDTH, MIGRATION_COMPRESSION, MIGRATION_POLICIES
 from portal.kernel.querysets import RestrictedManager
 
 from .choices import (
@@ -67,6 +68,20 @@ class Cluster(models.Model):
         choices=MemoryOptimization.choices,
         default=MemoryOptimization.NONE,
         help_text="How much of a host's physical memory running VMs may commit (the scheduler's memory filter).",
+    )
+    # Migration Policy tab: empty / None inherits engine-config's (vms/migration_policy.py).
+    migration_policy = models.CharField(
+        "Migration Policy", max_length=32, blank=True, choices=MIGRATION_POLICIES
+    )
+    auto_converge = models.BooleanField("Auto Converge migrations", null=True, blank=True)
+    migration_compression = models.CharField(
+        "Enable migration compression", max_length=16, blank=True, choices=MIGRATION_COMPRESSION
+    )
+    migration_bandwidth = models.CharField(
+        "Migration bandwidth", max_length=32, blank=True, choices=MIGRATION_BANDWIDTH
+    )
+    migration_bandwidth_mbps = models.PositiveIntegerField(
+        "Custom migration bandwidth (Mbps)", null=True, blank=True
     )
 
     objects = RestrictedManager()
@@ -222,6 +237,31 @@ class VirtualMachine(models.Model):
         max_length=16,
         choices=MigrationMode.choices,
         default=MigrationMode.MIGRATABLE,
+    )
+    # Migration policy (Edit VM, Host tab): empty / None inherits the cluster's.
+    migration_policy = models.CharField(
+        "Migration Policy", max_length=32, blank=True, choices=MIGRATION_POLICIES
+    )
+    auto_converge = models.BooleanField("Auto Converge migrations", null=True, blank=True)
+    migration_compression = models.CharField(
+        "Enable migration compression", max_length=16, blank=True, choices=MIGRATION_COMPRESSION
+    )
+    migration_bandwidth = models.CharField(
+        "Migration bandwidth", max_length=32, blank=True, choices=MIGRATION_BANDWIDTH
+    )
+    migration_bandwidth_mbps = models.PositiveIntegerField(
+        "Custom migration bandwidth (Mbps)", null=True, blank=True
+    )
+    custom_migration_downtime = models.PositiveIntegerField(
+        "Use custom migration downtime (ms)",
+        null=True,
+        blank=True,
+        help_text="Empty: engine-config's DefaultMaximumMigrationDowntime.",
+    )
+    cpu_passthrough = models.BooleanField(
+        "Pass-Through Host CPU",
+        default=False,
+        help_text="The guest sees the host's CPU as it is; such a VM cannot migrate.",
     )
     sso_enabled = models.BooleanField(
         "Single Sign-On",

@@ -125,6 +125,11 @@ def _migration_allowed(request: Request, c: Candidate) -> str | None:
     return None
 
 
+def _cpu_passthrough(request: Request, c: Candidate) -> str | None:
+    """A guest that sees its host's CPU as it is (Pass-Through Host CPU) cannot move."""
+    return "the VM passes the host CPU through" if request.vm.cpu_passthrough else None
+
+
 def _storage(request: Request, c: Candidate) -> str | None:
     """A disk on one host's local storage keeps the VM on that host (an NFS disk is reached
     from every host of the data center)."""
@@ -160,6 +165,7 @@ FILTERS: list[Filter] = [
     Filter("memory", _memory, RESOURCE_PURPOSES),
     Filter("cpu", _cpu, RESOURCE_PURPOSES),
     Filter("migration_allowed", _migration_allowed, frozenset({Purpose.MIGRATE})),
+    Filter("cpu_passthrough", _cpu_passthrough, frozenset({Purpose.MIGRATE})),
 ]
 
 WEIGHTS: list[Weight] = [Weight("least_loaded", _least_loaded)]

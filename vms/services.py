@@ -36,6 +36,7 @@ from storage.space import free_bytes_on, unusable_on
 from .actions import VM_ACTIONS, VMAction
 from .choices import BootSequence, ConsoleDisconnectAction, HostStatus, SnapshotStatus, VMStatus
 from .host_address import host_address_check
+from .migration_policy import policy_fields_check, vm_migration_copy, vm_migration_fields_check
 from .models import (
     Cluster,
     DataCenter,
@@ -448,6 +449,7 @@ def vm_clone(*, vm_id: int, user, clone_name: str) -> VirtualMachine:
             boot_sequence=vm.boot_sequence,  # its Boot Options too
             cd_image_id=vm.cd_image_id,
             created_by=user if user.is_authenticated else None,
+            **vm_migration_copy(vm),  # and its Host tab's migration settings
         )
         vm_nics_copy(vm, clone)
         permission_grant_creator(user=user, vm=clone)
@@ -685,9 +687,12 @@ def cluster_update(
     shutdown_timeout: int,
     description: str | None = None,
     name: str | None = None,
+    migration: dict | None = None,
 ) -> Cluster:
-    """Edit a cluster: its name (unique in its data center), description and VM settings."""
+    """Edit a cluster: its name (unique in its data center), description and VM settings;
+    `migration`: the Migration Policy tab's fields (vms.migration_policy; absent: unchanged)."""
     timeout = shutdown_timeout_check(shutdown_timeout)
+    policy = policy_fields_check(migration or {}, level="cluster")
     if name is not None:
         name = inventory_name_check(name)
     if description is not None:
@@ -702,6 +707,8 @@ def cluster_update(
             cluster.name = name
         cluster.shutdown_reason_enabled = bool(shutdown_reason_enabled)
         cluster.shutdown_timeout = timeout
+        for field, value in policy.items():
+            setattr(cluster, field, value)
         if description is not None:
             cluster.description = description
         try:
@@ -778,6 +785,7 @@ def vm_edit(
     boot_sequence=NO_CHANGE,
     cd_image_id=NO_CHANGE,
     console_disconnect_action=NO_CHANGE,
+    migration=NO_CHANGE,
 ) -> VirtualMachine:
     """Edit a VM (the Edit Virtual Machine window's General, System and Host tabs): description
     and Single Sign-On; memory, vCPUs and cores per virtual socket only while Down (the host
@@ -817,6 +825,8 @@ def vm_edit(
             if console_disconnect_action not in ConsoleDisconnectAction.values:
                 raise ActionRefused("Choose a Console Disconnect Action from the list.")
             fields["console_disconnect_action"] = console_disconnect_action
+        if migration is not NO_CHANGE:
+            fields.update(vm_migration_fields_check(vm, migration))
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")

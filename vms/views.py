@@ -31,8 +31,9 @@ from .actions import (
 )
 from .cdrom_views import change_cd_window, run_once_window
 from .forms import (
+    MIGRATION_POLICY_FIELDS,
     CloneForm,
-    ClusterForm,
+    EditClusterForm,
     EditVMForm,
     HostForm,
     ImportForm,
@@ -41,6 +42,8 @@ from .forms import (
     VMActionForm,
 )
 from .migration import migration_targets, vm_migrate
+from .migration_policy import VM_FIELDS as VM_MIGRATION_FIELDS
+from .migration_policy import effective_migration_settings, migration_rows
 from .models import Cluster, DataCenter
 from .search import HINT as SEARCH_HINT
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
@@ -155,7 +158,9 @@ def _details_context(request, vm, tab: str) -> dict:
     row = vm_rows(request.user, [vm])[0]
     context = {"vm": vm, "row": row, "detail_tab": tab, "can_edit": row.can_edit}
     context["detail_tabs"] = DETAIL_TABS.items()
-    if tab == "disks":
+    if tab == "general":
+        context["migration_rows"] = migration_rows(effective_migration_settings(vm))
+    elif tab == "disks":
         context["disks"] = vm.disks.select_related("storage_domain").order_by("target")
     elif tab == "nics":
         context["nic_page"] = page_get(selectors.vm_nics(vm), request.GET.get("page"))
@@ -392,7 +397,7 @@ def cluster_edit(request, pk: int):
     """The Edit Cluster window (the VM settings this slice uses)."""
     entry = CLUSTER_ACTIONS["edit"]
     cluster = get_object_or_404(Cluster.objects.restrict(request.user, entry.permission), pk=pk)
-    form = ClusterForm(request.POST or None, initial=ClusterForm.initial_of(cluster))
+    form = EditClusterForm(request.POST or None, initial=EditClusterForm.initial_of(cluster))
     return form_window(
         request,
         form,
@@ -403,12 +408,19 @@ def cluster_edit(request, pk: int):
             shutdown_reason_enabled=data["shutdown_reason_enabled"],
             shutdown_timeout=data["shutdown_timeout"],
             description=data["description"],
+            migration=_posted(request, data, MIGRATION_POLICY_FIELDS),
         ),
         success=lambda saved: f"Cluster {saved.name} saved.",
         template="vms/_cluster_dialog.html",
         context={"cluster": cluster, "entry": entry, "post_url": request.path},
         redirect_to="vms:clusters",
     )
+
+
+def _posted(request, data: dict, names) -> dict:
+    """The cleaned values of the fields among `names` the window posted (a client that knows
+    no such tab leaves them unchanged)."""
+    return {name: data[name] for name in names if name in request.POST}
 
 
 @admin_portal_required
@@ -441,6 +453,17 @@ def datacenter_list(request):
     return render(request, "vms/datacenter_list.html", context)
 
 
+def _vm_migration_posted(request, form: EditVMForm, data: dict):
+    """Edit VM's migration fields, when its Host tab was posted (Migration mode is always
+    posted by the window); Pass-Through Host CPU only where it could change (while Down)."""
+    if "migration_mode" not in request.POST:
+        return services.NO_CHANGE
+    posted = _posted(request, data, VM_MIGRATION_FIELDS)
+    if not form.fields["cpu_passthrough"].disabled:
+        posted["cpu_passthrough"] = data["cpu_passthrough"]
+    return posted
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def vm_edit(request, pk: int):
@@ -456,6 +479,7 @@ def vm_edit(request, pk: int):
         "sso_enabled": vm.sso_enabled,
         "start_host": vm.start_host_id,
         "console_disconnect_action": vm.console_disconnect_action,
+        **{name: getattr(vm, name) for name in VM_MIGRATION_FIELDS},
     }
     form = EditVMForm(request.POST or None, initial=initial, vm=vm, images=images)
     return form_window(
@@ -473,6 +497,7 @@ def vm_edit(request, pk: int):
             boot_sequence=data.get("boot_sequence", services.NO_CHANGE),
             cd_image_id=data.get("cd_image", services.NO_CHANGE),
             console_disconnect_action=data["console_disconnect_action"] or services.NO_CHANGE,
+            migration=_vm_migration_posted(request, form, data),
         ),
         success=lambda _vm: f"VM {vm.name} saved.",
         template="vms/_edit_vm_dialog.html",

@@ -29,6 +29,7 @@ def test_the_pipeline_is_named_filters_and_weights():
         "memory",
         "cpu",
         "migration_allowed",
+        "cpu_passthrough",
     ]
     assert [w.name for w in WEIGHTS] == ["least_loaded"]
 

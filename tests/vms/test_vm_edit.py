@@ -39,6 +39,7 @@ def test_the_window_has_general_system_and_host_tabs(admin_client, make_vm):
         "memory_mb",
         "vcpus",
         "cores_per_socket",
+        "cpu_passthrough",
     ]
     assert all(i.get("disabled") is None for i in system.cssselect("input"))
     choices = [
