@@ -23,6 +23,7 @@ from .choices import (
     NicModel,
     SnapshotStatus,
     VMOrigin,
+    VMPriority,
     VMStatus,
 )
 
@@ -68,6 +69,13 @@ class Cluster(models.Model):
         default=MemoryOptimization.NONE,
         help_text="How much of a host's physical memory running VMs may commit (the scheduler's memory filter).",
     )
+    max_concurrent_migrations = models.PositiveSmallIntegerField(
+        "Maximum concurrent outgoing migrations",
+        null=True,
+        blank=True,
+        help_text="How many VMs a host moved to Maintenance migrates at once (empty: "
+        "engine-config's MaxNumberOfConcurrentMigrations).",
+    )
 
     objects = RestrictedManager()
 
@@ -106,6 +114,10 @@ class Host(models.Model):
     )
     last_seen = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    maintenance_reason = models.TextField(
+        blank=True,
+        help_text="Why a host Preparing For Maintenance is not empty yet: the VMs that cannot leave.",
+    )
 
     objects = RestrictedManager()
 
@@ -222,6 +234,12 @@ class VirtualMachine(models.Model):
         max_length=16,
         choices=MigrationMode.choices,
         default=MigrationMode.MIGRATABLE,
+    )
+    priority = models.PositiveSmallIntegerField(
+        "Priority for Run/Migration queue",
+        choices=VMPriority.choices,
+        default=VMPriority.LOW,
+        help_text="A host moved to Maintenance migrates higher-priority VMs first.",
     )
     sso_enabled = models.BooleanField(
         "Single Sign-On",

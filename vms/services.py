@@ -122,6 +122,11 @@ def _restore_status(vm_id: int, busy: str, previous: str):
     return undo
 
 
+LEAVING_ACTIONS = frozenset(
+    {VMAction.MIGRATE, VMAction.SHUTDOWN, VMAction.POWER_OFF, VMAction.SUSPEND}
+)
+
+
 def vm_begin(
     *,
     vm: VirtualMachine,
@@ -155,7 +160,9 @@ def vm_begin(
         # Read under a lock on the host's row: Maintenance (`vms.inventory.host_maintenance`)
         # takes the same lock, so a VM cannot start on a host going into Maintenance.
         host_status = host_status_locked(vm.host_id)
-        if host_status != HostStatus.UP:
+        # A host Preparing For Maintenance lets its VMs leave (migrated, stopped, suspended).
+        leaving = action in LEAVING_ACTIONS and host_status == HostStatus.PREPARING_FOR_MAINTENANCE
+        if host_status != HostStatus.UP and not leaving:
             now = HostStatus(host_status).label if host_status else "removed"
             raise ActionRefused(f"Cannot {verb} {vm.name}: its host {vm.host.name} is {now}.")
     busy = entry.busy_for(vm.status)
