@@ -15,11 +15,19 @@ from .choices import (
     ConsoleDisconnectAction,
     NetworkKind,
     NicModel,
+    VMPriority,
     VMStatus,
     boot_sequence_devices,
 )
 from .models import Cluster, DataCenter, Host, Template, VnicProfile
-from .services import MEMORY_MB_RANGE, NAME_MAX, NAME_RE, SHUTDOWN_TIMEOUT_RANGE, VCPUS_RANGE
+from .services import (
+    MEMORY_MB_RANGE,
+    MIGRATIONS_AT_ONCE_RANGE,
+    NAME_MAX,
+    NAME_RE,
+    SHUTDOWN_TIMEOUT_RANGE,
+    VCPUS_RANGE,
+)
 
 # Every field checks what it can on its own, so a window shows all its field errors at once;
 # the services check the same again (and what needs the database) when OK is pressed.
@@ -221,6 +229,13 @@ class ClusterForm(forms.Form):
         help_text=_model_field(Cluster, "shutdown_timeout").help_text,
         initial=120,
     )
+    max_concurrent_migrations = ranged_field(
+        _model_field(Cluster, "max_concurrent_migrations").verbose_name,
+        MIGRATIONS_AT_ONCE_RANGE,
+        "Maximum concurrent outgoing migrations",
+        required=False,
+        help_text=_model_field(Cluster, "max_concurrent_migrations").help_text,
+    )
 
     @classmethod
     def initial_of(cls, cluster: Cluster) -> dict:
@@ -343,6 +358,16 @@ class EditVMForm(forms.Form):
         empty_label="Any Host in Cluster",
     )
 
+    # High Availability
+    priority = forms.TypedChoiceField(
+        label="Priority for Run/Migration queue",
+        choices=VMPriority.choices,
+        coerce=int,
+        empty_value=None,
+        required=False,  # not posted: unchanged
+        help_text="A host moved to Maintenance migrates higher-priority VMs first.",
+    )
+
     # Boot Options
     first_device = forms.ChoiceField(
         label="First Device", choices=BootDevice.choices, required=False
@@ -364,6 +389,7 @@ class EditVMForm(forms.Form):
         "General": ("description", "sso_enabled"),
         "System": ("memory_mb", "vcpus", "cores_per_socket"),
         "Host": ("start_host",),
+        "High Availability": ("priority",),
         "Boot Options": ("first_device", "second_device", "cd_image"),
         "Console": ("console_disconnect_action",),
     }

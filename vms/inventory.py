@@ -27,6 +27,7 @@ from .services import (
     cluster_name_taken,
     grants_drop,
     inventory_name_check,
+    migrations_at_once_check,
     shutdown_timeout_check,
 )
 
@@ -173,12 +174,14 @@ def cluster_create(
     description: str = "",
     shutdown_reason_enabled: bool = False,
     shutdown_timeout: int = 120,
+    max_concurrent_migrations: int | None = None,
 ) -> Cluster:
     """New Cluster in a data center: a name unique there (whatever its case), a description
     and the VM settings of Edit Cluster."""
     name = inventory_name_check(name)
     description = _description(description)
     timeout = shutdown_timeout_check(shutdown_timeout)
+    migrations_at_once = migrations_at_once_check(max_concurrent_migrations)
     with transaction.atomic():
         # The data center's row lock: cluster names are checked under it, and Remove Data
         # Center cannot take the data center away meanwhile.
@@ -192,6 +195,7 @@ def cluster_create(
                     data_center=dc,
                     shutdown_reason_enabled=bool(shutdown_reason_enabled),
                     shutdown_timeout=timeout,
+                    max_concurrent_migrations=migrations_at_once,
                 )
         except IntegrityError:
             raise ActionRefused(

@@ -120,6 +120,7 @@ def cluster_new(request):
             description=data["description"],
             shutdown_reason_enabled=data["shutdown_reason_enabled"],
             shutdown_timeout=data["shutdown_timeout"],
+            max_concurrent_migrations=data["max_concurrent_migrations"],
         ),
         success=lambda cluster: f"Cluster {cluster.name} created.",
         template="vms/_cluster_dialog.html",

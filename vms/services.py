@@ -34,7 +34,14 @@ from storage.models import Disk, StorageDomain
 from storage.space import free_bytes_on, unusable_on
 
 from .actions import VM_ACTIONS, VMAction
-from .choices import BootSequence, ConsoleDisconnectAction, HostStatus, SnapshotStatus, VMStatus
+from .choices import (
+    BootSequence,
+    ConsoleDisconnectAction,
+    HostStatus,
+    SnapshotStatus,
+    VMPriority,
+    VMStatus,
+)
 from .host_address import host_address_check
 from .models import (
     Cluster,
@@ -664,6 +671,17 @@ def shutdown_timeout_check(value) -> int:
     return _in_range(value, SHUTDOWN_TIMEOUT_RANGE, "Graceful shutdown timeout", " seconds")
 
 
+NO_CHANGE = object()  # vm_edit, cluster_update: a setting the window did not offer
+MIGRATIONS_AT_ONCE_RANGE = (1, 32)  # engine-config's MaxNumberOfConcurrentMigrations' range
+
+
+def migrations_at_once_check(value) -> int | None:
+    """A cluster's maximum concurrent outgoing migrations; None: engine-config's."""
+    if value is None or value == "":
+        return None
+    return _in_range(value, MIGRATIONS_AT_ONCE_RANGE, "Maximum concurrent outgoing migrations")
+
+
 def inventory_name_check(name, what: str = "Name") -> str:
     """The name of a data center or cluster: required, at most 255 characters, no control
     characters (whether it is taken is the caller's to check, in its scope)."""
@@ -692,9 +710,14 @@ def cluster_update(
     shutdown_timeout: int,
     description: str | None = None,
     name: str | None = None,
+    max_concurrent_migrations=NO_CHANGE,
 ) -> Cluster:
-    """Edit a cluster: its name (unique in its data center), description and VM settings."""
+    """Edit a cluster: its name (unique in its data center), description and VM settings
+    (and the most outgoing migrations at once of a host moved to Maintenance: None for
+    engine-config's)."""
     timeout = shutdown_timeout_check(shutdown_timeout)
+    if max_concurrent_migrations is not NO_CHANGE:
+        max_concurrent_migrations = migrations_at_once_check(max_concurrent_migrations)
     if name is not None:
         name = inventory_name_check(name)
     if description is not None:
@@ -709,6 +732,8 @@ def cluster_update(
             cluster.name = name
         cluster.shutdown_reason_enabled = bool(shutdown_reason_enabled)
         cluster.shutdown_timeout = timeout
+        if max_concurrent_migrations is not NO_CHANGE:
+            cluster.max_concurrent_migrations = max_concurrent_migrations
         if description is not None:
             cluster.description = description
         try:
@@ -769,9 +794,6 @@ def host_add(*, user, name: str, uri: str, cluster_id: int, trusted: bool = Fals
     return host
 
 
-NO_CHANGE = object()  # vm_edit: a setting the window did not offer
-
-
 def vm_edit(
     *,
     vm_id: int,
@@ -785,13 +807,14 @@ def vm_edit(
     boot_sequence=NO_CHANGE,
     cd_image_id=NO_CHANGE,
     console_disconnect_action=NO_CHANGE,
+    priority=NO_CHANGE,
 ) -> VirtualMachine:
     """Edit a VM (the Edit Virtual Machine window's General, System and Host tabs): description
     and Single Sign-On; memory, vCPUs and cores per virtual socket only while Down (the host
     gets them when the VM next starts); Start Running On (a host of its cluster, or None for any
     host), which takes effect at its next start; Boot Options (the boot sequence and the CD
     attached: an image id, or None for an empty drive), which take effect at its next start;
-    the Console Disconnect Action."""
+    the Console Disconnect Action; the Priority for Run/Migration queue (High Availability)."""
     with transaction.atomic():
         vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
         if vm is None:
@@ -824,6 +847,10 @@ def vm_edit(
             if console_disconnect_action not in ConsoleDisconnectAction.values:
                 raise ActionRefused("Choose a Console Disconnect Action from the list.")
             fields["console_disconnect_action"] = console_disconnect_action
+        if priority is not NO_CHANGE:
+            if priority not in VMPriority.values:
+                raise ActionRefused("Choose a Priority for Run/Migration queue from the list.")
+            fields["priority"] = priority
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")

@@ -403,6 +403,7 @@ def cluster_edit(request, pk: int):
             shutdown_reason_enabled=data["shutdown_reason_enabled"],
             shutdown_timeout=data["shutdown_timeout"],
             description=data["description"],
+            max_concurrent_migrations=data["max_concurrent_migrations"],
         ),
         success=lambda saved: f"Cluster {saved.name} saved.",
         template="vms/_cluster_dialog.html",
@@ -445,7 +446,8 @@ def datacenter_list(request):
 @require_http_methods(["GET", "POST"])
 def vm_edit(request, pk: int):
     """The Edit Virtual Machine window: General (description, Single Sign-On), System (memory
-    and CPUs, while Down), Host (Start Running On) and Console (Console Disconnect Action)."""
+    and CPUs, while Down), Host (Start Running On), High Availability (Priority for
+    Run/Migration queue) and Console (Console Disconnect Action)."""
     vm = get_object_or_404(vms_visible(request.user, "edit_vm"), pk=pk)
     images = images_offered(request.user, data_center_id=vm.cluster.data_center_id)
     initial = {
@@ -456,6 +458,7 @@ def vm_edit(request, pk: int):
         "sso_enabled": vm.sso_enabled,
         "start_host": vm.start_host_id,
         "console_disconnect_action": vm.console_disconnect_action,
+        "priority": vm.priority,
     }
     form = EditVMForm(request.POST or None, initial=initial, vm=vm, images=images)
     return form_window(
@@ -473,6 +476,7 @@ def vm_edit(request, pk: int):
             boot_sequence=data.get("boot_sequence", services.NO_CHANGE),
             cd_image_id=data.get("cd_image", services.NO_CHANGE),
             console_disconnect_action=data["console_disconnect_action"] or services.NO_CHANGE,
+            priority=services.NO_CHANGE if data["priority"] is None else data["priority"],
         ),
         success=lambda _vm: f"VM {vm.name} saved.",
         template="vms/_edit_vm_dialog.html",

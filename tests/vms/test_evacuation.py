@@ -7,14 +7,14 @@ reason shown and one Event; Activate cancels the move."""
 import pytest
 from django.urls import reverse
 from factories import ClusterFactory, HostFactory
-from helpers import html_one, html_text
+from helpers import HX, assert_messages, html_find, html_one, html_text
 
 from portal.kernel.errors import ActionRefused
 from portal.kernel.models import Event, Phase
 from vms import inventory, services
 from vms.choices import HostStatus, MigrationMode, VMPriority, VMStatus
 from vms.evacuation import concurrent_limit
-from vms.models import Host, VirtualMachine
+from vms.models import Cluster, Host, VirtualMachine
 
 pytestmark = pytest.mark.django_db
 
@@ -181,3 +181,41 @@ def test_run_places_a_vm_elsewhere_than_a_host_preparing_for_maintenance(
     with pytest.raises(ActionRefused, match="its host h1 is Preparing For Maintenance. No other"):
         services.vm_run(vm_id=down.pk, user=admin)
     assert VirtualMachine.objects.get(pk=down.pk).status == VMStatus.DOWN
+
+
+def test_edit_vm_sets_the_priority_on_its_high_availability_tab(admin_client, make_vm):
+    vm = make_vm(VMStatus.UP, disks=0)
+    url = reverse("vms:edit", args=[vm.pk])
+    window = admin_client.get(url, headers=HX)
+    panel = html_find(window, "fieldset.side-tab-panel")[3]
+    assert [html_text(o) for o in panel.cssselect("select[name=priority] option")] == [
+        "Low",
+        "Medium",
+        "High",
+    ]
+    form = {"description": "", "console_disconnect_action": vm.console_disconnect_action}
+    response = admin_client.post(url, {**form, "priority": VMPriority.HIGH}, headers=HX)
+    assert_messages(response, "success", f"VM {vm.name} saved.")
+    assert VirtualMachine.objects.get(pk=vm.pk).priority == VMPriority.HIGH
+    response = admin_client.post(url, {**form, "priority": 7}, headers=HX)
+    assert "Select a valid choice" in response.content.decode()
+    admin_client.post(url, form, headers=HX)  # a client that knows no such tab: unchanged
+    assert VirtualMachine.objects.get(pk=vm.pk).priority == VMPriority.HIGH
+    with pytest.raises(ActionRefused, match="Choose a Priority for Run/Migration queue"):
+        services.vm_edit(vm_id=vm.pk, user=None, description="", sso_enabled=True, priority=7)
+
+
+def test_edit_cluster_sets_the_maximum_concurrent_outgoing_migrations(admin_client):
+    cluster = ClusterFactory(name="prod")
+    url = reverse("vms:cluster_edit", args=[cluster.pk])
+    form = {"name": "prod", "shutdown_timeout": 120}
+    response = admin_client.post(url, {**form, "max_concurrent_migrations": 4}, headers=HX)
+    assert_messages(response, "success", "Cluster prod saved.")
+    assert Cluster.objects.get(pk=cluster.pk).max_concurrent_migrations == 4
+    response = admin_client.post(url, {**form, "max_concurrent_migrations": 33}, headers=HX)
+    assert "Maximum concurrent outgoing migrations must be between 1 and 32." in (
+        response.content.decode()
+    )
+    assert Cluster.objects.get(pk=cluster.pk).max_concurrent_migrations == 4
+    admin_client.post(url, {**form, "max_concurrent_migrations": ""}, headers=HX)
+    assert Cluster.objects.get(pk=cluster.pk).max_concurrent_migrations is None  # engine-config's
