@@ -219,3 +219,16 @@ def test_edit_cluster_sets_the_maximum_concurrent_outgoing_migrations(admin_clie
     assert Cluster.objects.get(pk=cluster.pk).max_concurrent_migrations == 4
     admin_client.post(url, {**form, "max_concurrent_migrations": ""}, headers=HX)
     assert Cluster.objects.get(pk=cluster.pk).max_concurrent_migrations is None  # engine-config's
+
+
+def test_new_cluster_takes_the_maximum_concurrent_outgoing_migrations(admin):
+    dc = ClusterFactory().data_center
+    cluster = inventory.cluster_create(
+        user=admin, name="fast", data_center_id=dc.pk, max_concurrent_migrations=3
+    )
+    assert Cluster.objects.get(pk=cluster.pk).max_concurrent_migrations == 3
+    with pytest.raises(ActionRefused, match="must be between 1 and 32"):
+        inventory.cluster_create(
+            user=admin, name="slow", data_center_id=dc.pk, max_concurrent_migrations=0
+        )
+    assert not Cluster.objects.filter(name="slow").exists()
