@@ -6,7 +6,8 @@ MaxNumberOfConcurrentMigrations when the cluster sets none). Each migration is a
 Migrate (`vms.migration.vm_migrate`) asked by the system, as an automatic one: Allow manual
 migration only and Do not allow migration keep the VM where it is.
 
-A VM that cannot leave (no host takes it, migration not allowed, not Up) is named in the
+A VM that cannot leave (no host takes it, migration not allowed, not Up, its migration failed
+or was cancelled: not tried again until Activate and Maintenance) is named in the
 host's `maintenance_reason`, shown on the Hosts tab, and in one Event when the list changes;
 the host stays Preparing For Maintenance until it leaves or is shut down, or Activate cancels
 the move. The host reaches Maintenance when only Down or Suspended VMs remain on it.
@@ -15,12 +16,13 @@ the move. The host reaches Maintenance when only Down or Suspended VMs remain on
 import logging
 
 from django.db import transaction
+from django.utils import timezone
 
 from portal.kernel.audit import event_record
 from portal.kernel.config import config_get
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast
-from portal.kernel.models import Phase, Severity
+from portal.kernel.models import Job, JobKind, JobStatus, Phase, Severity
 
 from .choices import VM_AT_REST_STATUSES, HostStatus, VMStatus
 from .migration import vm_migrate
@@ -73,6 +75,10 @@ def host_evacuate(host_id: int) -> int:
         if vm.status != VMStatus.UP:
             stuck[vm.name] = f"it is {vm.get_status_display()}"
             continue
+        given_up = _migration_given_up(host, vm)
+        if given_up:
+            stuck[vm.name] = given_up
+            continue
         if started >= room:
             continue  # its turn comes when a migration ends
         try:
@@ -85,6 +91,27 @@ def host_evacuate(host_id: int) -> int:
             started += 1
     _reason_record(host, stuck)
     return started
+
+
+def _migration_given_up(host: Host, vm: VirtualMachine) -> str:
+    """Why the evacuation does not try the VM again: its automatic migration failed or was
+    cancelled since the host went Preparing (Migrate by hand, or Activate and Maintenance
+    again, retries it); "" otherwise."""
+    last = (
+        Job.objects.filter(vm=vm, kind=JobKind.VM_MIGRATE, params__automatic=True)
+        .filter(created_at__gte=host.maintenance_since or timezone.now())
+        .exclude(status__in=Job.ACTIVE)
+        .order_by("-pk")
+        .first()
+    )
+    if last is None:
+        return ""
+    if last.status == JobStatus.FAILED:
+        error = last.error or "no error reported"
+        return f"its migration failed ({error if len(error) <= 200 else error[:199] + '…'})"
+    if last.cancel_requested:
+        return "its migration was cancelled"
+    return ""
 
 
 def _reason_text(stuck: dict[str, str]) -> str:

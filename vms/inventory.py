@@ -10,6 +10,7 @@ and says what is in the way.
 """
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from portal.kernel.audit import actor, event_record
 from portal.kernel.errors import ActionRefused
@@ -422,7 +423,9 @@ def host_maintenance(*, host_id: int, user) -> Host:
                     f"away: {_names(running.order_by('name'), status=True)}."
                 )
             _host_move(host, HostStatus.PREPARING_FOR_MAINTENANCE, what)
-            Host.objects.filter(pk=host.pk).update(maintenance_reason="")
+            Host.objects.filter(pk=host.pk).update(
+                maintenance_reason="", maintenance_since=timezone.now()
+            )
             host.status = HostStatus.PREPARING_FOR_MAINTENANCE
             message = (
                 f"{actor(user)} moved host {host.name} to Maintenance: it is Preparing For "

@@ -88,7 +88,7 @@ def vm_migrate(*, vm_id: int, user, host_id: int | None = None, automatic: bool 
             vm=vm,
             action=VMAction.MIGRATE,
             user=user,
-            params={"host_id": dest.pk if dest else None},
+            params={"host_id": dest.pk if dest else None, "automatic": automatic},
             message=f"{actor(user)} asked to migrate VM {vm.name} from host "
             f"{vm.host.name if vm.host else '?'} to {dest.name if dest else '?'}"
             + (" (selected automatically)." if host_id is None else "."),

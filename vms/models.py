@@ -118,6 +118,9 @@ class Host(models.Model):
         blank=True,
         help_text="Why a host Preparing For Maintenance is not empty yet: the VMs that cannot leave.",
     )
+    maintenance_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the host last went Preparing For Maintenance."
+    )
 
     objects = RestrictedManager()
 

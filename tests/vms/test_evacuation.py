@@ -232,3 +232,31 @@ def test_new_cluster_takes_the_maximum_concurrent_outgoing_migrations(admin):
             user=admin, name="slow", data_center_id=dc.pk, max_concurrent_migrations=0
         )
     assert not Cluster.objects.filter(name="slow").exists()
+
+
+def test_a_failed_migration_is_not_tried_again_until_maintenance_is_asked_again(
+    hosts, make_vm, admin, step, work_off
+):
+    h1, h2 = hosts
+    make_vm(status=VMStatus.UP, disks=0, host=h1, name="web1")
+    inventory.host_maintenance(host_id=h1.pk, user=admin)
+    assert step() == ["web1"]
+    Host.objects.filter(pk=h2.pk).update(uri=h2.uri + ".gone.xml")  # the destination drops
+    work_off()
+    Host.objects.filter(pk=h2.pk).update(uri=h2.uri)
+    assert step() == []
+    reason = host_of(h1).maintenance_reason
+    assert reason.startswith("web1 cannot leave: its migration failed (")
+    warning = Event.objects.get(action="host_maintenance", phase=Phase.DETECTED)
+    assert warning.message.startswith(
+        "Host h1 stays Preparing For Maintenance: web1 cannot leave (its migration failed ("
+    )
+    assert on_host(h1) == ["web1"]
+    # Activate, then Maintenance again: it is tried again, and leaves.
+    inventory.host_activate(host_id=h1.pk, user=admin)
+    step()
+    inventory.host_maintenance(host_id=h1.pk, user=admin)
+    assert step() == ["web1"]
+    work_off()
+    step()
+    assert (host_of(h1).status, on_host(h2)) == (HostStatus.MAINTENANCE, ["web1"])
