@@ -169,6 +169,10 @@ def host_unreachable(
             message=f"Host {host.name} is Non Responsive.",
         )
     elif Host.objects.filter(pk=host.pk, status__in=HOST_MAINTENANCE_STATUSES).exists():
+        # Preparing For Maintenance stays so (its evacuation waits); the error is shown.
+        Host.objects.filter(pk=host.pk, status=HostStatus.PREPARING_FOR_MAINTENANCE).update(
+            last_error=error[:2000]
+        )
         return
     for vm in VirtualMachine.objects.filter(host=host).exclude(
         status__in=(VMStatus.DOWN, VMStatus.UNKNOWN)

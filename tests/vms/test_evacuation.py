@@ -260,3 +260,15 @@ def test_a_failed_migration_is_not_tried_again_until_maintenance_is_asked_again(
     work_off()
     step()
     assert (host_of(h1).status, on_host(h2)) == (HostStatus.MAINTENANCE, ["web1"])
+
+
+def test_a_host_preparing_for_maintenance_that_drops_stays_so_with_the_error(
+    hosts, make_vm, admin, step
+):
+    h1, _h2 = hosts
+    make_vm(status=VMStatus.UP, disks=0, host=h1, name="web1")
+    inventory.host_maintenance(host_id=h1.pk, user=admin)
+    Host.objects.filter(pk=h1.pk).update(uri=h1.uri + ".gone.xml")
+    step()
+    host = host_of(h1)
+    assert host.status == HostStatus.PREPARING_FOR_MAINTENANCE and host.last_error
