@@ -66,6 +66,15 @@ RUNNING_STATUSES = frozenset(
 )
 
 
+class VMPriority(models.IntegerChoices):
+    """A VM's Priority for Run/Migration queue (oVirt's High Availability tab): a host moved
+    to Maintenance migrates its higher-priority VMs first."""
+
+    LOW = 1, "Low"
+    MEDIUM = 50, "Medium"
+    HIGH = 100, "High"
+
+
 class MigrationMode(models.TextChoices):
     """A VM's Migration Options (oVirt's Host tab): the scheduler's migration_allowed filter
     reads it when the purpose is migration."""

@@ -16,12 +16,20 @@ from .choices import (
     MigrationMode,
     NetworkKind,
     NicModel,
+    VMPriority,
     VMStatus,
     boot_sequence_devices,
 )
 from .migration_policy import BANDWIDTH_RANGE, DOWNTIME_RANGE
 from .models import Cluster, DataCenter, Host, Template, VnicProfile
-from .services import MEMORY_MB_RANGE, NAME_MAX, NAME_RE, SHUTDOWN_TIMEOUT_RANGE, VCPUS_RANGE
+from .services import (
+    MEMORY_MB_RANGE,
+    MIGRATIONS_AT_ONCE_RANGE,
+    NAME_MAX,
+    NAME_RE,
+    SHUTDOWN_TIMEOUT_RANGE,
+    VCPUS_RANGE,
+)
 
 # Every field checks what it can on its own, so a window shows all its field errors at once;
 # the services check the same again (and what needs the database) when OK is pressed.
@@ -222,6 +230,13 @@ class ClusterForm(forms.Form):
         " seconds",
         help_text=_model_field(Cluster, "shutdown_timeout").help_text,
         initial=120,
+    )
+    max_concurrent_migrations = ranged_field(
+        _model_field(Cluster, "max_concurrent_migrations").verbose_name,
+        MIGRATIONS_AT_ONCE_RANGE,
+        "Maximum concurrent outgoing migrations",
+        required=False,
+        help_text=_model_field(Cluster, "max_concurrent_migrations").help_text,
     )
 
     @classmethod
@@ -428,6 +443,15 @@ class EditVMForm(forms.Form):
         help_text="The guest sees the host's CPU as it is; such a VM cannot migrate "
         '(Migration mode "Do not allow migration").',
     )
+    # High Availability
+    priority = forms.TypedChoiceField(
+        label="Priority for Run/Migration queue",
+        choices=VMPriority.choices,
+        coerce=int,
+        empty_value=None,
+        required=False,  # not posted: unchanged
+        help_text="A host moved to Maintenance migrates higher-priority VMs first.",
+    )
 
     # Boot Options
     first_device = forms.ChoiceField(
@@ -455,6 +479,7 @@ class EditVMForm(forms.Form):
             *MIGRATION_POLICY_FIELDS,
             "custom_migration_downtime",
         ),
+        "High Availability": ("priority",),
         "Boot Options": ("first_device", "second_device", "cd_image"),
         "Console": ("console_disconnect_action",),
     }

@@ -10,6 +10,7 @@ and says what is in the way.
 """
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from portal.kernel.audit import actor, event_record
 from portal.kernel.errors import ActionRefused
@@ -27,6 +28,7 @@ from .services import (
     cluster_name_taken,
     grants_drop,
     inventory_name_check,
+    migrations_at_once_check,
     shutdown_timeout_check,
 )
 
@@ -173,12 +175,14 @@ def cluster_create(
     description: str = "",
     shutdown_reason_enabled: bool = False,
     shutdown_timeout: int = 120,
+    max_concurrent_migrations: int | None = None,
 ) -> Cluster:
     """New Cluster in a data center: a name unique there (whatever its case), a description
     and the VM settings of Edit Cluster."""
     name = inventory_name_check(name)
     description = _description(description)
     timeout = shutdown_timeout_check(shutdown_timeout)
+    migrations_at_once = migrations_at_once_check(max_concurrent_migrations)
     with transaction.atomic():
         # The data center's row lock: cluster names are checked under it, and Remove Data
         # Center cannot take the data center away meanwhile.
@@ -192,6 +196,7 @@ def cluster_create(
                     data_center=dc,
                     shutdown_reason_enabled=bool(shutdown_reason_enabled),
                     shutdown_timeout=timeout,
+                    max_concurrent_migrations=migrations_at_once,
                 )
         except IntegrityError:
             raise ActionRefused(
@@ -396,9 +401,9 @@ def host_remove(*, host_id: int, user) -> str:
 
 
 def host_maintenance(*, host_id: int, user) -> Host:
-    """Maintenance: the host gets no new VMs and runs none; the monitor stops polling it.
-    Until migration lands it is refused while any VM on the host is not Down or Suspended
-    (running, paused, starting, being worked on, or Unknown)."""
+    """Maintenance: the host gets no new VMs and runs none; the monitor stops polling it. A
+    host with VMs not Down or Suspended goes Preparing For Maintenance first: the monitor
+    migrates them away (`vms.evacuation`) and moves it to Maintenance once it is empty."""
     entry = HOST_ACTIONS["maintenance"]
     with transaction.atomic():
         # The lock Run takes (`vms.scheduling.host_status_locked`) before it starts a VM here.
@@ -409,15 +414,27 @@ def host_maintenance(*, host_id: int, user) -> Host:
         if not entry.allows(host.status):
             raise ActionRefused(f"Cannot {what}: it is {host.get_status_display()}.")
         running = VirtualMachine.objects.filter(host=host).exclude(status__in=VM_AT_REST_STATUSES)
-        if running.exists():
-            raise ActionRefused(
-                f"Cannot {what}: virtual machines are running on it: "
-                f"{_names(running.order_by('name'), status=True)}. Shut them down first "
-                "(moving them to another host needs migration, which Vireo does not offer yet)."
-            )
+        count = running.count()
         was = host.get_status_display()
-        _host_move(host, HostStatus.MAINTENANCE, what)
-        host.status = HostStatus.MAINTENANCE
+        if count:
+            if host.status != HostStatus.UP:
+                raise ActionRefused(
+                    f"Cannot {what}: it is {was}, so its virtual machines cannot be migrated "
+                    f"away: {_names(running.order_by('name'), status=True)}."
+                )
+            _host_move(host, HostStatus.PREPARING_FOR_MAINTENANCE, what)
+            Host.objects.filter(pk=host.pk).update(
+                maintenance_reason="", maintenance_since=timezone.now()
+            )
+            host.status = HostStatus.PREPARING_FOR_MAINTENANCE
+            message = (
+                f"{actor(user)} moved host {host.name} to Maintenance: it is Preparing For "
+                f"Maintenance, migrating {count} VM{'s' if count != 1 else ''} away."
+            )
+        else:
+            _host_move(host, HostStatus.MAINTENANCE, what)
+            host.status = HostStatus.MAINTENANCE
+            message = f"{actor(user)} moved host {host.name} to Maintenance (was {was})."
         event_record(
             action="host_maintenance",
             phase=Phase.SUCCEEDED,
@@ -426,7 +443,7 @@ def host_maintenance(*, host_id: int, user) -> Host:
             cluster=host.cluster,
             object_type="host",
             object_name=host.name,
-            message=f"{actor(user)} moved host {host.name} to Maintenance (was {was}).",
+            message=message,
         )
         broadcast("hosts", f"host.{host.pk}")
     return host
@@ -434,7 +451,8 @@ def host_maintenance(*, host_id: int, user) -> Host:
 
 def host_activate(*, host_id: int, user) -> Host:
     """Activate a host in Maintenance: it is Connecting until the monitor reaches it and
-    marks it Up (or Non Responsive)."""
+    marks it Up (or Non Responsive). From Preparing For Maintenance it cancels the evacuation
+    (migrations already under way finish)."""
     entry = HOST_ACTIONS["activate"]
     with transaction.atomic():
         host = _host_locked(host_id)
@@ -443,8 +461,11 @@ def host_activate(*, host_id: int, user) -> Host:
                 f"Cannot {entry.verb} host {host.name}: it is {host.get_status_display()}, "
                 "not in Maintenance."
             )
+        was = host.status
         _host_move(host, HostStatus.CONNECTING, f"{entry.verb} host {host.name}")
+        Host.objects.filter(pk=host.pk).update(maintenance_reason="")
         host.status = HostStatus.CONNECTING
+        cancelled = was == HostStatus.PREPARING_FOR_MAINTENANCE
         event_record(
             action="host_activate",
             phase=Phase.REQUESTED,
@@ -453,7 +474,8 @@ def host_activate(*, host_id: int, user) -> Host:
             cluster=host.cluster,
             object_type="host",
             object_name=host.name,
-            message=f"{actor(user)} asked to activate host {host.name}.",
+            message=f"{actor(user)} asked to activate host {host.name}"
+            + (" (its move to Maintenance is cancelled)." if cancelled else "."),
         )
         broadcast("hosts", f"host.{host.pk}")
     return host

@@ -15,18 +15,20 @@ from portal.kernel.dialogs import confirm_window, form_window
 
 from . import inventory
 from .actions import CLUSTER_ACTIONS, DATACENTER_ACTIONS, HOST_ACTIONS
+from .choices import HostStatus
 from .forms import DataCenterForm, EditHostForm, NewClusterForm
 from .models import Cluster, DataCenter, Host
 
 CONFIRM = "vms/_confirm_dialog.html"
 
 
-def _confirm(request, entry, obj, call, success: str, redirect_to: str):
-    """A confirmation window of a catalogue entry on one object (OK / Cancel)."""
+def _confirm(request, entry, obj, call, success, redirect_to: str):
+    """A confirmation window of a catalogue entry on one object (OK / Cancel); `success`: the
+    message, or a function of the call's result giving it."""
     return confirm_window(
         request,
         call,
-        success=lambda _result: success,
+        success=success if callable(success) else lambda _result: success,
         template=CONFIRM,
         context={"entry": entry, "obj": obj},
         redirect_to=redirect_to,
@@ -118,6 +120,7 @@ def cluster_new(request):
             description=data["description"],
             shutdown_reason_enabled=data["shutdown_reason_enabled"],
             shutdown_timeout=data["shutdown_timeout"],
+            max_concurrent_migrations=data["max_concurrent_migrations"],
         ),
         success=lambda cluster: f"Cluster {cluster.name} created.",
         template="vms/_cluster_dialog.html",
@@ -206,7 +209,11 @@ def host_maintenance(request, pk: int):
         entry,
         host,
         lambda: inventory.host_maintenance(host_id=host.pk, user=request.user),
-        f"Host {host.name} was moved to Maintenance.",
+        lambda moved: (
+            f"Host {host.name} was moved to Maintenance."
+            if moved.status == HostStatus.MAINTENANCE
+            else f"Host {host.name} is Preparing For Maintenance: its VMs are being migrated away."
+        ),
         "vms:hosts",
     )
 

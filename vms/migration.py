@@ -42,11 +42,12 @@ def migration_targets(vm: VirtualMachine) -> list[Host]:
     return [c.host for c in kept]
 
 
-def _destination(vm: VirtualMachine, host_id: int | None) -> Host:
+def _destination(vm: VirtualMachine, host_id: int | None, *, automatic: bool = False) -> Host:
     """The chosen host, if the scheduler's filters let it take the VM; or (None: Select Host
-    Automatically) the scheduler's best host of the cluster. Locked until commit."""
+    Automatically) the scheduler's best host of the cluster. Locked until commit. `automatic`:
+    the engine itself migrates (Maintenance), which Allow manual migration only refuses."""
     if host_id is None:
-        return schedule(vm, purpose=Purpose.MIGRATE, exclude=[vm.host_id])
+        return schedule(vm, purpose=Purpose.MIGRATE, exclude=[vm.host_id], automatic=automatic)
     host = Host.objects.filter(pk=host_id).first()
     if host is None:
         raise ActionRefused("That host does not exist any more.")
@@ -70,9 +71,10 @@ def _storage_check(vm: VirtualMachine) -> None:
         )
 
 
-def vm_migrate(*, vm_id: int, user, host_id: int | None = None) -> Job:
+def vm_migrate(*, vm_id: int, user, host_id: int | None = None, automatic: bool = False) -> Job:
     """Migrate a running VM live to another host of its cluster: `host_id`, or (None) the
-    one Select Host Automatically picks."""
+    one Select Host Automatically picks. `automatic`: the engine migrates it by itself (a
+    host moved to Maintenance, `vms.evacuation`), with `user` None."""
     queue_ensure_available()
     with transaction.atomic():
         vm = vm_load(vm_id)
@@ -84,14 +86,14 @@ def vm_migrate(*, vm_id: int, user, host_id: int | None = None) -> Job:
                 )
             _storage_check(vm)
             # Locked: the destination cannot go into Maintenance under the migration.
-            dest = _destination(vm, host_id)
+            dest = _destination(vm, host_id, automatic=automatic)
         else:
             dest = None  # vm_begin refuses, with the VM's status
         job = vm_begin(
             vm=vm,
             action=VMAction.MIGRATE,
             user=user,
-            params={"host_id": dest.pk if dest else None},
+            params={"host_id": dest.pk if dest else None, "automatic": automatic},
             message=f"{actor(user)} asked to migrate VM {vm.name} from host "
             f"{vm.host.name if vm.host else '?'} to {dest.name if dest else '?'}"
             + (" (selected automatically)." if host_id is None else "."),

@@ -24,6 +24,7 @@ from .choices import (
     NicModel,
     SnapshotStatus,
     VMOrigin,
+    VMPriority,
     VMStatus,
 )
 
@@ -83,6 +84,13 @@ class Cluster(models.Model):
     migration_bandwidth_mbps = models.PositiveIntegerField(
         "Custom migration bandwidth (Mbps)", null=True, blank=True
     )
+    max_concurrent_migrations = models.PositiveSmallIntegerField(
+        "Maximum concurrent outgoing migrations",
+        null=True,
+        blank=True,
+        help_text="How many VMs a host moved to Maintenance migrates at once (empty: "
+        "engine-config's MaxNumberOfConcurrentMigrations).",
+    )
 
     objects = RestrictedManager()
 
@@ -121,6 +129,13 @@ class Host(models.Model):
     )
     last_seen = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    maintenance_reason = models.TextField(
+        blank=True,
+        help_text="Why a host Preparing For Maintenance is not empty yet: the VMs that cannot leave.",
+    )
+    maintenance_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the host last went Preparing For Maintenance."
+    )
 
     objects = RestrictedManager()
 
@@ -262,6 +277,12 @@ class VirtualMachine(models.Model):
         "Pass-Through Host CPU",
         default=False,
         help_text="The guest sees the host's CPU as it is; such a VM cannot migrate.",
+    )
+    priority = models.PositiveSmallIntegerField(
+        "Priority for Run/Migration queue",
+        choices=VMPriority.choices,
+        default=VMPriority.LOW,
+        help_text="A host moved to Maintenance migrates higher-priority VMs first.",
     )
     sso_enabled = models.BooleanField(
         "Single Sign-On",

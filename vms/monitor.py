@@ -46,6 +46,7 @@ from .choices import (
     status_from_domain,
 )
 from .domains import storage_domain_host_setup
+from .evacuation import evacuations_run
 from .external import domain_adopt, external_gone, host_domains_adopt, host_externals_gone
 from .guest_agent import host_agents_refresh
 from .isos import iso_images_sync
@@ -105,7 +106,10 @@ def vm_apply(
         current = current.filter(status_changed_at__lte=seen_at)
     moved = current.update(status=status, status_changed_at=timezone.now(), **fields)
     if not moved:
-        return False
+        # Preparing For Maintenance: still polled (its VMs run until they leave), status kept.
+        kept = {k: v for k, v in fields.items() if k != "status"}
+        preparing = Host.objects.filter(pk=host.pk, status=HostStatus.PREPARING_FOR_MAINTENANCE)
+        return bool(preparing.update(**kept))
     previous = VMStatus(vm.status).label
     vm.status = status
     broadcast(f"vm.{vm.pk}")
@@ -165,6 +169,10 @@ def host_unreachable(
             message=f"Host {host.name} is Non Responsive.",
         )
     elif Host.objects.filter(pk=host.pk, status__in=HOST_MAINTENANCE_STATUSES).exists():
+        # Preparing For Maintenance stays so (its evacuation waits); the error is shown.
+        Host.objects.filter(pk=host.pk, status=HostStatus.PREPARING_FOR_MAINTENANCE).update(
+            last_error=error[:2000]
+        )
         return
     for vm in VirtualMachine.objects.filter(host=host).exclude(
         status__in=(VMStatus.DOWN, VMStatus.UNKNOWN)
@@ -194,7 +202,10 @@ def host_reachable(host: Host, info: hypervisor.HostInfo | None) -> bool:
         .update(**fields)
     )
     if not moved:
-        return False
+        # Preparing For Maintenance: still polled (its VMs run until they leave), status kept.
+        kept = {k: v for k, v in fields.items() if k != "status"}
+        preparing = Host.objects.filter(pk=host.pk, status=HostStatus.PREPARING_FOR_MAINTENANCE)
+        return bool(preparing.update(**kept))
     if info is not None:
         broadcast("hosts")
     if was != HostStatus.UP:
@@ -442,9 +453,7 @@ class Monitor:
         """Start a poll of every host not still being polled from an earlier cycle, and wait
         up to `wait` seconds (the poll interval) for them; returns how many were started."""
         busy_ids = vms_with_active_jobs()
-        hosts = list(
-            Host.objects.exclude(status__in=HOST_MAINTENANCE_STATUSES).select_related("cluster")
-        )
+        hosts = list(Host.objects.exclude(status=HostStatus.MAINTENANCE).select_related("cluster"))
         self.removed_hosts_forget()
         started = []
         for host in hosts:
@@ -457,6 +466,7 @@ class Monitor:
             )
             started.append(future)
         futures_wait(started, timeout=self.poll_seconds if wait is None else wait)
+        evacuations_run()
         return len(started)
 
     def _host_agents_thread(self, host: Host, conn: hypervisor.Connection) -> None:

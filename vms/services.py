@@ -34,7 +34,14 @@ from storage.models import Disk, StorageDomain
 from storage.space import free_bytes_on, unusable_on
 
 from .actions import VM_ACTIONS, VMAction
-from .choices import BootSequence, ConsoleDisconnectAction, HostStatus, SnapshotStatus, VMStatus
+from .choices import (
+    BootSequence,
+    ConsoleDisconnectAction,
+    HostStatus,
+    SnapshotStatus,
+    VMPriority,
+    VMStatus,
+)
 from .host_address import host_address_check
 from .migration_policy import policy_fields_check, vm_migration_copy, vm_migration_fields_check
 from .models import (
@@ -123,6 +130,11 @@ def _restore_status(vm_id: int, busy: str, previous: str):
     return undo
 
 
+LEAVING_ACTIONS = frozenset(
+    {VMAction.MIGRATE, VMAction.SHUTDOWN, VMAction.POWER_OFF, VMAction.SUSPEND}
+)
+
+
 def vm_begin(
     *,
     vm: VirtualMachine,
@@ -156,7 +168,9 @@ def vm_begin(
         # Read under a lock on the host's row: Maintenance (`vms.inventory.host_maintenance`)
         # takes the same lock, so a VM cannot start on a host going into Maintenance.
         host_status = host_status_locked(vm.host_id)
-        if host_status != HostStatus.UP:
+        # A host Preparing For Maintenance lets its VMs leave (migrated, stopped, suspended).
+        leaving = action in LEAVING_ACTIONS and host_status == HostStatus.PREPARING_FOR_MAINTENANCE
+        if host_status != HostStatus.UP and not leaving:
             now = HostStatus(host_status).label if host_status else "removed"
             raise ActionRefused(f"Cannot {verb} {vm.name}: its host {vm.host.name} is {now}.")
     busy = entry.busy_for(vm.status)
@@ -659,6 +673,17 @@ def shutdown_timeout_check(value) -> int:
     return _in_range(value, SHUTDOWN_TIMEOUT_RANGE, "Graceful shutdown timeout", " seconds")
 
 
+NO_CHANGE = object()  # vm_edit, cluster_update: a setting the window did not offer
+MIGRATIONS_AT_ONCE_RANGE = (1, 32)  # engine-config's MaxNumberOfConcurrentMigrations' range
+
+
+def migrations_at_once_check(value) -> int | None:
+    """A cluster's maximum concurrent outgoing migrations; None: engine-config's."""
+    if value is None or value == "":
+        return None
+    return _in_range(value, MIGRATIONS_AT_ONCE_RANGE, "Maximum concurrent outgoing migrations")
+
+
 def inventory_name_check(name, what: str = "Name") -> str:
     """The name of a data center or cluster: required, at most 255 characters, no control
     characters (whether it is taken is the caller's to check, in its scope)."""
@@ -688,11 +713,16 @@ def cluster_update(
     description: str | None = None,
     name: str | None = None,
     migration: dict | None = None,
+    max_concurrent_migrations=NO_CHANGE,
 ) -> Cluster:
     """Edit a cluster: its name (unique in its data center), description and VM settings;
-    `migration`: the Migration Policy tab's fields (vms.migration_policy; absent: unchanged)."""
+    `migration`: the Migration Policy tab's fields (vms.migration_policy; absent: unchanged);
+    the most outgoing migrations at once of a host moved to Maintenance (None for
+    engine-config's)."""
     timeout = shutdown_timeout_check(shutdown_timeout)
     policy = policy_fields_check(migration or {}, level="cluster")
+    if max_concurrent_migrations is not NO_CHANGE:
+        max_concurrent_migrations = migrations_at_once_check(max_concurrent_migrations)
     if name is not None:
         name = inventory_name_check(name)
     if description is not None:
@@ -709,6 +739,8 @@ def cluster_update(
         cluster.shutdown_timeout = timeout
         for field, value in policy.items():
             setattr(cluster, field, value)
+        if max_concurrent_migrations is not NO_CHANGE:
+            cluster.max_concurrent_migrations = max_concurrent_migrations
         if description is not None:
             cluster.description = description
         try:
@@ -769,9 +801,6 @@ def host_add(*, user, name: str, uri: str, cluster_id: int, trusted: bool = Fals
     return host
 
 
-NO_CHANGE = object()  # vm_edit: a setting the window did not offer
-
-
 def vm_edit(
     *,
     vm_id: int,
@@ -786,13 +815,14 @@ def vm_edit(
     cd_image_id=NO_CHANGE,
     console_disconnect_action=NO_CHANGE,
     migration=NO_CHANGE,
+    priority=NO_CHANGE,
 ) -> VirtualMachine:
     """Edit a VM (the Edit Virtual Machine window's General, System and Host tabs): description
     and Single Sign-On; memory, vCPUs and cores per virtual socket only while Down (the host
     gets them when the VM next starts); Start Running On (a host of its cluster, or None for any
     host), which takes effect at its next start; Boot Options (the boot sequence and the CD
     attached: an image id, or None for an empty drive), which take effect at its next start;
-    the Console Disconnect Action."""
+    the Console Disconnect Action; the Priority for Run/Migration queue (High Availability)."""
     with transaction.atomic():
         vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
         if vm is None:
@@ -827,6 +857,10 @@ def vm_edit(
             fields["console_disconnect_action"] = console_disconnect_action
         if migration is not NO_CHANGE:
             fields.update(vm_migration_fields_check(vm, migration))
+        if priority is not NO_CHANGE:
+            if priority not in VMPriority.values:
+                raise ActionRefused("Choose a Priority for Run/Migration queue from the list.")
+            fields["priority"] = priority
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")

@@ -409,6 +409,7 @@ def cluster_edit(request, pk: int):
             shutdown_timeout=data["shutdown_timeout"],
             description=data["description"],
             migration=_posted(request, data, MIGRATION_POLICY_FIELDS),
+            max_concurrent_migrations=data["max_concurrent_migrations"],
         ),
         success=lambda saved: f"Cluster {saved.name} saved.",
         template="vms/_cluster_dialog.html",
@@ -468,7 +469,8 @@ def _vm_migration_posted(request, form: EditVMForm, data: dict):
 @require_http_methods(["GET", "POST"])
 def vm_edit(request, pk: int):
     """The Edit Virtual Machine window: General (description, Single Sign-On), System (memory
-    and CPUs, while Down), Host (Start Running On) and Console (Console Disconnect Action)."""
+    and CPUs, while Down), Host (Start Running On), High Availability (Priority for
+    Run/Migration queue) and Console (Console Disconnect Action)."""
     vm = get_object_or_404(vms_visible(request.user, "edit_vm"), pk=pk)
     images = images_offered(request.user, data_center_id=vm.cluster.data_center_id)
     initial = {
@@ -480,6 +482,7 @@ def vm_edit(request, pk: int):
         "start_host": vm.start_host_id,
         "console_disconnect_action": vm.console_disconnect_action,
         **{name: getattr(vm, name) for name in VM_MIGRATION_FIELDS},
+        "priority": vm.priority,
     }
     form = EditVMForm(request.POST or None, initial=initial, vm=vm, images=images)
     return form_window(
@@ -498,6 +501,7 @@ def vm_edit(request, pk: int):
             cd_image_id=data.get("cd_image", services.NO_CHANGE),
             console_disconnect_action=data["console_disconnect_action"] or services.NO_CHANGE,
             migration=_vm_migration_posted(request, form, data),
+            priority=services.NO_CHANGE if data["priority"] is None else data["priority"],
         ),
         success=lambda _vm: f"VM {vm.name} saved.",
         template="vms/_edit_vm_dialog.html",

@@ -365,7 +365,7 @@ def test_change_cd_window_offers_the_guest_tools_first_and_refuses_in_words(admi
 def test_edit_vm_boot_options_tab(admin_client, iso_vm):
     vm = iso_vm(VMStatus.UP)
     window = admin_client.get(reverse("vms:edit", args=[vm.pk]), headers=HX)
-    panel = html_find(window, "fieldset.side-tab-panel")[3]
+    panel = html_find(window, "fieldset.side-tab-panel")[4]
     assert html_text(panel.cssselect("legend")[0]) == "Boot Options"
     names = [e.get("name") for e in panel.cssselect("select")]
     assert names == ["first_device", "second_device", "cd_image"]

@@ -284,17 +284,29 @@ def test_host_maintenance_and_activate(admin):
 @pytest.mark.parametrize(
     "status", [VMStatus.UP, VMStatus.PAUSED, VMStatus.POWERING_UP, VMStatus.UNKNOWN]
 )
-def test_maintenance_is_refused_while_vms_run_on_the_host(admin, status):
+def test_maintenance_with_vms_on_the_host_is_preparing_for_maintenance(admin, status):
     host = HostFactory(name="node1")
     VMFactory(name="web1", host=host, status=status)
     VMFactory(name="db1", host=host, status=VMStatus.DOWN)
+    inventory.host_maintenance(host_id=host.pk, user=admin)
+    assert Host.objects.get(pk=host.pk).status == HostStatus.PREPARING_FOR_MAINTENANCE
+    assert Event.objects.get(action="host_maintenance").message == (
+        f"{admin.username} moved host node1 to Maintenance: it is Preparing For Maintenance, "
+        "migrating 1 VM away."
+    )
+
+
+@pytest.mark.parametrize("host_status", [HostStatus.NON_RESPONSIVE, HostStatus.CONNECTING])
+def test_maintenance_of_a_host_not_up_with_vms_on_it_is_refused(admin, host_status):
+    host = HostFactory(name="node1", status=host_status)
+    VMFactory(name="web1", host=host, status=VMStatus.UNKNOWN)
     with pytest.raises(ActionRefused) as exc:
         inventory.host_maintenance(host_id=host.pk, user=admin)
-    label = VMStatus(status).label
-    assert str(exc.value).startswith(
-        f"Cannot move host node1 to Maintenance: virtual machines are running on it: web1 ({label})."
+    assert str(exc.value) == (
+        f"Cannot move host node1 to Maintenance: it is {HostStatus(host_status).label}, so its "
+        "virtual machines cannot be migrated away: web1 (Unknown)."
     )
-    assert Host.objects.get(pk=host.pk).status == HostStatus.UP
+    assert Host.objects.get(pk=host.pk).status == host_status
     assert not Event.objects.exists()
 
 
@@ -368,8 +380,9 @@ def test_run_and_maintenance_racing_cannot_both_win(admin):
     release.set()
     runner.join(10)
     asker.join(10)
-    assert "virtual machines are running on it" in outcome["maintenance"]
-    assert Host.objects.get(pk=host.pk).status == HostStatus.UP
+    # Maintenance saw the VM Run started: the host prepares (its VMs are migrated away).
+    assert outcome["maintenance"] == "done"
+    assert Host.objects.get(pk=host.pk).status == HostStatus.PREPARING_FOR_MAINTENANCE
 
 
 def test_host_update_renames_and_moves_in_maintenance(admin):

@@ -247,11 +247,11 @@ def test_host_maintenance_activate_and_remove_from_the_windows(admin_client):
     response = admin_client.post(url, headers=HX)
     assert_messages(
         response,
-        "error",
-        "Cannot move host node1 to Maintenance: virtual machines are running on it: web1 (Up). "
-        "Shut them down first (moving them to another host needs migration, which Vireo does "
-        "not offer yet).",
+        "success",
+        "Host node1 is Preparing For Maintenance: its VMs are being migrated away.",
     )
+    assert Host.objects.get(pk=host.pk).status == HostStatus.PREPARING_FOR_MAINTENANCE
+    Host.objects.filter(pk=host.pk).update(status=HostStatus.UP)
     vm.status = VMStatus.DOWN
     vm.save()
     assert_messages(

@@ -31,6 +31,7 @@ def test_the_window_has_general_system_and_host_tabs(admin_client, make_vm):
         "General",
         "System",
         "Host",
+        "High Availability",
         "Boot Options",
         "Console",
     ]
