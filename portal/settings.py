@@ -260,3 +260,7 @@ LOGGING = {
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
 WHITENOISE_USE_FINDERS = DEBUG
+
+# How often a migration job reads libvirt's job statistics (progress, policy steps) and looks
+# for Cancel Migration, in seconds.
+VIREO_MIGRATION_POLL_SECONDS = float(os.environ.get("VIREO_MIGRATION_POLL_SECONDS", "0.5"))

@@ -7,6 +7,7 @@ failure (or a worker that died) the VM is settled where its guest actually runs.
 import dataclasses
 import logging
 
+from django.conf import settings
 from django.db import transaction
 
 import hypervisor
@@ -118,6 +119,7 @@ def vm_migrate_job(job: Job) -> Outcome:
                 options,
                 progress=progress,
                 should_abort=cancelled,
+                poll=settings.VIREO_MIGRATION_POLL_SECONDS,
             )
         except hypervisor.MigrationCancelled:
             result = None
