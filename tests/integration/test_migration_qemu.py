@@ -54,10 +54,15 @@ def guest(peers):
 def test_a_guest_migrates_there_and_back_with_progress(peers, guest):
     (uri1, one), (uri2, two) = peers
     readings = []
+    # Capped at 1 MiB/s the idle guest's zero pages still take a second or more: readings
+    # every 20 ms see the job under way.
     options = MigrationOptions(
-        auto_converge=True, downtime_steps=(100, 200, 300), migrate_uri="tcp://127.0.0.1"
+        auto_converge=True,
+        downtime_steps=(100, 200, 300),
+        bandwidth_mbps=8,
+        migrate_uri="tcp://127.0.0.1",
     )
-    result = one.migrate(guest, two, options, progress=readings.append, poll=0.05)
+    result = one.migrate(guest, two, options, progress=readings.append, poll=0.02)
     assert two.get_domain(guest).state == DomainState.RUNNING
     with pytest.raises(DomainNotFound):  # undefined on the source
         one.get_domain(guest)
