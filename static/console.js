@@ -41,7 +41,13 @@ async function start() {
     if (answer.error) { reason = answer.error; say(reason, "bad"); return; }
     if (!answer.ok) return;
     // The ticket was taken: from here on the socket carries RFB, and noVNC reads it.
-    rfb = new RFB(screen, socket, { credentials: { password: screen.dataset.password } });
+    try {
+      rfb = new RFB(screen, socket, { credentials: { password: screen.dataset.password } });
+    } catch (err) {
+      say("The console could not start: " + err.message, "bad");
+      socket.close();
+      return;
+    }
     rfb.scaleViewport = true;
     rfb.focusOnClick = true;
     say("Connecting to the VM's display…");

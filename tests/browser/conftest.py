@@ -44,21 +44,24 @@ ADMIN_PASSWORD = "browser-suite-secret"
 TIMEOUT_MS = 10_000
 
 # Records what the page's websocket receives (the page's own handlers are untouched), so a
-# test can wait for a subscription to be acknowledged before it lets a job finish.
+# test can wait for a subscription to be acknowledged before it lets a job finish. A Proxy,
+# not a subclass: the sockets stay native WebSockets (noVNC checks that the socket it is given
+# has WebSocket.prototype's own properties, which a subclass's prototype lacks).
 WS_RECORDER = """
 (() => {
-  const Native = window.WebSocket;
   window.__wsLog = [];
-  window.WebSocket = class extends Native {
-    constructor(...args) {
-      super(...args);
-      this.addEventListener("open", () => window.__wsLog.push({open: true}));
-      this.addEventListener("close", (e) => window.__wsLog.push({close: e.code}));
-      this.addEventListener("message", (e) => {
+  window.WebSocket = new Proxy(window.WebSocket, {
+    construct(Native, args) {
+      const socket = new Native(...args);
+      socket.addEventListener("open", () => window.__wsLog.push({open: true}));
+      socket.addEventListener("close", (e) => window.__wsLog.push({close: e.code}));
+      socket.addEventListener("message", (e) => {
+        if (typeof e.data !== "string") return;
         try { window.__wsLog.push(JSON.parse(e.data)); } catch (_) {}
       });
-    }
-  };
+      return socket;
+    },
+  });
 })();
 """
 

@@ -28,10 +28,13 @@ pytestmark = [
 PASSWORD = "console-suite-secret"
 DRAWN = 60_000  # ms: qemu starting and the firmware drawing on a loaded machine
 
-# True once the console's canvas holds pixels of more than one colour.
+# True once the console's canvas holds pixels of more than one colour, drawn by the guest's
+# firmware: before the guest sets a video mode, qemu itself draws "Guest has not initialized
+# the display (yet)." at 640x480; SeaBIOS and iPXE draw in VGA text mode (720x400).
 CANVAS_DRAWN = """() => {
   const canvas = document.querySelector("#console-screen canvas");
   if (!canvas || !canvas.width || !canvas.height) return false;
+  if (canvas.width === 640 && canvas.height === 480) return false;
   const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
   for (let i = 4; i < data.length; i += 4) {
     if (data[i] !== data[0] || data[i + 1] !== data[1] || data[i + 2] !== data[2]) return true;
@@ -71,6 +74,18 @@ def log_in(page, username: str) -> None:
     page.get_by_label("User Name").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log In").click()
+
+
+# How many of the canvas's pixels differ from its first one (the background).
+LIT_PIXELS = """() => {
+  const canvas = document.querySelector("#console-screen canvas");
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let lit = 0;
+  for (let i = 4; i < data.length; i += 4) {
+    if (data[i] !== data[0] || data[i + 1] !== data[1] || data[i + 2] !== data[2]) lit++;
+  }
+  return lit;
+}"""
 
 
 def expect_drawn(console) -> None:
