@@ -75,11 +75,15 @@ class TestDriverConnection(Connection):
         self, dom: libvirt.virDomain, dest: Connection, params: dict, flags: int
     ) -> None:
         """The test driver cannot migrate: the definition moves to the destination's node and
-        the domain runs there, at once (no job statistics, nothing to abort)."""
+        the domain runs there, at once, paused if it was (no job statistics, nothing to
+        abort)."""
         xml = self._current_xml(dom)
         with self._translated():
+            paused = dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
             moved = dest._conn.defineXML(xml)
             moved.create()
+            if paused:
+                moved.suspend()
             dom.destroy()
             dom.undefine()
 

@@ -6,10 +6,10 @@ MaxNumberOfConcurrentMigrations when the cluster sets none). Each migration is a
 Migrate (`vms.migration.vm_migrate`) asked by the system, as an automatic one: Allow manual
 migration only and Do not allow migration keep the VM where it is.
 
-A VM that cannot leave (no host takes it, migration not allowed, not Up, its migration failed
-or was cancelled: not tried again until Activate and Maintenance) is named in the
-host's `maintenance_reason`, shown on the Hosts tab, and in one Event when the list changes;
-the host stays Preparing For Maintenance until it leaves or is shut down, or Activate cancels
+A Paused VM leaves paused. A VM that cannot leave (no host takes it, migration not allowed,
+neither Up nor Paused, its migration failed or was cancelled: not tried again until Activate
+and Maintenance) is named in the host's `maintenance_reason`, shown on the Hosts tab, and in
+one Event when the list changes; the host stays Preparing For Maintenance until it leaves or is shut down, or Activate cancels
 the move. The host reaches Maintenance when only Down or Suspended VMs remain on it.
 """
 
@@ -72,7 +72,7 @@ def host_evacuate(host_id: int) -> int:
     started = 0
     waiting = _not_at_rest(host).exclude(status=VMStatus.MIGRATING_FROM)
     for vm in waiting.order_by("-priority", "name"):
-        if vm.status != VMStatus.UP:
+        if vm.status not in (VMStatus.UP, VMStatus.PAUSED):
             stuck[vm.name] = f"it is {vm.get_status_display()}"
             continue
         given_up = _migration_given_up(host, vm)

@@ -72,13 +72,13 @@ def _storage_check(vm: VirtualMachine) -> None:
 
 
 def vm_migrate(*, vm_id: int, user, host_id: int | None = None, automatic: bool = False) -> Job:
-    """Migrate a running VM live to another host of its cluster: `host_id`, or (None) the
-    one Select Host Automatically picks. `automatic`: the engine migrates it by itself (a
+    """Migrate a running (or Paused: it stays paused there) VM live to another host of its
+    cluster: `host_id`, or (None) the one Select Host Automatically picks. `automatic`: the engine migrates it by itself (a
     host moved to Maintenance, `vms.evacuation`), with `user` None."""
     queue_ensure_available()
     with transaction.atomic():
         vm = vm_load(vm_id)
-        if vm.status == VMStatus.UP:
+        if vm.status in (VMStatus.UP, VMStatus.PAUSED):
             if vm.cpu_passthrough:
                 raise ActionRefused(
                     f"Cannot migrate {vm.name}: it passes the host CPU through (Pass-Through "
@@ -93,7 +93,11 @@ def vm_migrate(*, vm_id: int, user, host_id: int | None = None, automatic: bool 
             vm=vm,
             action=VMAction.MIGRATE,
             user=user,
-            params={"host_id": dest.pk if dest else None, "automatic": automatic},
+            params={
+                "host_id": dest.pk if dest else None,
+                "automatic": automatic,
+                "paused": vm.status == VMStatus.PAUSED,
+            },
             message=f"{actor(user)} asked to migrate VM {vm.name} from host "
             f"{vm.host.name if vm.host else '?'} to {dest.name if dest else '?'}"
             + (" (selected automatically)." if host_id is None else "."),

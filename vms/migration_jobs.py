@@ -35,12 +35,20 @@ def _started(job: Job) -> str | None:
     return f"Started to migrate VM {vm.name} from host {vm.host.name} to {dest.name}."
 
 
-def _runs_on(host: Host, uuid: str) -> bool:
+def _status_on(host: Host, uuid: str) -> str | None:
+    """Up or Paused when the guest runs on `host`, else None."""
     try:
         info = hypervisor.connect(host.uri).get_domain(uuid)
     except hypervisor.HypervisorError:
-        return False
-    return info.state in (hypervisor.DomainState.RUNNING, hypervisor.DomainState.PAUSED)
+        return None
+    if info.state == hypervisor.DomainState.RUNNING:
+        return VMStatus.UP
+    return VMStatus.PAUSED if info.state == hypervisor.DomainState.PAUSED else None
+
+
+def _status_after(job: Job) -> str:
+    """A Paused VM migrates paused and stays so; a running one ends Up."""
+    return VMStatus.PAUSED if job.params.get("paused") else VMStatus.UP
 
 
 def _migrate_failed(job: Job, message: str) -> None:
@@ -50,14 +58,11 @@ def _migrate_failed(job: Job, message: str) -> None:
     if vm is None:
         return
     dest = _dest(job)
+    there = _status_on(dest, str(vm.uuid)) if dest is not None else None
     with transaction.atomic():
-        if (
-            vm.status == VMStatus.MIGRATING_FROM
-            and dest is not None
-            and _runs_on(dest, str(vm.uuid))
-        ):
+        if vm.status == VMStatus.MIGRATING_FROM and there is not None:
             VirtualMachine.objects.filter(pk=vm.pk, status=VMStatus.MIGRATING_FROM).update(
-                host=dest, status=VMStatus.UP, migrating_to=None
+                host=dest, status=there, migrating_to=None
             )
         else:
             VirtualMachine.objects.filter(pk=vm.pk).update(migrating_to=None)
@@ -126,7 +131,7 @@ def vm_migrate_job(job: Job) -> Outcome:
     if result is None:
 
         def stay() -> None:
-            vm_job_finish(job, vm, VMStatus.UP, migrating_to=None)
+            vm_job_finish(job, vm, _status_after(job), migrating_to=None)
             broadcast("hosts")
 
         return Outcome(
@@ -134,12 +139,12 @@ def vm_migrate_job(job: Job) -> Outcome:
             f"host {source.name}.",
             last_writes=stay,
         )
-    if result.paused:  # Suspend workload if needed: it runs again now that it is there
-        dest_conn.resume(str(vm.uuid))
+    if result.paused and not job.params.get("paused"):
+        dest_conn.resume(str(vm.uuid))  # Suspend workload if needed: it runs again there
     downtime = dest_conn.migration_downtime(str(vm.uuid))
 
     def arrived() -> None:
-        vm_job_finish(job, vm, VMStatus.UP, host=dest, migrating_to=None)
+        vm_job_finish(job, vm, _status_after(job), host=dest, migrating_to=None)
         vm.disks.exclude(host__isnull=True).update(host=dest)  # shared storage: reached there
         broadcast("hosts", "disks")
 

@@ -121,21 +121,18 @@ def test_vms_that_cannot_leave_keep_it_preparing_with_the_reason_and_one_event(
         name="manual",
         migration_mode=MigrationMode.USER_MIGRATABLE,
     )
-    make_vm(status=VMStatus.PAUSED, disks=0, host=h1, name="paused")
     make_vm(status=VMStatus.UP, disks=0, host=h1, name="web1", memory_mb=512)
     inventory.host_maintenance(host_id=h1.pk, user=admin)
     assert step() == ["web1"]
     reason = (
         "manual cannot leave: the VM allows manual migration only\n"
-        "paused cannot leave: it is Paused\n"
         "pinned cannot leave: the VM does not allow migration"
     )
     assert host_of(h1).maintenance_reason == reason
     warning = Event.objects.get(action="host_maintenance", phase=Phase.DETECTED)
     assert warning.message == (
         "Host h1 stays Preparing For Maintenance: manual cannot leave (the VM allows manual "
-        "migration only); paused cannot leave (it is Paused); pinned cannot leave (the VM does "
-        "not allow migration)."
+        "migration only); pinned cannot leave (the VM does not allow migration)."
     )
     work_off()
     assert step() == []
@@ -149,13 +146,13 @@ def test_vms_that_cannot_leave_keep_it_preparing_with_the_reason_and_one_event(
     assert "Preparing For Maintenance" in html_text(row)
     assert "pinned cannot leave: the VM does not allow migration" in html_text(row)
 
-    # The paused VM is powered off (allowed on a host Preparing For Maintenance): the others
-    # are still listed, no new Event.
-    paused = VirtualMachine.objects.get(name="paused")
-    work(lambda: services.vm_poweroff(vm_id=paused.pk, user=admin))
-    assert VirtualMachine.objects.get(name="paused").status == VMStatus.DOWN
+    # The manual-only VM is powered off (allowed on a host Preparing For Maintenance): the
+    # other is still listed, no new Event.
+    manual = VirtualMachine.objects.get(name="manual")
+    work(lambda: services.vm_poweroff(vm_id=manual.pk, user=admin))
+    assert VirtualMachine.objects.get(name="manual").status == VMStatus.DOWN
     step()
-    assert "paused" not in host_of(h1).maintenance_reason
+    assert host_of(h1).maintenance_reason == "pinned cannot leave: the VM does not allow migration"
     assert Event.objects.filter(action="host_maintenance", phase=Phase.DETECTED).count() == 1
 
     # Activate cancels: the reason goes, the monitor brings the host Up.
@@ -163,7 +160,7 @@ def test_vms_that_cannot_leave_keep_it_preparing_with_the_reason_and_one_event(
     assert (host_of(h1).status, host_of(h1).maintenance_reason) == (HostStatus.CONNECTING, "")
     assert step() == []
     assert host_of(h1).status == HostStatus.UP
-    assert on_host(h1) == ["manual", "paused", "pinned"]
+    assert on_host(h1) == ["manual", "pinned"]
 
 
 def test_run_places_a_vm_elsewhere_than_a_host_preparing_for_maintenance(
@@ -272,3 +269,28 @@ def test_a_host_preparing_for_maintenance_that_drops_stays_so_with_the_error(
     step()
     host = host_of(h1)
     assert host.status == HostStatus.PREPARING_FOR_MAINTENANCE and host.last_error
+
+
+def test_a_paused_vm_leaves_paused(hosts, make_vm, admin, step, work_off):
+    h1, h2 = hosts
+    make_vm(status=VMStatus.PAUSED, disks=0, host=h1, name="paused1", memory_mb=512)
+    inventory.host_maintenance(host_id=h1.pk, user=admin)
+    assert host_of(h1).status == HostStatus.PREPARING_FOR_MAINTENANCE
+    assert step() == ["paused1"]
+    work_off()
+    vm = VirtualMachine.objects.get(name="paused1")
+    assert (vm.status, vm.host) == (VMStatus.PAUSED, h2)
+    step()
+    assert host_of(h1).status == HostStatus.MAINTENANCE
+
+
+def test_a_vm_busy_with_another_job_waits_with_its_status_as_the_reason(
+    hosts, make_vm, admin, step, django_capture_on_commit_callbacks
+):
+    h1, _h2 = hosts
+    vm = make_vm(status=VMStatus.UP, disks=0, host=h1, name="rebooting")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.vm_reboot(vm_id=vm.pk, user=admin)  # queued, not run
+    inventory.host_maintenance(host_id=h1.pk, user=admin)
+    assert step() == []
+    assert host_of(h1).maintenance_reason == "rebooting cannot leave: it is Reboot In Progress"

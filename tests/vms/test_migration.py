@@ -191,3 +191,24 @@ def test_the_migrate_window(running, hosts, admin_client, work):
     assert_messages(done, "success", "Migrating web1.")
     running.refresh_from_db()
     assert (running.status, running.migrating_to) == (VMStatus.MIGRATING_FROM, hosts[2])
+
+
+def test_a_paused_vm_migrates_paused_and_a_cancelled_one_stays_paused(
+    hosts, admin, make_vm, work, work_off, django_capture_on_commit_callbacks
+):
+    h1, h2, h3 = hosts
+    vm = make_vm(status=VMStatus.PAUSED, disks=0, host=h1, name="idle1", memory_mb=512)
+    assert domain_state(h1, vm) == hypervisor.DomainState.PAUSED
+    work(lambda: vm_migrate(vm_id=vm.pk, user=admin, host_id=h2.pk))
+    vm.refresh_from_db()
+    assert (vm.status, vm.host, vm.migrating_to) == (VMStatus.PAUSED, h2, None)
+    assert domain_state(h2, vm) == hypervisor.DomainState.PAUSED
+    assert domain_state(h1, vm) is None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        vm_migrate(vm_id=vm.pk, user=admin, host_id=h3.pk)
+    vm_migration_cancel(vm_id=vm.pk, user=admin)
+    work_off()
+    vm.refresh_from_db()
+    assert (vm.status, vm.host, vm.migrating_to) == (VMStatus.PAUSED, h2, None)
+    assert domain_state(h2, vm) == hypervisor.DomainState.PAUSED
