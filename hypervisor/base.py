@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import libvirt
 
 from hypervisor.datatypes import HostInfo, LifecycleEvent
-from hypervisor.domainxml import host_cpu_model
+from hypervisor.domainxml import host_cpu_model, net_link_speed
 from hypervisor.errors import DomainNotFound, HostUnreachable, translated
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,24 @@ class ConnectionBase:
                 libvirt_version=_version(self._conn.getLibVersion()),
                 cores=max(1, nodes) * max(1, sockets) * max(1, cores),
                 hypervisor_version=version,
+                link_speed_mbps=self._link_speed(),
             )
+
+    def _link_speed(self) -> int:
+        """The fastest link that is up among the host's network node devices (0: unknown)."""
+        try:
+            devices = self._conn.listAllDevices(0)
+        except libvirt.libvirtError:
+            return 0  # no node device driver: unknown
+        speeds = []
+        for device in devices:
+            if "net" not in device.listCaps():
+                continue
+            try:
+                speeds.append(net_link_speed(device.XMLDesc(0)))
+            except libvirt.libvirtError:
+                continue  # the interface went away meanwhile
+        return max(speeds, default=0)
 
     # -- events -----------------------------------------------------------------------------
 

@@ -45,6 +45,9 @@ class HostInfo:
     libvirt_version: str
     cores: int = 0
     hypervisor_version: str = ""
+    # The fastest network link that is up, as libvirt's node devices report it (Mbps); 0 when
+    # none says (a virtio NIC has no speed): Auto migration bandwidth reads it.
+    link_speed_mbps: int = 0
 
 
 @dataclass(frozen=True)

@@ -519,3 +519,19 @@ def external_snapshot_xml(
         _sub(disk, "driver", type="qcow2")
         _sub(disk, "source", file=overlays[target])
     return ET.tostring(snapshot, encoding="unicode")
+
+
+UNKNOWN_LINK_SPEED = 2**32 - 1  # what the kernel's -1 ("unknown") becomes in libvirt's XML
+
+
+def net_link_speed(xml: str) -> int:
+    """The link speed (Mbps) of a network node device whose link is up; 0 when it is down or
+    its speed is not known."""
+    link = ET.fromstring(xml).find("capability[@type='net']/link")
+    if link is None or link.get("state") != "up":
+        return 0
+    try:
+        speed = int(link.get("speed", "0"))
+    except ValueError:
+        return 0
+    return speed if 0 < speed < UNKNOWN_LINK_SPEED else 0

@@ -12,6 +12,7 @@ from django.db import transaction
 
 import hypervisor
 from portal.kernel.audit import actor, event_record
+from portal.kernel.config import config_get
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast
 from portal.kernel.models import Job, JobKind, Phase
@@ -146,6 +147,19 @@ POST_COPY_AFTER = 4  # iterations without converging before post-copy takes over
 PAUSE_AFTER = 6  # ... before the guest is paused so the copy ends
 
 
+def auto_bandwidth(source: Host | None, dest: Host) -> int | None:
+    """Auto bandwidth, as oVirt computes it without a QoS rate limit: the slower of the two
+    hosts' links, shared by the migrations the source may run at once (the cluster's maximum
+    concurrent outgoing migrations, else engine-config's). None (libvirt's own) when a link
+    speed is not known."""
+    if source is None or not source.link_speed_mbps or not dest.link_speed_mbps:
+        return None
+    concurrent = source.cluster.max_concurrent_migrations or int(
+        config_get("MaxNumberOfConcurrentMigrations")
+    )
+    return max(1, min(source.link_speed_mbps, dest.link_speed_mbps) // max(1, concurrent))
+
+
 def migration_options(vm: VirtualMachine, dest: Host) -> hypervisor.MigrationOptions:
     """The libvirt options of the VM's migration to `dest`, from its effective migration
     settings (`vms.migration_policy`: the VM's, else its cluster's, else engine-config's): the
@@ -161,8 +175,11 @@ def migration_options(vm: VirtualMachine, dest: Host) -> hypervisor.MigrationOpt
     else:
         steps = tuple(dict.fromkeys(max(10, int(downtime * share)) for share in POLICY_LADDER))
     compression = settings["compression"][0]
-    # Auto (no link speeds read yet) and Hypervisor default: libvirt's own
-    bandwidth = settings["bandwidth_mbps"][0] if settings["bandwidth"][0] == "custom" else None
+    bandwidth = None  # Hypervisor default: libvirt's own
+    if settings["bandwidth"][0] == "custom":
+        bandwidth = settings["bandwidth_mbps"][0]
+    elif settings["bandwidth"][0] == "auto":
+        bandwidth = auto_bandwidth(vm.host, dest)
     address = dest.address or ""
     return hypervisor.MigrationOptions(
         auto_converge=bool(settings["auto_converge"][0]),

@@ -151,6 +151,8 @@ def vm_migrate_job(job: Job) -> Outcome:
     figures = f"in {result.duration_s:.1f} s"
     if downtime is not None:
         figures += f", downtime {downtime} ms"
+    if options.bandwidth_mbps:
+        figures += f", bandwidth at most {options.bandwidth_mbps} Mbps"
     if result.steps:
         figures += f"; {'; '.join(result.steps)}"
     return Outcome(

@@ -127,6 +127,12 @@ class Host(models.Model):
     hypervisor_version = models.CharField(
         "QEMU version", max_length=64, blank=True, help_text="The hypervisor's version (QEMU/KVM)"
     )
+    link_speed_mbps = models.PositiveIntegerField(
+        "link speed (Mbps)",
+        default=0,
+        help_text="The fastest network link that is up, as libvirt reports it (0: not known); "
+        "Auto migration bandwidth reads it.",
+    )
     last_seen = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     maintenance_reason = models.TextField(

@@ -194,6 +194,7 @@ def host_reachable(host: Host, info: hypervisor.HostInfo | None) -> bool:
             memory_mb=info.memory_mb,
             libvirt_version=info.libvirt_version[:64],
             hypervisor_version=info.hypervisor_version[:64],
+            link_speed_mbps=info.link_speed_mbps,
         )
     was = host.status
     moved = (

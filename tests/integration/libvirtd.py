@@ -54,6 +54,11 @@ cgroup_controllers = [ ]
 namespaces = [ ]
 stdio_handler = "file"
 """
+# Each daemon hands out VNC/SPICE ports from its own range (qemu asks the kernel whether a
+# port is free only when it binds, so two daemons sharing one range race for the same port):
+# this one 5900-6099, peer n 5900 + 200n up.
+MAIN_DISPLAY_PORTS = "remote_display_port_min = 5900\nremote_display_port_max = 6099\n"
+QEMU_CONF += MAIN_DISPLAY_PORTS
 
 
 def _quiet(_ctx: object, _err: object) -> None:
@@ -114,8 +119,11 @@ def _peer_config(n: int, base: Path) -> tuple[str, str]:
         "listen_tls = 0\nlisten_tcp = 1\n"
         f'tcp_port = "{16510 + n}"\nlisten_addr = "127.0.0.1"\nauth_tcp = "none"\n'
     )
-    low = 49200 + 100 * n
-    qemu = QEMU_CONF + f"migration_port_min = {low}\nmigration_port_max = {low + 99}\n"
+    low, display = 49200 + 100 * n, 5900 + 200 * n
+    qemu = QEMU_CONF.replace(MAIN_DISPLAY_PORTS, "") + (
+        f"migration_port_min = {low}\nmigration_port_max = {low + 99}\n"
+        f"remote_display_port_min = {display}\nremote_display_port_max = {display + 199}\n"
+    )
     return libvirtd, qemu
 
 

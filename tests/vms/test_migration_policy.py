@@ -13,7 +13,7 @@ from factories import ClusterFactory, HostFactory
 from helpers import HX, assert_messages, html_find, html_one, html_text
 
 import hypervisor
-from hypervisor.domainxml import domain_xml
+from hypervisor.domainxml import domain_xml, net_link_speed
 from portal.kernel.config import config_set
 from portal.kernel.errors import ActionRefused
 from portal.kernel.models import Event, Phase
@@ -22,7 +22,7 @@ from vms.choices import MigrationMode, VMStatus
 from vms.jobs import vm_domain_spec
 from vms.migration import migration_options, vm_migrate
 from vms.migration_policy import GLOBAL, effective_migration_settings
-from vms.models import Cluster, VirtualMachine
+from vms.models import Cluster, Host, VirtualMachine
 from vms.scheduling import NoHostAvailable, Purpose, schedule
 
 pytestmark = pytest.mark.django_db
@@ -116,6 +116,31 @@ def test_migration_options_follow_the_effective_values(running, hosts):
         300,
         True,
     )
+
+
+def test_auto_bandwidth_is_the_slower_link_shared_by_the_concurrent_migrations(running, hosts):
+    h1, h2 = hosts
+    Cluster.objects.filter(pk=running.cluster_id).update(migration_bandwidth="auto")
+    running = VirtualMachine.objects.select_related("host__cluster").get(pk=running.pk)
+    assert migration_options(running, h2).bandwidth_mbps is None  # link speeds not known
+    Host.objects.filter(pk=h1.pk).update(link_speed_mbps=10_000)
+    Host.objects.filter(pk=h2.pk).update(link_speed_mbps=1_000)
+    config_set("MaxNumberOfConcurrentMigrations", 4)
+    running = VirtualMachine.objects.select_related("host__cluster").get(pk=running.pk)
+    h2.refresh_from_db()
+    assert migration_options(running, h2).bandwidth_mbps == 250  # 1,000 Mbps / 4
+    Cluster.objects.filter(pk=running.cluster_id).update(max_concurrent_migrations=2)
+    running = VirtualMachine.objects.select_related("host__cluster").get(pk=running.pk)
+    assert migration_options(running, h2).bandwidth_mbps == 500  # the cluster's limit
+
+
+def test_a_link_speed_counts_only_when_the_link_is_up_and_its_speed_known():
+    up = "<device><capability type='net'><link speed='{}' state='{}'/></capability></device>"
+    assert net_link_speed(up.format(10000, "up")) == 10000
+    assert net_link_speed(up.format(1000, "down")) == 0
+    assert net_link_speed(up.format(2**32 - 1, "up")) == 0  # the kernel's "unknown"
+    assert net_link_speed("<device><capability type='net'/></device>") == 0
+    assert net_link_speed(up.format("fast", "up")) == 0
 
 
 def test_compression_is_dropped_where_the_hosts_libvirt_lacks_it(
