@@ -101,12 +101,15 @@ def demo_seed(*, hosts: int = 2) -> bool:
         )
         for n in range(1, hosts + 1)
     ]
+    # NFS: shared by the data center's hosts, so the demo's VMs can Migrate (the test driver
+    # mounts nothing; a real host would mount nfs.demo.lab:/exports/data1).
     data = StorageDomain.objects.create(
         name="data1",
         data_center=dc,
         domain_function=DomainFunction.DATA,
-        storage_type=StorageType.LOCAL,
-        path="/var/lib/vireo/data1",
+        storage_type=StorageType.NFS,
+        nfs_server="nfs.demo.lab",
+        path="/exports/data1",
         pool_name=pool_name_new(),
         status=StorageDomainStatus.ACTIVE,
         total_bytes=2 * 1024 * GiB,
@@ -129,7 +132,6 @@ def demo_seed(*, hosts: int = 2) -> bool:
             alias=f"{name}_Disk1",
             vm=vm,
             storage_domain=data,
-            host=host,
             volume_name=f"{vm.uuid}-vda.qcow2",
             size_bytes=(10 + n * 5) * GiB,
             actual_bytes=(1 + n) * GiB,
@@ -159,7 +161,6 @@ def demo_seed(*, hosts: int = 2) -> bool:
             alias=f"{name}_Disk1",
             vm=vm,
             storage_domain=data,
-            host=lab_host,
             volume_name=f"{vm.uuid}-vda.qcow2",
             size_bytes=20 * GiB,
             actual_bytes=2 * GiB,
