@@ -48,7 +48,30 @@ class DataCenter(models.Model):
         return self.name
 
 
-class Cluster(models.Model):
+class MigrationPolicyFields(models.Model):
+    """The migration policy settings a cluster (Edit Cluster, Migration Policy tab) and a VM
+    (Edit VM, Host tab) each hold: empty / None inherits the level above (a VM its cluster's,
+    a cluster engine-config's; vms/migration_policy.py resolves them)."""
+
+    migration_policy = models.CharField(
+        "Migration Policy", max_length=32, blank=True, choices=MIGRATION_POLICIES
+    )
+    auto_converge = models.BooleanField("Auto Converge migrations", null=True, blank=True)
+    migration_compression = models.CharField(
+        "Enable migration compression", max_length=16, blank=True, choices=MIGRATION_COMPRESSION
+    )
+    migration_bandwidth = models.CharField(
+        "Migration bandwidth", max_length=32, blank=True, choices=MIGRATION_BANDWIDTH
+    )
+    migration_bandwidth_mbps = models.PositiveIntegerField(
+        "Custom migration bandwidth (Mbps)", null=True, blank=True
+    )
+
+    class Meta:
+        abstract = True
+
+
+class Cluster(MigrationPolicyFields):
     """A set of hosts that share CPU type and policies; VMs belong to a cluster."""
 
     name = models.CharField(max_length=255)
@@ -69,20 +92,6 @@ class Cluster(models.Model):
         choices=MemoryOptimization.choices,
         default=MemoryOptimization.NONE,
         help_text="How much of a host's physical memory running VMs may commit (the scheduler's memory filter).",
-    )
-    # Migration Policy tab: empty / None inherits engine-config's (vms/migration_policy.py).
-    migration_policy = models.CharField(
-        "Migration Policy", max_length=32, blank=True, choices=MIGRATION_POLICIES
-    )
-    auto_converge = models.BooleanField("Auto Converge migrations", null=True, blank=True)
-    migration_compression = models.CharField(
-        "Enable migration compression", max_length=16, blank=True, choices=MIGRATION_COMPRESSION
-    )
-    migration_bandwidth = models.CharField(
-        "Migration bandwidth", max_length=32, blank=True, choices=MIGRATION_BANDWIDTH
-    )
-    migration_bandwidth_mbps = models.PositiveIntegerField(
-        "Custom migration bandwidth (Mbps)", null=True, blank=True
     )
     max_concurrent_migrations = models.PositiveSmallIntegerField(
         "Maximum concurrent outgoing migrations",
@@ -188,7 +197,7 @@ class HostLeftover(models.Model):
         return f"{self.kind} {self.name} on {self.host_id}"
 
 
-class VirtualMachine(models.Model):
+class VirtualMachine(MigrationPolicyFields):
     """A virtual machine; its uuid is the libvirt domain's uuid on its host."""
 
     uuid = models.UUIDField(default=uuid_lib.uuid4, unique=True, editable=False)
@@ -258,20 +267,6 @@ class VirtualMachine(models.Model):
         max_length=16,
         choices=MigrationMode.choices,
         default=MigrationMode.MIGRATABLE,
-    )
-    # Migration policy (Edit VM, Host tab): empty / None inherits the cluster's.
-    migration_policy = models.CharField(
-        "Migration Policy", max_length=32, blank=True, choices=MIGRATION_POLICIES
-    )
-    auto_converge = models.BooleanField("Auto Converge migrations", null=True, blank=True)
-    migration_compression = models.CharField(
-        "Enable migration compression", max_length=16, blank=True, choices=MIGRATION_COMPRESSION
-    )
-    migration_bandwidth = models.CharField(
-        "Migration bandwidth", max_length=32, blank=True, choices=MIGRATION_BANDWIDTH
-    )
-    migration_bandwidth_mbps = models.PositiveIntegerField(
-        "Custom migration bandwidth (Mbps)", null=True, blank=True
     )
     custom_migration_downtime = models.PositiveIntegerField(
         "Use custom migration downtime (ms)",
