@@ -301,7 +301,7 @@ def _scheduling_field(name: str, **kwargs) -> forms.IntegerField:
         f"{oname}{' (' + unit.strip() + ')' if unit.strip() != 'minutes' else ''}",
         bounds,
         oname,
-        unit,
+        unit.replace("%", "%%"),  # Django %-formats a range error's message
         required=False,  # absent: unchanged; the service refuses a required one left empty
         help_text=field.help_text,
         **kwargs,
