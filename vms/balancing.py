@@ -51,9 +51,12 @@ VMS_TRIED = 10  # VMs of one host the policies weigh per cycle (smallest first)
 
 @dataclass(frozen=True)
 class Blocked:
-    """Something should move but nothing can: why, in words."""
+    """Something should move but nothing can: why, in words; `key` names the situation
+    without its changing figures (CPU %, minutes), so that the Warning Event is not repeated
+    while only those change (default: the reason itself)."""
 
     reason: str
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,19 +104,21 @@ def _why_vm_stays(vm: VirtualMachine) -> str:
     return ""
 
 
-def _movable(source: Candidate, loads: list[Candidate]) -> tuple[VirtualMachine | None, str]:
+def _movable(source: Candidate, loads: list[Candidate]) -> tuple[VirtualMachine | None, str, str]:
     """The first Up VM of `source` (smallest memory first) that may move and that the
-    scheduler has a balancing destination for; else (None, why none can)."""
+    scheduler has a balancing destination for; else (None, why none can, the same without
+    its changing figures)."""
     vms = list(
         VirtualMachine.objects.filter(host=source.host, status=VMStatus.UP)
         .select_related("cluster", "host")
         .order_by("memory_mb", "name")[: VMS_TRIED + 1]
     )
     if not vms:
-        return None, "no VM runs Up on it"
-    stays = []
+        return None, "no VM runs Up on it", ""
+    stays, key = [], []
     for vm in vms[:VMS_TRIED]:
         why = _why_vm_stays(vm)
+        key.append(f"{vm.name}={why or 'no host'}")  # the refusal's figures left out
         if not why:
             mine = replace(
                 source,
@@ -130,12 +135,12 @@ def _movable(source: Candidate, loads: list[Candidate]) -> tuple[VirtualMachine 
             )
             kept, reasons = evaluate(request, [c for c in loads if c.host.pk != vm.host_id])
             if kept:
-                return vm, ""
+                return vm, "", ""
             why = f"no host takes it ({refusal_text(reasons) or 'no other host'})"
         stays.append(f"{vm.name}: {why}")
     if len(vms) > VMS_TRIED:
         stays.append("others not tried this cycle")
-    return None, "; ".join(stays)
+    return None, "; ".join(stays), ",".join(key)
 
 
 def _relieve_overutilized(cluster: Cluster) -> "tuple[VirtualMachine, str] | Blocked | None":
@@ -151,7 +156,7 @@ def _relieve_overutilized(cluster: Cluster) -> "tuple[VirtualMachine, str] | Blo
         and overutilization(c)
     ]
     sources.sort(key=lambda c: (-(c.host.cpu_usage_percent or 0), c.free_mb(), c.host.name))
-    blocked = []
+    blocked, keys = [], []
     for source in sources:
         since = _minutes(source.host.over_utilized_since, now)
         why = (
@@ -159,11 +164,12 @@ def _relieve_overutilized(cluster: Cluster) -> "tuple[VirtualMachine, str] | Blo
             f"(CpuOverCommitDurationMinutes {cluster.cpu_overcommit_duration_minutes}): "
             f"{overutilization(source)}"
         )
-        vm, stays = _movable(source, loads)
+        vm, stays, stays_key = _movable(source, loads)
         if vm is not None:
             return vm, why
         blocked.append(f"{why}, but none of its VMs can move ({stays})")
-    return Blocked("; ".join(blocked)) if blocked else None
+        keys.append(f"{source.host.pk}:{stays_key}")
+    return Blocked("; ".join(blocked), " ".join(keys)) if blocked else None
 
 
 def evenly_distributed(cluster: Cluster) -> "tuple[VirtualMachine, str] | Blocked | None":
@@ -196,7 +202,7 @@ def power_saving(cluster: Cluster) -> "tuple[VirtualMachine, str] | Blocked | No
     ]
     sources.sort(key=lambda c: (c.committed_mb, c.host.name))
     for source in sources:
-        vm, _stays = _movable(source, loads)
+        vm, _stays, _key = _movable(source, loads)
         if vm is not None:
             since = _minutes(source.host.under_utilized_since, now)
             return vm, (
@@ -273,13 +279,14 @@ class Balancer:
             utilization_track(cluster, now)
         if migration_under_way(cluster):
             return 0
-        notes = []
+        notes, keys = [], []
         for correction in CORRECTIONS:
             found = correction.find(cluster)
             if found is None:
                 continue
             if isinstance(found, Blocked):
                 notes.append(found.reason)
+                keys.append(f"{correction.name}:{found.key or found.reason}")
                 continue
             vm, reason = found
             refused = self.move(cluster, vm, reason, correction.name)
@@ -287,7 +294,8 @@ class Balancer:
                 self.notes.pop(cluster.pk, None)
                 return 1
             notes.append(f"VM {vm.name} was to move because {reason}, but {refused}")
-        self.note(cluster, "; ".join(notes))
+            keys.append(f"{correction.name}:{vm.pk}:{refused}")
+        self.note(cluster, "; ".join(notes), " ".join(keys))
         return 0
 
     def move(self, cluster: Cluster, vm: VirtualMachine, reason: str, name: str) -> str:
@@ -320,11 +328,12 @@ class Balancer:
             return str(exc)
         return ""
 
-    def note(self, cluster: Cluster, text: str) -> None:
-        """A Warning Event when what the balancer cannot correct changes."""
-        if text == self.notes.get(cluster.pk, ""):
+    def note(self, cluster: Cluster, text: str, key: str) -> None:
+        """A Warning Event when what the balancer cannot correct changes (`key`: the
+        situation without its changing figures)."""
+        if key == self.notes.get(cluster.pk, ""):
             return
-        self.notes[cluster.pk] = text
+        self.notes[cluster.pk] = key
         if not text:
             return
         event_record(

@@ -315,8 +315,14 @@ def test_vms_that_cannot_move_are_named_once_and_nothing_moves(hosts, make_vm, b
         "HighUtilization (80 %)))."
     )
     assert balance() == []
+    set_cpu(h1, 93)  # only the figures change
+    assert balance() == []
     assert balance_events().count() == 1  # said once while it stays so
     assert on_host(h1) == ["huge", "manual", "paused", "pinned"]
+    VirtualMachine.objects.filter(name="manual").update(migration_mode=MigrationMode.PINNED)
+    assert balance() == []
+    assert balance_events().count() == 2  # a new situation is told
+    assert "manual: the VM does not allow migration" in balance_events().last().message
 
 
 def test_at_most_one_migration_per_cluster_and_cycle(hosts, make_vm, balance, work_off):
