@@ -29,6 +29,7 @@ PARTS = (
     "adopt",
     "config",
     "schedule",
+    "balance",
     "agents",
     "iso",
     "console",
@@ -221,6 +222,25 @@ def part_schedule() -> dict:
     return r
 
 
+def part_balance() -> dict:
+    from bench import balancing
+
+    heading("6b. The load balancer's cycle: 100 hosts in 4 clusters, 10,000 VMs")
+    r = balancing.measure()
+    for state, words in (
+        ("quiet", "evenly_distributed, nothing to correct"),
+        ("over", "evenly_distributed, 3 over-utilized hosts per cluster"),
+        ("packing", "power_saving, every host under-utilized"),
+    ):
+        c = r[state]
+        print(
+            f"{words}: median {c['median_ms']:.1f} ms, p95 {c['p95_ms']:.1f} ms, "
+            f"{c['queries']:.0f} queries, {c['migrations']:.0f} migrations started per cycle"
+            + (f" (starting them: {c['moves_ms']:.0f} ms)" if c["migrations"] else "")
+        )
+    return r
+
+
 def part_agents(user) -> dict:
     from bench import agents
 
@@ -351,6 +371,13 @@ def summary(seed, results: dict, wall: float) -> None:
             f"{'scheduler, 100 hosts':22} {sc['queries']} queries, median {sc['median_ms']:.1f} ms, "
             f"p95 {sc['p95_ms']:.1f} ms per schedule()"
         )
+    if ba := results.get("balance"):
+        print(
+            f"{'balancer, 100 hosts':22} cycle median {ba['quiet']['median_ms']:.0f} ms with "
+            f"nothing to correct, {ba['over']['median_ms']:.0f} ms (evenly) and "
+            f"{ba['packing']['median_ms']:.0f} ms (power_saving) starting "
+            f"{ba['over']['migrations']:.0f} migrations"
+        )
     if ag := results.get("agents"):
         poll = ag["poll_after_ms"] / ag["poll_before_ms"]
         listing = ag["list_after_ms"] / ag["list_before_ms"]
@@ -435,6 +462,7 @@ def main() -> int:
             ("adopt", lambda: part_adopt(user)),
             ("config", part_config),
             ("schedule", part_schedule),
+            ("balance", part_balance),
             ("agents", lambda: part_agents(user)),
             ("iso", lambda: part_iso(user, env)),
             ("console", lambda: part_console(user)),

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import libvirt
 
-from hypervisor.datatypes import HostInfo, LifecycleEvent
+from hypervisor.datatypes import HostCpuTimes, HostInfo, LifecycleEvent
 from hypervisor.domainxml import host_cpu_model, net_link_speed
 from hypervisor.errors import DomainNotFound, HostUnreachable, translated
 
@@ -244,6 +244,15 @@ class ConnectionBase:
             except libvirt.libvirtError:
                 continue  # the interface went away meanwhile
         return max(speeds, default=0)
+
+    def host_cpu_times(self) -> HostCpuTimes:
+        """The host's CPU time counters over all its CPUs (virNodeGetCPUStats: user and kernel
+        busy; idle and iowait not), for the monitor's CPU usage between two polls."""
+        with self._translated():
+            stats = self._conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
+        busy = int(stats.get("user", 0)) + int(stats.get("kernel", 0))
+        idle = int(stats.get("idle", 0)) + int(stats.get("iowait", 0))
+        return HostCpuTimes(busy_ns=busy, total_ns=busy + idle)
 
     # -- events -----------------------------------------------------------------------------
 

@@ -32,6 +32,23 @@ STATE_BY_NUMBER = (
 
 
 @dataclass(frozen=True)
+class HostCpuTimes:
+    """A host's CPU time counters at one moment (nanoseconds, all CPUs): `busy` (user and
+    kernel) out of `total`. The CPU usage between two readings is the ratio of their deltas."""
+
+    busy_ns: int
+    total_ns: int
+
+    def usage_since(self, earlier: HostCpuTimes) -> int | None:
+        """Percent busy between `earlier` and this reading (None when no time passed)."""
+        total = self.total_ns - earlier.total_ns
+        if total <= 0:
+            return None
+        busy = self.busy_ns - earlier.busy_ns
+        return max(0, min(100, round(100 * busy / total)))
+
+
+@dataclass(frozen=True)
 class HostInfo:
     """What a host is: its name, CPU model, logical CPUs and physical cores, memory, and the
     versions of its hypervisor (`hypervisor`: type and version, "QEMU 7.2.0";

@@ -27,11 +27,16 @@ hooks (its public methods stay Connection's own):
   (Change CD), and a console ticket (the graphics password). Its networks (define, start,
   autostart, destroy, undefine) are libvirt's own. It has no domain capabilities: VNC is its
   one graphics type.
+- its node CPU counters never move (virNodeGetCPUStats gives fixed figures) and its domains'
+  CPU time is the clock: the host's CPU counters advance, between two readings, by the
+  elapsed time times its running domains (one CPU's worth each, as the driver counts them)
+  out of the elapsed time times the node's CPUs.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import libvirt
@@ -39,7 +44,7 @@ import libvirt
 from hypervisor.agent import GUEST_INFO_TYPES
 from hypervisor.connection import Connection
 from hypervisor.consolexml import with_graphics_device
-from hypervisor.datatypes import InterfaceSpec, VolumeInfo
+from hypervisor.datatypes import HostCpuTimes, InterfaceSpec, VolumeInfo
 from hypervisor.domainxml import (
     has_guest_agent_channel,
     interface_macs,
@@ -63,11 +68,27 @@ class TestDriverConnection(Connection):
         super().__init__(uri, timeout=timeout)
         self._chains_lock = threading.Lock()
         self._backing: dict[tuple[str, str], str] = {}
+        self._cpu_counters = (0, 0, 0)  # (when, busy, total) of the last host_cpu_times
 
     def _record(self, pool: str, name: str, backing: str) -> None:
         """Volume `name` of `pool` now backs onto volume `backing` of the same pool."""
         with self._chains_lock:
             self._backing[pool, name] = backing
+
+    def host_cpu_times(self) -> HostCpuTimes:
+        """Counters that advance, from one reading to the next, by the elapsed time times the
+        running domains (busy) and times the node's CPUs (total); see the module's text."""
+        with self._translated():
+            cpus = max(1, self._conn.getInfo()[2])
+            running = len(self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING))
+        now = time.monotonic_ns()
+        with self._chains_lock:
+            last, busy, total = self._cpu_counters
+            if last:
+                busy += (now - last) * min(running, cpus)
+                total += (now - last) * cpus
+            self._cpu_counters = (now, busy, total)
+        return HostCpuTimes(busy_ns=busy, total_ns=total)
 
     # -- domains ------------------------------------------------------------------------------
 

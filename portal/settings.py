@@ -203,6 +203,8 @@ VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
 # many VMs of one host at most in one pass (those asked longest ago first).
 VIREO_AGENT_POLL_SECONDS = float(os.environ.get("VIREO_AGENT_POLL_SECONDS", "30"))
 VIREO_AGENT_POLL_BATCH = int(os.environ.get("VIREO_AGENT_POLL_BATCH", "200"))
+# How often the monitor's load balancer (vms/balancing.py) runs, in seconds.
+VIREO_BALANCE_SECONDS = float(os.environ.get("VIREO_BALANCE_SECONDS", "60"))
 # A host that has not answered a connection attempt within this many seconds is Non Responsive.
 VIREO_HOST_CONNECT_TIMEOUT = float(os.environ.get("VIREO_HOST_CONNECT_TIMEOUT", "10"))
 # Where each host mounts an NFS storage domain: <root>/<pool name> (made by the pool's build).

@@ -84,6 +84,17 @@ class MigrationMode(models.TextChoices):
     PINNED = "pinned", "Do not allow migration"
 
 
+class SchedulingPolicy(models.TextChoices):
+    """A cluster's Scheduling Policy (Edit Cluster's Scheduling Policy tab), named as oVirt
+    names them: none (no load balancing), evenly_distributed (VMs spread so no host is
+    over-utilized), power_saving (VMs packed onto fewer hosts, under-utilized hosts emptied).
+    The scheduler's weights and the balancer (vms/balancing.py) read it."""
+
+    NONE = "none", "none"
+    EVENLY_DISTRIBUTED = "evenly_distributed", "evenly_distributed"
+    POWER_SAVING = "power_saving", "power_saving"
+
+
 class MemoryOptimization(models.IntegerChoices):
     """A cluster's Memory Optimization: how much of a host's physical memory the scheduler
     lets running VMs commit (oVirt: None 100%, for Server Load 150%, for Desktop Load 200%)."""

@@ -16,12 +16,15 @@ from .choices import (
     MigrationMode,
     NetworkKind,
     NicModel,
+    SchedulingPolicy,
     VMPriority,
     VMStatus,
     boot_sequence_devices,
 )
 from .migration_policy import BANDWIDTH_RANGE, DOWNTIME_RANGE
 from .models import Cluster, DataCenter, Host, Template, VnicProfile
+from .scheduling_policy import PROPERTIES as SCHEDULING_PROPERTIES
+from .scheduling_policy import SCHEDULING_FIELDS
 from .services import (
     MEMORY_MB_RANGE,
     MIGRATIONS_AT_ONCE_RANGE,
@@ -291,12 +294,47 @@ def migration_policy_fields(inherit: str) -> dict[str, forms.Field]:
 MIGRATION_POLICY_FIELDS = tuple(migration_policy_fields(""))
 
 
+def _scheduling_field(name: str, **kwargs) -> forms.IntegerField:
+    field = _model_field(Cluster, name)
+    oname, bounds, unit, _required = SCHEDULING_PROPERTIES[name]
+    return ranged_field(
+        f"{oname}{' (' + unit.strip() + ')' if unit.strip() != 'minutes' else ''}",
+        bounds,
+        oname,
+        unit.replace("%", "%%"),  # Django %-formats a range error's message
+        required=False,  # absent: unchanged; the service refuses a required one left empty
+        help_text=field.help_text,
+        **kwargs,
+    )
+
+
+def scheduling_policy_fields() -> dict[str, forms.Field]:
+    """The Scheduling Policy tab: the policy and its properties (vms/scheduling_policy.py)."""
+    return {
+        "scheduling_policy": forms.ChoiceField(
+            label="Scheduling Policy",
+            choices=SchedulingPolicy.choices,
+            required=False,
+            help_text="none: no load balancing; evenly_distributed: VMs leave over-utilized "
+            "hosts; power_saving: VMs are packed onto fewer hosts and under-utilized hosts "
+            "emptied.",
+        ),
+        **{name: _scheduling_field(name) for name in SCHEDULING_PROPERTIES},
+    }
+
+
 class EditClusterForm(ClusterForm):
-    """Edit Cluster: General (ClusterForm's fields) and the Migration Policy tab."""
+    """Edit Cluster: General (ClusterForm's fields), the Migration Policy tab and the
+    Scheduling Policy tab."""
 
     locals().update(migration_policy_fields("Inherit from global setting"))
+    locals().update(scheduling_policy_fields())
 
-    TABS = {"General": (), "Migration Policy": MIGRATION_POLICY_FIELDS}
+    TABS = {
+        "General": (),
+        "Migration Policy": MIGRATION_POLICY_FIELDS,
+        "Scheduling Policy": SCHEDULING_FIELDS,
+    }
 
     def tabs(self):
         """(tab name, its bound fields): General holds every field no other tab names."""

@@ -22,6 +22,7 @@ from .choices import (
     NetworkKind,
     NetworkStatus,
     NicModel,
+    SchedulingPolicy,
     SnapshotStatus,
     VMOrigin,
     VMPriority,
@@ -101,6 +102,45 @@ class Cluster(MigrationPolicyFields):
         "engine-config's MaxNumberOfConcurrentMigrations).",
     )
 
+    # Scheduling Policy tab (vms/balancing.py; the scheduler's weights per policy). The
+    # properties keep oVirt's names: HighUtilization, LowUtilization,
+    # CpuOverCommitDurationMinutes, MaxFreeMemoryForOverUtilized, MinFreeMemoryForUnderUtilized.
+    scheduling_policy = models.CharField(
+        "Scheduling Policy",
+        max_length=32,
+        choices=SchedulingPolicy.choices,
+        default=SchedulingPolicy.NONE,
+    )
+    high_utilization = models.PositiveSmallIntegerField(
+        "HighUtilization",
+        default=80,
+        help_text="Host CPU use (%) at or over which a host is over-utilized.",
+    )
+    low_utilization = models.PositiveSmallIntegerField(
+        "LowUtilization",
+        default=20,
+        help_text="Host CPU use (%) under which a host is under-utilized (power_saving).",
+    )
+    cpu_overcommit_duration_minutes = models.PositiveSmallIntegerField(
+        "CpuOverCommitDurationMinutes",
+        default=2,
+        help_text="How long a host stays over- or under-utilized before VMs are migrated.",
+    )
+    max_free_memory_for_over_utilized = models.PositiveIntegerField(
+        "MaxFreeMemoryForOverUtilized",
+        null=True,
+        blank=True,
+        help_text="A host with less free memory (MB) than this is over-utilized (empty: "
+        "memory is not considered).",
+    )
+    min_free_memory_for_under_utilized = models.PositiveIntegerField(
+        "MinFreeMemoryForUnderUtilized",
+        null=True,
+        blank=True,
+        help_text="A host with more free memory (MB) than this is under-utilized (empty: "
+        "memory is not considered).",
+    )
+
     objects = RestrictedManager()
 
     class Meta:
@@ -151,6 +191,14 @@ class Host(models.Model):
     maintenance_since = models.DateTimeField(
         null=True, blank=True, help_text="When the host last went Preparing For Maintenance."
     )
+    # Load (the monitor, from libvirt's host CPU times between two polls) and how long the
+    # host has been over- or under-utilized by its cluster's Scheduling Policy (the balancer).
+    cpu_usage_percent = models.PositiveSmallIntegerField(
+        "CPU usage (%)", null=True, blank=True, help_text="Between the monitor's last two polls."
+    )
+    cpu_usage_at = models.DateTimeField(null=True, blank=True)
+    over_utilized_since = models.DateTimeField(null=True, blank=True)
+    under_utilized_since = models.DateTimeField(null=True, blank=True)
 
     objects = RestrictedManager()
 

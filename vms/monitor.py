@@ -36,6 +36,7 @@ from storage.choices import DOMAIN_IN_USE_STATUSES, DomainFunction, PoolStatus, 
 from storage.models import StorageDomain, StorageDomainHost
 from storage.space import domain_space_refresh, pool_figures
 
+from .balancing import Balancer
 from .choices import (
     BUSY_STATUSES,
     HOST_MAINTENANCE_STATUSES,
@@ -402,6 +403,9 @@ class Monitor:
         self.agent_seconds = settings.VIREO_AGENT_POLL_SECONDS
         self.agent_polling: dict[int, Future] = {}  # host id -> its guest agents' pass
         self.agent_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="monitor-agent")
+        self.cpu_times: dict[int, hypervisor.HostCpuTimes] = {}  # host id -> last reading
+        self.balancer = Balancer()
+        self.balanced_at = time.monotonic()  # the first balancing comes one interval in
 
     def _on_lifecycle(self, host_id: int):
         def callback(event: hypervisor.LifecycleEvent) -> None:
@@ -441,6 +445,31 @@ class Monitor:
         except hypervisor.HypervisorError as exc:
             log.warning("storage of host %s not refreshed: %s", host.name, exc)
         host_leftovers_clear(host, conn)
+        self.host_load_record(host, conn)
+
+    def host_load_record(self, host: Host, conn: hypervisor.Connection) -> None:
+        """Store the host's CPU usage since its previous poll (libvirt's host CPU times), what
+        the Scheduling Policy's HighUtilization and LowUtilization are measured against."""
+        try:
+            reading = conn.host_cpu_times()
+        except hypervisor.HypervisorError as exc:
+            log.warning("CPU usage of host %s not read: %s", host.name, exc)
+            return
+        earlier = self.cpu_times.get(host.pk)
+        self.cpu_times[host.pk] = reading
+        usage = reading.usage_since(earlier) if earlier is not None else None
+        if usage is not None:
+            Host.objects.filter(pk=host.pk).update(
+                cpu_usage_percent=usage, cpu_usage_at=timezone.now()
+            )
+
+    def balance_if_due(self) -> int:
+        """Run the balancer (vms.balancing) when VIREO_BALANCE_SECONDS have passed since its
+        last run; returns how many migrations it started."""
+        if time.monotonic() - self.balanced_at < settings.VIREO_BALANCE_SECONDS:
+            return 0
+        self.balanced_at = time.monotonic()
+        return self.balancer.run()
 
     def _host_poll_thread(self, host: Host, busy_ids: set[int]) -> None:
         try:
@@ -468,6 +497,10 @@ class Monitor:
             started.append(future)
         futures_wait(started, timeout=self.poll_seconds if wait is None else wait)
         evacuations_run()
+        try:
+            self.balance_if_due()
+        except Exception:
+            log.exception("load balancing failed")
         return len(started)
 
     def _host_agents_thread(self, host: Host, conn: hypervisor.Connection) -> None:
@@ -518,6 +551,7 @@ class Monitor:
             if running is not None and not running.done():
                 continue
             self.polling.pop(host_id, None)
+            self.cpu_times.pop(host_id, None)
             conn = self.watched.pop(host_id, None)
             if conn is not None:
                 hypervisor.disconnect(conn.uri)

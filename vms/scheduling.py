@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce
 from portal.kernel.errors import ActionRefused
 from storage.choices import StorageType
 
-from .choices import VM_AT_REST_STATUSES, HostStatus, MigrationMode, VMStatus
+from .choices import VM_AT_REST_STATUSES, HostStatus, MigrationMode, SchedulingPolicy, VMStatus
 from .models import Host, VirtualMachine
 
 
@@ -50,6 +50,15 @@ class Request:
     automatic: bool = False  # a migration the engine starts itself (Maintenance, balancing)
     # (alias, host id, host name) of each disk on one host's local storage, read once
     local_disks: tuple[tuple[str, int, str], ...] = ()
+    # A move the balancer asks for (vms/balancing.py): the balance_headroom filter applies,
+    # and `source` is the VM's host as the balancer sees it (the VM not counted on it).
+    balancing: bool = False
+    source: "Candidate | None" = None
+
+    @property
+    def policy(self) -> str:
+        """The Scheduling Policy of the VM's cluster (which weights apply)."""
+        return self.vm.cluster.scheduling_policy
 
 
 @dataclass(frozen=True)
@@ -79,12 +88,14 @@ class Filter:
 
 @dataclass(frozen=True)
 class Weight:
-    """A named score of a host (lower is better), multiplied by `factor` and summed."""
+    """A named score of a host (lower is better), multiplied by `factor` and summed; only
+    under the clusters' Scheduling Policies in `policies` (None: every policy)."""
 
     name: str
     score: Callable[[Request, Candidate], float]
     factor: float = 1.0
     purposes: frozenset = frozenset(Purpose)
+    policies: frozenset | None = None
 
 
 def _host_up(request: Request, c: Candidate) -> str | None:
@@ -156,6 +167,112 @@ def _least_loaded(request: Request, c: Candidate) -> float:
     return (c.committed_mb + request.vm.memory_mb) / capacity
 
 
+# -- load: the Scheduling Policy's thresholds (Edit Cluster's Scheduling Policy tab) --------
+
+
+def overutilization(c: Candidate) -> str:
+    """Why the host is over-utilized by its cluster's Scheduling Policy ("" if it is not, or
+    the cluster has none): its CPU at or over HighUtilization, or less free memory than
+    MaxFreeMemoryForOverUtilized."""
+    cluster = c.host.cluster
+    if cluster.scheduling_policy == SchedulingPolicy.NONE:
+        return ""
+    why = []
+    cpu = c.host.cpu_usage_percent
+    if cpu is not None and cpu >= cluster.high_utilization:
+        why.append(
+            f"its CPU is at {cpu} %, at or over HighUtilization ({cluster.high_utilization} %)"
+        )
+    limit = cluster.max_free_memory_for_over_utilized
+    if limit is not None and c.host.memory_mb and c.free_mb() < limit:
+        why.append(
+            f"it has {c.free_mb()} MB free memory, under MaxFreeMemoryForOverUtilized ({limit} MB)"
+        )
+    return " and ".join(why)
+
+
+def underutilization(c: Candidate) -> str:
+    """Why the host is under-utilized by a power_saving cluster's thresholds ("" if not): its
+    CPU under LowUtilization and (when set) more free memory than
+    MinFreeMemoryForUnderUtilized. A host whose CPU usage is not known yet is not."""
+    cluster = c.host.cluster
+    cpu = c.host.cpu_usage_percent
+    if cluster.scheduling_policy != SchedulingPolicy.POWER_SAVING or cpu is None:
+        return ""
+    if cpu >= cluster.low_utilization:
+        return ""
+    why = f"its CPU is at {cpu} %, under LowUtilization ({cluster.low_utilization} %)"
+    limit = cluster.min_free_memory_for_under_utilized
+    if limit is not None:
+        if c.free_mb() <= limit:
+            return ""
+        why += f" and it has {c.free_mb()} MB free memory, over MinFreeMemoryForUnderUtilized ({limit} MB)"
+    return why
+
+
+def _balance_headroom(request: Request, c: Candidate) -> str | None:
+    """A balancing move goes only where it corrects something: to a host that is not
+    over-utilized, nor would be by the VM's memory; under evenly_distributed to a host with
+    more free memory than MinFreeMemoryForUnderUtilized (when set); under power_saving, when
+    the VM leaves a host that is not over-utilized, not to a host less loaded than that one
+    (it packs, it does not spread)."""
+    if not request.balancing:
+        return None
+    cluster = c.host.cluster
+    policy = cluster.scheduling_policy
+    if policy == SchedulingPolicy.NONE:
+        return None
+    cpu = c.host.cpu_usage_percent
+    if cpu is None:
+        return "its CPU usage is not known yet (the monitor measures it between two polls)"
+    if cpu >= cluster.high_utilization:
+        return f"its CPU is at {cpu} %, at or over HighUtilization ({cluster.high_utilization} %)"
+    after = c.free_mb() - request.vm.memory_mb
+    limit = cluster.max_free_memory_for_over_utilized
+    if limit is not None and after < limit:
+        return (
+            f"it would have {max(0, after)} MB free memory, under MaxFreeMemoryForOverUtilized "
+            f"({limit} MB)"
+        )
+    under = cluster.min_free_memory_for_under_utilized
+    if policy == SchedulingPolicy.EVENLY_DISTRIBUTED and under is not None and c.free_mb() <= under:
+        return f"it has {c.free_mb()} MB free memory, not over MinFreeMemoryForUnderUtilized ({under} MB)"
+    source = request.source
+    if (
+        policy == SchedulingPolicy.POWER_SAVING
+        and source is not None
+        and not overutilization(source)
+        and c.committed_mb < source.committed_mb
+    ):
+        return (
+            f"it is less loaded than {source.host.name} (power_saving packs VMs onto busier hosts)"
+        )
+    return None
+
+
+def _cpu_load(request: Request, c: Candidate) -> float:
+    """evenly_distributed: the host's CPU usage (a host not measured yet counts as idle)."""
+    return (c.host.cpu_usage_percent or 0) / 100
+
+
+def _power_saving(request: Request, c: Candidate) -> float:
+    """power_saving packs: the busiest host that stays under HighUtilization (CPU, and
+    MaxFreeMemoryForOverUtilized after the VM's memory) first; then under-utilized hosts
+    (being emptied), busiest first; a host the VM would push over the thresholds last."""
+    cluster = c.host.cluster
+    capacity = c.capacity_mb() or 1
+    share = min(1.0, (c.committed_mb + request.vm.memory_mb) / capacity)
+    cpu = c.host.cpu_usage_percent
+    limit = cluster.max_free_memory_for_over_utilized
+    if (cpu is not None and cpu >= cluster.high_utilization) or (
+        limit is not None and c.free_mb() - request.vm.memory_mb < limit
+    ):
+        return 2 + share
+    if underutilization(c):
+        return 2 - share
+    return 1 - share
+
+
 RESOURCE_PURPOSES = frozenset({Purpose.RUN, Purpose.MIGRATE})
 
 FILTERS: list[Filter] = [
@@ -166,9 +283,16 @@ FILTERS: list[Filter] = [
     Filter("cpu", _cpu, RESOURCE_PURPOSES),
     Filter("migration_allowed", _migration_allowed, frozenset({Purpose.MIGRATE})),
     Filter("cpu_passthrough", _cpu_passthrough, frozenset({Purpose.MIGRATE})),
+    Filter("balance_headroom", _balance_headroom, frozenset({Purpose.MIGRATE})),
 ]
 
-WEIGHTS: list[Weight] = [Weight("least_loaded", _least_loaded)]
+EVENLY = frozenset({SchedulingPolicy.NONE, SchedulingPolicy.EVENLY_DISTRIBUTED})
+
+WEIGHTS: list[Weight] = [
+    Weight("least_loaded", _least_loaded, policies=EVENLY),
+    Weight("cpu_load", _cpu_load, policies=frozenset({SchedulingPolicy.EVENLY_DISTRIBUTED})),
+    Weight("power_saving", _power_saving, policies=frozenset({SchedulingPolicy.POWER_SAVING})),
+]
 
 
 def host_status_locked(host_id: int) -> str | None:
@@ -199,14 +323,25 @@ def candidates_of(vm: VirtualMachine, hosts: Iterable[Host] | None = None) -> li
         qs = qs.filter(cluster_id=vm.cluster_id)
     else:
         qs = qs.filter(pk__in=[h.pk for h in hosts])
+    return _with_committed(qs, vm.pk)
+
+
+def cluster_candidates(cluster_id: int) -> list[Candidate]:
+    """Every host of a cluster with all that is committed on it (the balancer's view)."""
+    return _with_committed(
+        Host.objects.select_related("cluster").filter(cluster_id=cluster_id), None
+    )
+
+
+def _with_committed(qs, vm_pk: int | None) -> list[Candidate]:
     committing = ~Q(vms__status__in=NOT_COMMITTING)
-    if vm.pk is not None:
-        committing &= ~Q(vms__pk=vm.pk)
+    if vm_pk is not None:
+        committing &= ~Q(vms__pk=vm_pk)
     # VMs migrating to a host commit their memory there already (a subquery: a second join
     # would multiply the first one's rows).
     incoming = (
         VirtualMachine.objects.filter(migrating_to=OuterRef("pk"))
-        .exclude(pk=vm.pk)
+        .exclude(pk=vm_pk)
         .order_by()
         .values("migrating_to")
         .annotate(m=Sum("memory_mb"))
@@ -230,7 +365,12 @@ def evaluate(request: Request, candidates: list[Candidate]) -> tuple[list[Candid
                 break
         else:
             kept.append(c)
-    weights = [w for w in WEIGHTS if request.purpose in w.purposes]
+    policy = request.policy
+    weights = [
+        w
+        for w in WEIGHTS
+        if request.purpose in w.purposes and (w.policies is None or policy in w.policies)
+    ]
     kept.sort(
         key=lambda c: (sum(w.factor * w.score(request, c) for w in weights), c.running, c.host.name)
     )
@@ -262,14 +402,25 @@ def schedule(
     exclude: Iterable[int] = (),
     candidates: Iterable[Host] | None = None,
     automatic: bool = False,
+    balancing: bool = False,
 ) -> Host:
     """The best host for `vm`, its row locked until the transaction ends (Maintenance takes
     the same lock) and filtered again under the lock; NoHostAvailable names each host's
     reason. `candidates` narrows the choice (Start Running On); `exclude` takes host ids
-    out (a migration's source)."""
-    request = Request(vm=vm, purpose=purpose, automatic=automatic, local_disks=local_disks_of(vm))
+    out (a migration's source). `balancing`: the balancer's own move (vms/balancing.py),
+    which the balance_headroom filter keeps to hosts where it corrects something."""
+    everyone = candidates_of(vm, candidates)
+    source = next((c for c in everyone if c.host.pk == vm.host_id), None)
+    request = Request(
+        vm=vm,
+        purpose=purpose,
+        automatic=automatic,
+        local_disks=local_disks_of(vm),
+        balancing=balancing,
+        source=source if balancing else None,
+    )
     excluded = set(exclude)
-    pool = [c for c in candidates_of(vm, candidates) if c.host.pk not in excluded]
+    pool = [c for c in everyone if c.host.pk not in excluded]
     kept, reasons = evaluate(request, pool)
     for best in kept:
         if host_status_locked(best.host.pk) is None:

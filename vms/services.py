@@ -55,6 +55,7 @@ from .models import (
 )
 from .quotas import quota_check
 from .scheduling import NoHostAvailable, Purpose, host_status_locked, refusal_text, schedule
+from .scheduling_policy import scheduling_policy_check
 from .vnics import mac_allocate, profile_usable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -714,9 +715,11 @@ def cluster_update(
     name: str | None = None,
     migration: dict | None = None,
     max_concurrent_migrations=NO_CHANGE,
+    scheduling: dict | None = None,
 ) -> Cluster:
     """Edit a cluster: its name (unique in its data center), description and VM settings;
     `migration`: the Migration Policy tab's fields (vms.migration_policy; absent: unchanged);
+    `scheduling`: the Scheduling Policy tab's (vms.scheduling_policy; absent: unchanged);
     the most outgoing migrations at once of a host moved to Maintenance (None for
     engine-config's)."""
     timeout = shutdown_timeout_check(shutdown_timeout)
@@ -738,6 +741,8 @@ def cluster_update(
         cluster.shutdown_reason_enabled = bool(shutdown_reason_enabled)
         cluster.shutdown_timeout = timeout
         for field, value in policy.items():
+            setattr(cluster, field, value)
+        for field, value in scheduling_policy_check(scheduling or {}, cluster).items():
             setattr(cluster, field, value)
         if max_concurrent_migrations is not NO_CHANGE:
             cluster.max_concurrent_migrations = max_concurrent_migrations

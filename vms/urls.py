@@ -61,6 +61,7 @@ urlpatterns = [
     path("profiles/<id:pk>/remove/", network_views.vnic_profile_remove, name="vnic_profile_remove"),
     path("clusters/<id:pk>/edit/", views.cluster_edit, name="cluster_edit"),
     path("clusters/<id:pk>/remove/", inventory_views.cluster_remove, name="cluster_remove"),
+    path("clusters/<id:pk>/details/<str:tab>/", views.cluster_details, name="cluster_details"),
     path("quotas/", quota_views.quota_list, name="quotas"),
     path("quotas/<id:pk>/edit/", quota_views.quota_edit, name="quota_edit"),
 ]

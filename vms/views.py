@@ -45,6 +45,7 @@ from .migration import migration_targets, vm_migrate
 from .migration_policy import VM_FIELDS as VM_MIGRATION_FIELDS
 from .migration_policy import effective_migration_settings, migration_rows
 from .models import Cluster, DataCenter
+from .scheduling_policy import SCHEDULING_FIELDS, scheduling_rows
 from .search import HINT as SEARCH_HINT
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
 from .snapshot_views import snapshots_context
@@ -391,6 +392,28 @@ def cluster_list(request):
     return render(request, template, context)
 
 
+# The cluster's details pane's sub-tabs, in order.
+CLUSTER_DETAIL_TABS = {"general": "General"}
+
+
+@admin_portal_required
+def cluster_details(request, pk: int, tab: str):
+    """A cluster's details pane: the General sub-tab (its settings, Migration Policy and
+    Scheduling Policy with its properties)."""
+    if tab not in CLUSTER_DETAIL_TABS:
+        raise Http404
+    cluster = get_object_or_404(
+        Cluster.objects.select_related("data_center").restrict(request.user, "view"), pk=pk
+    )
+    context = {
+        "cluster": cluster,
+        "detail_tab": tab,
+        "detail_tabs": CLUSTER_DETAIL_TABS.items(),
+        "scheduling_rows": scheduling_rows(cluster),
+    }
+    return render(request, "vms/_cluster_details.html", context)
+
+
 @admin_portal_required
 @require_http_methods(["GET", "POST"])
 def cluster_edit(request, pk: int):
@@ -410,6 +433,7 @@ def cluster_edit(request, pk: int):
             description=data["description"],
             migration=_posted(request, data, MIGRATION_POLICY_FIELDS),
             max_concurrent_migrations=data["max_concurrent_migrations"],
+            scheduling=_posted(request, data, SCHEDULING_FIELDS),
         ),
         success=lambda saved: f"Cluster {saved.name} saved.",
         template="vms/_cluster_dialog.html",

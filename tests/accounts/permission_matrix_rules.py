@@ -10,7 +10,7 @@ from accounts.catalogue import ACTIONS
 from accounts.models import Role
 from accounts.views import PERMISSION_KINDS
 from vms.actions import DOMAIN_CONFIRM_ACTIONS, VM_STATUS_ACTIONS, SnapshotAction, VMAction
-from vms.views import DETAIL_TABS
+from vms.views import CLUSTER_DETAIL_TABS, DETAIL_TABS
 
 # -- the rule table ---------------------------------------------------------------------------
 
@@ -248,6 +248,19 @@ def cluster_edit(w: World) -> list[Case]:
             Case("vms:cluster_edit", "POST", url, gate, data, inside=s is w.inside),
         ]
     return cases
+
+
+def cluster_details(w: World) -> list[Case]:
+    return [
+        Case(
+            "vms:cluster_details",
+            "GET",
+            reverse("vms:cluster_details", args=[s.cluster.pk, tab]),
+            need("view", on=[s.cluster], admin=True),
+        )
+        for s in sides(w)
+        for tab in CLUSTER_DETAIL_TABS
+    ]
 
 
 def datacenter_new(w: World) -> list[Case]:
@@ -772,6 +785,7 @@ RULES: dict[str, Rule] = {
     ),
     "vms:host_new": Rule(ADMIN_PAGE + "; add_host anywhere, else 404", host_new),
     "vms:cluster_edit": Rule(OBJECT + " (edit_cluster)", cluster_edit),
+    "vms:cluster_details": Rule(OBJECT + " (view; every detail tab)", cluster_details),
     "vms:cluster_new": Rule(
         ADMIN_PAGE + "; create_cluster on a data center, else 404", cluster_new
     ),

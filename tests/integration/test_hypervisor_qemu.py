@@ -3,7 +3,9 @@
 import os
 import re
 import subprocess
+import sys
 import threading
+import time
 import uuid
 
 import pytest
@@ -76,6 +78,24 @@ def test_host_info(conn):
     assert host.hypervisor.startswith("QEMU ")
     assert host.cpus >= 1 and host.memory_mb > 0
     assert host.cpu_model and host.hostname
+
+
+def test_host_cpu_times_follow_a_busy_cpu(conn):
+    """libvirt's node CPU counters (what the monitor's CPU usage, and so load balancing, is
+    measured from): all CPUs' time passes, and a process spinning on one CPU shows."""
+    cpus = conn.host_info().cpus
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        first = conn.host_cpu_times()
+        time.sleep(1.0)
+        second = conn.host_cpu_times()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    elapsed_ns = (second.total_ns - first.total_ns) / cpus
+    assert 0.7e9 < elapsed_ns < 1.5e9  # about the second slept, on each CPU
+    assert second.usage_since(first) >= 80 // cpus  # one CPU of `cpus` busy (others add)
 
 
 def test_vm_lifecycle(conn, tiny_vm, libvirt_uri):

@@ -280,6 +280,7 @@ def test_the_edit_cluster_window_has_a_migration_policy_tab(admin_client):
     assert [html_text(t) for t in html_find(window, "label.side-tab")] == [
         "General",
         "Migration Policy",
+        "Scheduling Policy",
     ]
     option = html_find(window, "select[name=migration_compression] option")[0]
     assert html_text(option) == "Inherit from global setting"

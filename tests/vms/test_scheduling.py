@@ -30,8 +30,9 @@ def test_the_pipeline_is_named_filters_and_weights():
         "cpu",
         "migration_allowed",
         "cpu_passthrough",
+        "balance_headroom",
     ]
-    assert [w.name for w in WEIGHTS] == ["least_loaded"]
+    assert [w.name for w in WEIGHTS] == ["least_loaded", "cpu_load", "power_saving"]
 
 
 def test_host_up_filter():
