@@ -13,7 +13,7 @@ each host); there is no libvirt call on the request path.
 """
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.db import models
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
@@ -22,7 +22,8 @@ from django.db.models.functions import Coalesce
 from portal.kernel.errors import ActionRefused
 from storage.choices import StorageType
 
-from .choices import VM_AT_REST_STATUSES, HostStatus, MigrationMode, VMStatus
+from .affinity import POSITIVE, GroupRules, affinity_rules
+from .choices import VM_AT_REST_STATUSES, AffinityRule, HostStatus, MigrationMode, VMStatus
 from .models import Host, VirtualMachine
 
 
@@ -50,6 +51,8 @@ class Request:
     automatic: bool = False  # a migration the engine starts itself (Maintenance, balancing)
     # (alias, host id, host name) of each disk on one host's local storage, read once
     local_disks: tuple[tuple[str, int, str], ...] = ()
+    # the VM's enabled affinity groups with their other running members, read once
+    affinity: tuple[GroupRules, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,69 @@ def local_disks_of(vm: VirtualMachine) -> tuple[tuple[str, int, str], ...]:
     )
 
 
+# -- affinity groups (vms/affinity.py): hard rules filter, soft rules weigh -------------------
+
+
+def _vm_rule_broken(g: GroupRules, host_id: int) -> str | None:
+    """Why `host_id` breaks the group's VM Affinity Rule for the VM, or None."""
+    if g.vm_rule == AffinityRule.NEGATIVE:
+        here = sorted(m.name for m in g.members if host_id in m.hosts)
+        if len(here) == 1:
+            return f"its VM {here[0]} runs there"
+        if here:
+            return f"its VMs {', '.join(here)} run there"
+    elif g.vm_rule == POSITIVE:
+        wanted, counted = g.together_hosts()
+        if wanted and host_id not in wanted:
+            away = [m for m in counted if not m.staying & {host_id}]
+            shown = "; ".join(f"{m.name} on {m.where}" for m in away[:5])
+            more = f" and {len(away) - 5} more" if len(away) > 5 else ""
+            return f"its VMs run elsewhere ({shown}{more})"
+    return None
+
+
+def _host_rule_broken(g: GroupRules, host_id: int) -> str | None:
+    if g.host_rule == POSITIVE and host_id not in g.hosts:
+        return "the host is not one of the group's hosts"
+    if g.host_rule == AffinityRule.NEGATIVE and host_id in g.hosts:
+        return "the group keeps its VMs off this host"
+    return None
+
+
+def _vm_affinity(request: Request, c: Candidate) -> str | None:
+    """An Enforcing VM Affinity Rule: Positive, the host that runs the group's other running
+    VMs (most of them, if the group is broken); Negative, no host running one of them."""
+    for g in request.affinity:
+        if g.vm_enforcing and (why := _vm_rule_broken(g, c.host.pk)):
+            return f"{g.label(g.vm_rule, True)}: {why}"
+    return None
+
+
+def _vm_to_host_affinity(request: Request, c: Candidate) -> str | None:
+    """An Enforcing VM to host rule: Positive, one of the group's hosts; Negative, none."""
+    for g in request.affinity:
+        if g.host_enforcing and (why := _host_rule_broken(g, c.host.pk)):
+            return f"{g.label(g.host_rule, True, to_host=True)}: {why}"
+    return None
+
+
+def _vm_affinity_soft(request: Request, c: Candidate) -> float:
+    """A rule not Enforcing: 1 for each group whose VM Affinity Rule the host would break."""
+    return float(
+        sum(1 for g in request.affinity if not g.vm_enforcing and _vm_rule_broken(g, c.host.pk))
+    )
+
+
+def _vm_to_host_affinity_soft(request: Request, c: Candidate) -> float:
+    return float(
+        sum(1 for g in request.affinity if not g.host_enforcing and _host_rule_broken(g, c.host.pk))
+    )
+
+
+# A soft rule outweighs the load: a broken preference costs more than a full host.
+AFFINITY_FACTOR = 10.0
+
+
 def _least_loaded(request: Request, c: Candidate) -> float:
     """The share of the host's memory that running VMs commit, this VM's included."""
     capacity = c.capacity_mb() or 1
@@ -166,9 +232,15 @@ FILTERS: list[Filter] = [
     Filter("cpu", _cpu, RESOURCE_PURPOSES),
     Filter("migration_allowed", _migration_allowed, frozenset({Purpose.MIGRATE})),
     Filter("cpu_passthrough", _cpu_passthrough, frozenset({Purpose.MIGRATE})),
+    Filter("vm_affinity", _vm_affinity, RESOURCE_PURPOSES),
+    Filter("vm_to_host_affinity", _vm_to_host_affinity, RESOURCE_PURPOSES),
 ]
 
-WEIGHTS: list[Weight] = [Weight("least_loaded", _least_loaded)]
+WEIGHTS: list[Weight] = [
+    Weight("least_loaded", _least_loaded),
+    Weight("vm_affinity", _vm_affinity_soft, AFFINITY_FACTOR, RESOURCE_PURPOSES),
+    Weight("vm_to_host_affinity", _vm_to_host_affinity_soft, AFFINITY_FACTOR, RESOURCE_PURPOSES),
+]
 
 
 def host_status_locked(host_id: int) -> str | None:
@@ -255,6 +327,18 @@ def refusal_text(reasons: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
+def request_of(vm: VirtualMachine, purpose: str, *, automatic: bool = False) -> Request:
+    """What the filters read of the VM, read once: its local disks and (to run or migrate
+    it) its affinity groups."""
+    return Request(
+        vm=vm,
+        purpose=purpose,
+        automatic=automatic,
+        local_disks=local_disks_of(vm),
+        affinity=affinity_rules(vm) if purpose in RESOURCE_PURPOSES else (),
+    )
+
+
 def schedule(
     vm: VirtualMachine,
     *,
@@ -267,7 +351,7 @@ def schedule(
     the same lock) and filtered again under the lock; NoHostAvailable names each host's
     reason. `candidates` narrows the choice (Start Running On); `exclude` takes host ids
     out (a migration's source)."""
-    request = Request(vm=vm, purpose=purpose, automatic=automatic, local_disks=local_disks_of(vm))
+    request = request_of(vm, purpose, automatic=automatic)
     excluded = set(exclude)
     pool = [c for c in candidates_of(vm, candidates) if c.host.pk not in excluded]
     kept, reasons = evaluate(request, pool)
@@ -275,6 +359,8 @@ def schedule(
         if host_status_locked(best.host.pk) is None:
             reasons[best.host.name] = "the host was removed"
             continue
+        if request.affinity:  # where the groups' VMs run, read again under the lock
+            request = replace(request, affinity=affinity_rules(vm))
         again, why = evaluate(request, candidates_of(vm, [best.host]))
         if again:
             return again[0].host

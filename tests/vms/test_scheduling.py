@@ -30,8 +30,10 @@ def test_the_pipeline_is_named_filters_and_weights():
         "cpu",
         "migration_allowed",
         "cpu_passthrough",
+        "vm_affinity",
+        "vm_to_host_affinity",
     ]
-    assert [w.name for w in WEIGHTS] == ["least_loaded"]
+    assert [w.name for w in WEIGHTS] == ["least_loaded", "vm_affinity", "vm_to_host_affinity"]
 
 
 def test_host_up_filter():
