@@ -14,6 +14,7 @@ names one running VM whose enforcing group is broken, for the balancer to migrat
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
@@ -330,6 +331,7 @@ class Member:
 class GroupRules:
     """One affinity group as the scheduler applies it to one VM."""
 
+    pk: int
     name: str
     vm_rule: str
     vm_enforcing: bool
@@ -345,7 +347,8 @@ class GroupRules:
             f"{', Enforcing' if enforcing else ''})"
         )
 
-    def together_hosts(self) -> tuple[frozenset[int], list[Member]]:
+    @cached_property
+    def together(self) -> tuple[frozenset[int], list[Member]]:
         """Where a Positive VM rule wants the VM: the hosts that run most of the group's
         other members (one host unless the group is broken), and the members counted; an
         empty set when none runs (any host will do)."""
@@ -423,13 +426,16 @@ def _host_rows(group_ids) -> dict[int, set[int]]:
     return hosts
 
 
-def affinity_rules(vm: VirtualMachine) -> tuple[GroupRules, ...]:
+def affinity_rules(
+    vm: VirtualMachine, *, hosts_known: dict[int, frozenset[int]] | None = None
+) -> tuple[GroupRules, ...]:
     """The enabled affinity groups of `vm` with their other running members and hosts, as
-    the scheduler applies them (two queries; one when no group has a VM to host rule)."""
+    the scheduler applies them (two queries; one when no group has a VM to host rule, or
+    when `hosts_known` gives each group's hosts, as a re-read under a host's lock does)."""
     if vm.pk is None:
         return ()
     groups = AffinityGroup.objects.filter(ENABLED, vms=vm).values("pk")
-    rows = list(_through_rows(groups))
+    rows = _through_rows(groups)
     if not rows:
         return ()
     by_group: dict[int, dict] = {}
@@ -438,9 +444,13 @@ def affinity_rules(vm: VirtualMachine) -> tuple[GroupRules, ...]:
         if row["vm_id"] != vm.pk and row["vm__status"] not in NOT_RUNNING:
             g["members"].append(_member(row))
     with_hosts = [pk for pk, g in by_group.items() if g["row"]["host_rule"] != DISABLED]
-    hosts = _host_rows(with_hosts) if with_hosts else {}
+    if hosts_known is not None and set(with_hosts) <= set(hosts_known):
+        hosts = hosts_known
+    else:
+        hosts = _host_rows(with_hosts) if with_hosts else {}
     return tuple(
         GroupRules(
+            pk=pk,
             name=g["row"]["group"],
             vm_rule=g["row"]["vm_rule"],
             vm_enforcing=g["row"]["vm_enforcing"],

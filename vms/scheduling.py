@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from django.db import models
-from django.db.models import Count, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q, Sum
 
 from portal.kernel.errors import ActionRefused
 from storage.choices import StorageType
@@ -165,7 +164,7 @@ def _vm_rule_broken(g: GroupRules, host_id: int) -> str | None:
         if here:
             return f"its VMs {', '.join(here)} run there"
     elif g.vm_rule == POSITIVE:
-        wanted, counted = g.together_hosts()
+        wanted, counted = g.together
         if wanted and host_id not in wanted:
             away = [m for m in counted if not m.staying & {host_id}]
             shown = "; ".join(f"{m.name} on {m.where}" for m in away[:5])
@@ -265,7 +264,9 @@ class NoHostAvailable(ActionRefused):
 
 def candidates_of(vm: VirtualMachine, hosts: Iterable[Host] | None = None) -> list[Candidate]:
     """The hosts to consider (the VM's cluster's, or those given) with what is committed on
-    each, read in one query."""
+    each: the hosts with what their VMs commit in one query, what is migrating to them in
+    another (a subquery of the first would run once per VM joined, a second join would
+    multiply its rows)."""
     qs = Host.objects.select_related("cluster")
     if hosts is None:
         qs = qs.filter(cluster_id=vm.cluster_id)
@@ -274,22 +275,24 @@ def candidates_of(vm: VirtualMachine, hosts: Iterable[Host] | None = None) -> li
     committing = ~Q(vms__status__in=NOT_COMMITTING)
     if vm.pk is not None:
         committing &= ~Q(vms__pk=vm.pk)
-    # VMs migrating to a host commit their memory there already (a subquery: a second join
-    # would multiply the first one's rows).
-    incoming = (
-        VirtualMachine.objects.filter(migrating_to=OuterRef("pk"))
+    qs = qs.annotate(
+        committed=Sum("vms__memory_mb", filter=committing, default=0),
+        running=Count("vms", filter=committing),
+    ).order_by("name")
+    rows = list(qs)
+    # VMs migrating to a host commit their memory there already.
+    incoming = dict(
+        VirtualMachine.objects.filter(migrating_to__in=[h.pk for h in rows])
         .exclude(pk=vm.pk)
         .order_by()
         .values("migrating_to")
         .annotate(m=Sum("memory_mb"))
-        .values("m")
+        .values_list("migrating_to", "m")
     )
-    qs = qs.annotate(
-        committed=Sum("vms__memory_mb", filter=committing, default=0),
-        running=Count("vms", filter=committing),
-        incoming=Coalesce(Subquery(incoming), 0),
-    ).order_by("name")
-    return [Candidate(host=h, committed_mb=h.committed + h.incoming, running=h.running) for h in qs]
+    return [
+        Candidate(host=h, committed_mb=h.committed + incoming.get(h.pk, 0), running=h.running)
+        for h in rows
+    ]
 
 
 def evaluate(request: Request, candidates: list[Candidate]) -> tuple[list[Candidate], dict]:
@@ -359,8 +362,10 @@ def schedule(
         if host_status_locked(best.host.pk) is None:
             reasons[best.host.name] = "the host was removed"
             continue
-        if request.affinity:  # where the groups' VMs run, read again under the lock
-            request = replace(request, affinity=affinity_rules(vm))
+        if any(g.vm_enforcing for g in request.affinity):
+            # where the groups' VMs run, read again under the lock (a member placed meanwhile)
+            known = {g.pk: g.hosts for g in request.affinity}
+            request = replace(request, affinity=affinity_rules(vm, hosts_known=known))
         again, why = evaluate(request, candidates_of(vm, [best.host]))
         if again:
             return again[0].host
