@@ -348,6 +348,15 @@ class GroupRules:
         )
 
     @cached_property
+    def on_host(self) -> dict[int, list[str]]:
+        """The names of the other running members on each host they occupy."""
+        names: dict[int, list[str]] = defaultdict(list)
+        for m in self.members:
+            for host_id in m.hosts:
+                names[host_id].append(m.name)
+        return names
+
+    @cached_property
     def together(self) -> tuple[frozenset[int], list[Member]]:
         """Where a Positive VM rule wants the VM: the hosts that run most of the group's
         other members (one host unless the group is broken), and the members counted; an

@@ -158,7 +158,7 @@ def local_disks_of(vm: VirtualMachine) -> tuple[tuple[str, int, str], ...]:
 def _vm_rule_broken(g: GroupRules, host_id: int) -> str | None:
     """Why `host_id` breaks the group's VM Affinity Rule for the VM, or None."""
     if g.vm_rule == AffinityRule.NEGATIVE:
-        here = sorted(m.name for m in g.members if host_id in m.hosts)
+        here = sorted(g.on_host.get(host_id, ()))
         if len(here) == 1:
             return f"its VM {here[0]} runs there"
         if here:
@@ -166,11 +166,21 @@ def _vm_rule_broken(g: GroupRules, host_id: int) -> str | None:
     elif g.vm_rule == POSITIVE:
         wanted, counted = g.together
         if wanted and host_id not in wanted:
-            away = [m for m in counted if not m.staying & {host_id}]
+            away = [m for m in counted if host_id not in m.staying]
             shown = "; ".join(f"{m.name} on {m.where}" for m in away[:5])
             more = f" and {len(away) - 5} more" if len(away) > 5 else ""
             return f"its VMs run elsewhere ({shown}{more})"
     return None
+
+
+def _vm_rule_breaks(g: GroupRules, host_id: int) -> bool:
+    """Whether `host_id` breaks the group's VM Affinity Rule (the weights' quick test)."""
+    if g.vm_rule == AffinityRule.NEGATIVE:
+        return host_id in g.on_host
+    if g.vm_rule == POSITIVE:
+        wanted = g.together[0]
+        return bool(wanted) and host_id not in wanted
+    return False
 
 
 def _host_rule_broken(g: GroupRules, host_id: int) -> str | None:
@@ -201,7 +211,7 @@ def _vm_to_host_affinity(request: Request, c: Candidate) -> str | None:
 def _vm_affinity_soft(request: Request, c: Candidate) -> float:
     """A rule not Enforcing: 1 for each group whose VM Affinity Rule the host would break."""
     return float(
-        sum(1 for g in request.affinity if not g.vm_enforcing and _vm_rule_broken(g, c.host.pk))
+        sum(1 for g in request.affinity if not g.vm_enforcing and _vm_rule_breaks(g, c.host.pk))
     )
 
 
