@@ -124,7 +124,7 @@ def _values_check(
     name = _name_check(name)
     description = text_check(description, "Description", max_length=DESCRIPTION_MAX)
     vm_rule = _rule_check(vm_rule, "VM Affinity Rule")
-    host_rule = _rule_check(host_rule, "Host Affinity Rule")
+    host_rule = _rule_check(host_rule, "VM to host rule")
     taken = AffinityGroup.objects.filter(cluster=cluster, name__iexact=name).exclude(pk=exclude_pk)
     if taken.exists():
         raise ActionRefused(

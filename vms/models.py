@@ -637,7 +637,7 @@ class AffinityGroup(models.Model):
     )
     vm_enforcing = models.BooleanField("Enforcing", default=True)
     host_rule = models.CharField(
-        "Host Affinity Rule",
+        "VM to host rule",
         max_length=16,
         choices=AffinityRule.choices,
         default=AffinityRule.DISABLED,

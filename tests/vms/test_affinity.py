@@ -529,3 +529,29 @@ def test_enforcing_violation_names_one_vm_and_why(hosts, make_vm, admin):
     # a Down member breaks nothing
     VirtualMachine.objects.filter(pk=b.pk).update(status=VMStatus.DOWN)
     assert enforcing_violation(cluster) is None
+
+
+def test_a_negative_member_placed_meanwhile_is_seen_under_the_lock(
+    hosts, make_vm, admin, monkeypatch
+):
+    """Two Runs of a Negative group's VMs race for the same best host: the second, re-reading
+    the group under the host's lock, sees the first Powering Up there and takes the next."""
+    from vms import scheduling
+
+    h1, h2, h3 = hosts
+    Host.objects.filter(pk=h3.pk).update(status=HostStatus.MAINTENANCE)
+    up(make_vm, h2, "load", memory_mb=1024)  # h1 is the best host
+    a, b = down(make_vm, h1, "a"), down(make_vm, h1, "b")
+    group(admin, h1.cluster, "apart", [a, b], vm_rule="negative")
+    locked = []
+    real_lock = scheduling.host_status_locked
+
+    def racing_lock(host_id):
+        if not locked:  # the other Run starts a on h1 meanwhile
+            VirtualMachine.objects.filter(pk=a.pk).update(status=VMStatus.POWERING_UP)
+        locked.append(host_id)
+        return real_lock(host_id)
+
+    monkeypatch.setattr(scheduling, "host_status_locked", racing_lock)
+    assert schedule(VirtualMachine.objects.get(pk=b.pk), purpose=Purpose.RUN) == h2
+    assert locked == [h1.pk, h2.pk]
