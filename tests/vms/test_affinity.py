@@ -555,3 +555,42 @@ def test_a_negative_member_placed_meanwhile_is_seen_under_the_lock(
     monkeypatch.setattr(scheduling, "host_status_locked", racing_lock)
     assert schedule(VirtualMachine.objects.get(pk=b.pk), purpose=Purpose.RUN) == h2
     assert locked == [h1.pk, h2.pk]
+
+
+def test_vm_to_host_rules_at_migrate_and_maintenance(hosts, make_vm, admin, step):
+    h1, h2, h3 = hosts
+    a = up(make_vm, h1, "a")
+    b = up(make_vm, h1, "b")
+    up(make_vm, h2, "load", memory_mb=2048)  # h3 is the least loaded host
+    group(
+        admin,
+        h1.cluster,
+        "on-h2",
+        [a],
+        [h2],
+        vm_rule="disabled",
+        host_rule="positive",
+        host_enforcing=True,
+    )
+    group(
+        admin,
+        h1.cluster,
+        "off-h3",
+        [b],
+        [h3],
+        vm_rule="disabled",
+        host_rule="negative",
+        host_enforcing=True,
+    )
+    assert migration_targets(VirtualMachine.objects.get(pk=a.pk)) == [h2]
+    with pytest.raises(ActionRefused) as exc:
+        vm_migrate(vm_id=b.pk, user=admin, host_id=h3.pk)
+    assert str(exc.value) == (
+        "Cannot migrate b to h3: affinity group off-h3 (VM to host Negative, Enforcing): the "
+        "group keeps its VMs off this host."
+    )
+    inventory.host_maintenance(host_id=h1.pk, user=admin)
+    step()
+    step()
+    assert (host_of(a), host_of(b)) == (h2, h2)
+    assert Host.objects.get(pk=h1.pk).status == HostStatus.MAINTENANCE
