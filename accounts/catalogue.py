@@ -41,6 +41,7 @@ ACTIONS: dict[str, str] = {
     "create_cluster": "Create clusters",
     "edit_cluster": "Edit clusters",
     "remove_cluster": "Remove clusters",
+    "manipulate_affinity_groups": "Manipulate affinity groups",
     "add_host": "Add hosts",
     "edit_host": "Edit hosts",
     "remove_host": "Remove hosts",
@@ -102,6 +103,7 @@ BUILTIN_ROLES: dict[str, tuple[bool, str, tuple[str, ...]]] = {
             "create_cluster",
             "edit_cluster",
             "remove_cluster",
+            "manipulate_affinity_groups",
             "add_host",
         )
         + HOST_ADMIN[1:],

@@ -30,7 +30,7 @@ class Action:
     """One action as the portal offers it."""
 
     # what it acts on: "vm", "snapshot", "disk", "storagedomain", "isoimage", "host", "cluster",
-    # "datacenter", "network", "vnic_profile", "nic"
+    # "affinity_group", "datacenter", "network", "vnic_profile", "nic"
     on: str
     key: str  # its name in URLs and Events ("run"); unique among the actions on the same kind
     label: str  # the button's and menu's text, in the chapter's words
@@ -674,6 +674,38 @@ CATALOGUE: tuple[Action, ...] = (
         title="Remove Cluster(s)",
         question="Are you sure you want to remove the following Cluster(s)?",
     ),
+    # -- a cluster's affinity groups (Clusters tab and a VM's Affinity Groups sub-tab) ---------
+    Action(
+        "affinity_group",
+        "create",
+        "New",
+        "create",
+        permission="manipulate_affinity_groups",  # on the cluster
+        service="vms.affinity.affinity_group_create",
+        url="vms:affinity_group_new",
+        title="New Affinity Group",
+    ),
+    Action(
+        "affinity_group",
+        "edit",
+        "Edit",
+        "edit",
+        permission="manipulate_affinity_groups",
+        service="vms.affinity.affinity_group_update",
+        url="vms:affinity_group_edit",
+        title="Edit Affinity Group",
+    ),
+    Action(
+        "affinity_group",
+        "remove",
+        "Remove",
+        "remove",
+        permission="manipulate_affinity_groups",
+        service="vms.affinity.affinity_group_remove",
+        url="vms:affinity_group_remove",
+        title="Remove Affinity Group(s)",
+        question="Are you sure you want to remove the following Affinity Group(s)?",
+    ),
     # -- data centers (Data Centers tab) -------------------------------------------------------
     Action(
         "datacenter",
@@ -828,6 +860,7 @@ DOMAIN_CONFIRM_ACTIONS = {
 IMAGE_ACTIONS = _by_kind("isoimage")
 HOST_ACTIONS = _by_kind("host")
 CLUSTER_ACTIONS = _by_kind("cluster")
+AFFINITY_GROUP_ACTIONS = _by_kind("affinity_group")
 DATACENTER_ACTIONS = _by_kind("datacenter")
 
 

@@ -12,7 +12,8 @@ one migration per cluster and cycle; every move is an Event saying why.
 
 A correction is `cluster -> (VM, reason) | Blocked | None`: a VM to move and why; Blocked
 when something should move but nothing can (recorded once as a Warning Event while it stays
-so); None when there is nothing to correct. Policies add theirs; others (affinity) append.
+so); None when there is nothing to correct. A broken Enforcing affinity group
+(`vms.affinity.enforcing_violation`) comes first, then the policies'.
 """
 
 import logging
@@ -28,6 +29,7 @@ from portal.kernel.audit import event_record
 from portal.kernel.errors import ActionRefused
 from portal.kernel.models import Phase, Severity
 
+from .affinity import enforcing_violation
 from .choices import HostStatus, MigrationMode, SchedulingPolicy, VMStatus
 from .migration import vm_migrate
 from .models import Cluster, Host, VirtualMachine
@@ -215,6 +217,8 @@ def power_saving(cluster: Cluster) -> "tuple[VirtualMachine, str] | Blocked | No
 
 
 CORRECTIONS: list[Correction] = [
+    # A broken Enforcing affinity group first: a hard rule comes before load.
+    Correction("affinity", enforcing_violation),
     Correction("evenly_distributed", evenly_distributed),
     Correction("power_saving", power_saving),
 ]

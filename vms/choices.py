@@ -95,6 +95,15 @@ class SchedulingPolicy(models.TextChoices):
     POWER_SAVING = "power_saving", "power_saving"
 
 
+class AffinityRule(models.TextChoices):
+    """An affinity group's VM Affinity Rule, or its VM to host rule (oVirt 4.x): Positive runs
+    the VMs together (on the group's hosts), Negative apart (off them), Disabled not at all."""
+
+    POSITIVE = "positive", "Positive"
+    NEGATIVE = "negative", "Negative"
+    DISABLED = "disabled", "Disabled"
+
+
 class MemoryOptimization(models.IntegerChoices):
     """A cluster's Memory Optimization: how much of a host's physical memory the scheduler
     lets running VMs commit (oVirt: None 100%, for Server Load 150%, for Desktop Load 200%)."""

@@ -10,6 +10,7 @@ from storage.images import image_label
 from storage.models import StorageDomain
 
 from .choices import (
+    AffinityRule,
     BootDevice,
     BootSequence,
     ConsoleDisconnectAction,
@@ -22,7 +23,7 @@ from .choices import (
     boot_sequence_devices,
 )
 from .migration_policy import BANDWIDTH_RANGE, DOWNTIME_RANGE
-from .models import Cluster, DataCenter, Host, Template, VnicProfile
+from .models import AffinityGroup, Cluster, DataCenter, Host, Template, VnicProfile
 from .scheduling_policy import PROPERTIES as SCHEDULING_PROPERTIES
 from .scheduling_policy import SCHEDULING_FIELDS
 from .services import (
@@ -625,3 +626,66 @@ class NicForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["profile"].queryset = profiles
         self.fields["profile"].label_from_instance = profile_label
+
+
+class AffinityGroupForm(forms.Form):
+    """New / Edit Affinity Group: name, description, the VM Affinity Rule and the VM to host
+    rule (each Enforcing or not), the VMs and the hosts. The lists offer the cluster's VMs and
+    hosts; ids posted outside what the user may see are refused here, and the service refuses
+    those of another cluster by name."""
+
+    name = forms.CharField(max_length=AffinityGroup.NAME_MAX, validators=[name_chars])
+    description = forms.CharField(max_length=1000, required=False)
+    vm_rule = forms.ChoiceField(
+        label="VM Affinity Rule",
+        choices=AffinityRule.choices,
+        initial=AffinityRule.POSITIVE,
+        help_text="Positive: its VMs run on one host. Negative: on different hosts.",
+    )
+    vm_enforcing = forms.BooleanField(
+        label="Enforcing (VM Affinity Rule)",
+        required=False,
+        initial=True,
+        help_text="Enforcing: a host that breaks the rule is never chosen (hard); "
+        "otherwise it is only avoided (soft).",
+    )
+    host_rule = forms.ChoiceField(
+        label="VM to host rule",
+        choices=AffinityRule.choices,
+        initial=AffinityRule.DISABLED,
+        help_text="Positive: its VMs run on the hosts below. Negative: never on them.",
+    )
+    host_enforcing = forms.BooleanField(
+        label="Enforcing (VM to host rule)", required=False, initial=False
+    )
+    vms = forms.TypedMultipleChoiceField(
+        label="Virtual Machines", coerce=int, required=False, widget=forms.SelectMultiple
+    )
+    hosts = forms.TypedMultipleChoiceField(
+        label="Hosts", coerce=int, required=False, widget=forms.SelectMultiple
+    )
+
+    def __init__(self, *args, vms, hosts, visible_vms, visible_hosts, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["vms"].choices = [(v.pk, v.name) for v in vms]
+        self.fields["hosts"].choices = [(h.pk, h.name) for h in hosts]
+        self.fields["vms"].widget.attrs["size"] = min(10, max(4, len(vms)))
+        self.fields["hosts"].widget.attrs["size"] = min(6, max(3, len(hosts)))
+        # what may be posted: anything the user may see (of another cluster: the service's)
+        self.fields["vms"].valid_value = lambda value: True
+        self.fields["hosts"].valid_value = lambda value: True
+        self._visible = {"vms": visible_vms, "hosts": visible_hosts}
+
+    def _reachable(self, name: str, what: str) -> list[int]:
+        ids = list(dict.fromkeys(self.cleaned_data.get(name) or []))
+        if any(not 0 < pk < 2**63 for pk in ids):
+            raise forms.ValidationError(f"Select valid {what}.")
+        if self._visible[name].filter(pk__in=ids).count() != len(ids):
+            raise forms.ValidationError(f"A {what[:-1]} you selected does not exist.")
+        return ids
+
+    def clean_vms(self) -> list[int]:
+        return self._reachable("vms", "virtual machines")
+
+    def clean_hosts(self) -> list[int]:
+        return self._reachable("hosts", "hosts")

@@ -332,6 +332,10 @@ def host_update(*, host_id: int, user, name: str, cluster_id: int | None = None)
             what.append(f"renamed from {old}")
         if moved_to is not None:
             what.append(f"moved to cluster {moved_to.name}")
+            # as a VM leaving its cluster: out of the source cluster's affinity groups
+            if host.affinity_groups.exists():
+                host.affinity_groups.clear()
+                what.append("taken out of its affinity groups")
         event_record(
             action="host_edit",
             phase=Phase.SUCCEEDED,

@@ -22,22 +22,14 @@ from .actions import VMAction
 from .choices import VMStatus
 from .migration_policy import effective_migration_settings
 from .models import Host, VirtualMachine
-from .scheduling import (
-    NoHostAvailable,
-    Purpose,
-    Request,
-    candidates_of,
-    evaluate,
-    local_disks_of,
-    schedule,
-)
+from .scheduling import NoHostAvailable, Purpose, candidates_of, evaluate, request_of, schedule
 from .services import vm_begin, vm_load
 
 
 def migration_targets(vm: VirtualMachine) -> list[Host]:
     """The hosts the Migrate window offers: those of the VM's cluster the scheduler would
     take it to, best first (its own host aside)."""
-    request = Request(vm=vm, purpose=Purpose.MIGRATE, local_disks=local_disks_of(vm))
+    request = request_of(vm, Purpose.MIGRATE)
     pool = [c for c in candidates_of(vm) if c.host.pk != vm.host_id]
     kept, _reasons = evaluate(request, pool)
     return [c.host for c in kept]

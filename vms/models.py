@@ -14,6 +14,7 @@ from portal.kernel.querysets import RestrictedManager
 from .choices import (
     BOOT_SEQUENCE_DEFAULT,
     RUNNING_STATUSES,
+    AffinityRule,
     BootSequence,
     ConsoleDisconnectAction,
     HostStatus,
@@ -663,3 +664,58 @@ class ConsoleSession(models.Model):
 
     def __str__(self) -> str:
         return f"console of {self.vm_id} held by {self.user_id}"
+
+
+class AffinityGroup(models.Model):
+    """An affinity group of a cluster (the chapter's "Affinity Groups", as in oVirt 4.x): a VM
+    Affinity Rule over its VMs (Positive: on one host; Negative: on different hosts) and a VM
+    to host rule over its VMs and hosts (Positive: on those hosts; Negative: off them), each
+    Enforcing (hard: the scheduler filters hosts) or not (soft: it weighs them). Written by
+    `vms.affinity`, read by `vms.scheduling`."""
+
+    NAME_MAX = 50
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="affinity_groups")
+    name = models.CharField(max_length=NAME_MAX)
+    description = models.CharField(max_length=1000, blank=True)
+    vm_rule = models.CharField(
+        "VM Affinity Rule",
+        max_length=16,
+        choices=AffinityRule.choices,
+        default=AffinityRule.POSITIVE,
+    )
+    vm_enforcing = models.BooleanField("Enforcing", default=True)
+    host_rule = models.CharField(
+        "VM to host rule",
+        max_length=16,
+        choices=AffinityRule.choices,
+        default=AffinityRule.DISABLED,
+    )
+    host_enforcing = models.BooleanField("Enforcing", default=False)
+    vms = models.ManyToManyField(
+        VirtualMachine, related_name="affinity_groups", blank=True, verbose_name="Virtual Machines"
+    )
+    hosts = models.ManyToManyField(Host, related_name="affinity_groups", blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                "cluster", Lower("name"), name="affinity_group_name_unique_in_cluster_ci"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def vm_rule_text(self) -> str:
+        """The VM Affinity Rule in words: "Positive (Enforcing)", "Negative", "Disabled"."""
+        return _rule_text(self.vm_rule, self.vm_enforcing)
+
+    def host_rule_text(self) -> str:
+        return _rule_text(self.host_rule, self.host_enforcing)
+
+
+def _rule_text(rule: str, enforcing: bool) -> str:
+    label = AffinityRule(rule).label
+    return f"{label} (Enforcing)" if enforcing and rule != AffinityRule.DISABLED else label

@@ -13,16 +13,23 @@ each host); there is no libvirt call on the request path.
 """
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.db import models
-from django.db.models import Count, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q, Sum
 
 from portal.kernel.errors import ActionRefused
 from storage.choices import StorageType
 
-from .choices import VM_AT_REST_STATUSES, HostStatus, MigrationMode, SchedulingPolicy, VMStatus
+from .affinity import POSITIVE, GroupRules, affinity_rules
+from .choices import (
+    VM_AT_REST_STATUSES,
+    AffinityRule,
+    HostStatus,
+    MigrationMode,
+    SchedulingPolicy,
+    VMStatus,
+)
 from .models import Host, VirtualMachine
 
 
@@ -54,6 +61,8 @@ class Request:
     # and `source` is the VM's host as the balancer sees it (the VM not counted on it).
     balancing: bool = False
     source: "Candidate | None" = None
+    # the VM's enabled affinity groups with their other running members, read once
+    affinity: tuple[GroupRules, ...] = ()
 
     @property
     def policy(self) -> str:
@@ -159,6 +168,79 @@ def local_disks_of(vm: VirtualMachine) -> tuple[tuple[str, int, str], ...]:
         .exclude(storage_domain__storage_type=StorageType.NFS)
         .values_list("alias", "host_id", "host__name")
     )
+
+
+# -- affinity groups (vms/affinity.py): hard rules filter, soft rules weigh -------------------
+
+
+def _vm_rule_broken(g: GroupRules, host_id: int) -> str | None:
+    """Why `host_id` breaks the group's VM Affinity Rule for the VM, or None."""
+    if g.vm_rule == AffinityRule.NEGATIVE:
+        here = sorted(g.on_host.get(host_id, ()))
+        if len(here) == 1:
+            return f"its VM {here[0]} runs there"
+        if here:
+            return f"its VMs {', '.join(here)} run there"
+    elif g.vm_rule == POSITIVE:
+        wanted, counted = g.together
+        if wanted and host_id not in wanted:
+            away = [m for m in counted if host_id not in m.staying]
+            shown = "; ".join(f"{m.name} on {m.where}" for m in away[:5])
+            more = f" and {len(away) - 5} more" if len(away) > 5 else ""
+            return f"its VMs run elsewhere ({shown}{more})"
+    return None
+
+
+def _vm_rule_breaks(g: GroupRules, host_id: int) -> bool:
+    """Whether `host_id` breaks the group's VM Affinity Rule (the weights' quick test)."""
+    if g.vm_rule == AffinityRule.NEGATIVE:
+        return host_id in g.on_host
+    if g.vm_rule == POSITIVE:
+        wanted = g.together[0]
+        return bool(wanted) and host_id not in wanted
+    return False
+
+
+def _host_rule_broken(g: GroupRules, host_id: int) -> str | None:
+    if g.host_rule == POSITIVE and host_id not in g.hosts:
+        return "the host is not one of the group's hosts"
+    if g.host_rule == AffinityRule.NEGATIVE and host_id in g.hosts:
+        return "the group keeps its VMs off this host"
+    return None
+
+
+def _vm_affinity(request: Request, c: Candidate) -> str | None:
+    """An Enforcing VM Affinity Rule: Positive, the host that runs the group's other running
+    VMs (most of them, if the group is broken); Negative, no host running one of them."""
+    for g in request.affinity:
+        if g.vm_enforcing and (why := _vm_rule_broken(g, c.host.pk)):
+            return f"{g.label(g.vm_rule, True)}: {why}"
+    return None
+
+
+def _vm_to_host_affinity(request: Request, c: Candidate) -> str | None:
+    """An Enforcing VM to host rule: Positive, one of the group's hosts; Negative, none."""
+    for g in request.affinity:
+        if g.host_enforcing and (why := _host_rule_broken(g, c.host.pk)):
+            return f"{g.label(g.host_rule, True, to_host=True)}: {why}"
+    return None
+
+
+def _vm_affinity_soft(request: Request, c: Candidate) -> float:
+    """A rule not Enforcing: 1 for each group whose VM Affinity Rule the host would break."""
+    return float(
+        sum(1 for g in request.affinity if not g.vm_enforcing and _vm_rule_breaks(g, c.host.pk))
+    )
+
+
+def _vm_to_host_affinity_soft(request: Request, c: Candidate) -> float:
+    return float(
+        sum(1 for g in request.affinity if not g.host_enforcing and _host_rule_broken(g, c.host.pk))
+    )
+
+
+# A soft rule outweighs the load: a broken preference costs more than a full host.
+AFFINITY_FACTOR = 10.0
 
 
 def _least_loaded(request: Request, c: Candidate) -> float:
@@ -283,6 +365,8 @@ FILTERS: list[Filter] = [
     Filter("cpu", _cpu, RESOURCE_PURPOSES),
     Filter("migration_allowed", _migration_allowed, frozenset({Purpose.MIGRATE})),
     Filter("cpu_passthrough", _cpu_passthrough, frozenset({Purpose.MIGRATE})),
+    Filter("vm_affinity", _vm_affinity, RESOURCE_PURPOSES),
+    Filter("vm_to_host_affinity", _vm_to_host_affinity, RESOURCE_PURPOSES),
     Filter("balance_headroom", _balance_headroom, frozenset({Purpose.MIGRATE})),
 ]
 
@@ -292,6 +376,8 @@ WEIGHTS: list[Weight] = [
     Weight("least_loaded", _least_loaded, policies=EVENLY),
     Weight("cpu_load", _cpu_load, policies=frozenset({SchedulingPolicy.EVENLY_DISTRIBUTED})),
     Weight("power_saving", _power_saving, policies=frozenset({SchedulingPolicy.POWER_SAVING})),
+    Weight("vm_affinity", _vm_affinity_soft, AFFINITY_FACTOR, RESOURCE_PURPOSES),
+    Weight("vm_to_host_affinity", _vm_to_host_affinity_soft, AFFINITY_FACTOR, RESOURCE_PURPOSES),
 ]
 
 
@@ -317,7 +403,9 @@ class NoHostAvailable(ActionRefused):
 
 def candidates_of(vm: VirtualMachine, hosts: Iterable[Host] | None = None) -> list[Candidate]:
     """The hosts to consider (the VM's cluster's, or those given) with what is committed on
-    each, read in one query."""
+    each: the hosts with what their VMs commit in one query, what is migrating to them in
+    another (a subquery of the first would run once per VM joined, a second join would
+    multiply its rows)."""
     qs = Host.objects.select_related("cluster")
     if hosts is None:
         qs = qs.filter(cluster_id=vm.cluster_id)
@@ -337,22 +425,24 @@ def _with_committed(qs, vm_pk: int | None) -> list[Candidate]:
     committing = ~Q(vms__status__in=NOT_COMMITTING)
     if vm_pk is not None:
         committing &= ~Q(vms__pk=vm_pk)
-    # VMs migrating to a host commit their memory there already (a subquery: a second join
-    # would multiply the first one's rows).
-    incoming = (
-        VirtualMachine.objects.filter(migrating_to=OuterRef("pk"))
+    qs = qs.annotate(
+        committed=Sum("vms__memory_mb", filter=committing, default=0),
+        running=Count("vms", filter=committing),
+    ).order_by("name")
+    rows = list(qs)
+    # VMs migrating to a host commit their memory there already.
+    incoming = dict(
+        VirtualMachine.objects.filter(migrating_to__in=[h.pk for h in rows])
         .exclude(pk=vm_pk)
         .order_by()
         .values("migrating_to")
         .annotate(m=Sum("memory_mb"))
-        .values("m")
+        .values_list("migrating_to", "m")
     )
-    qs = qs.annotate(
-        committed=Sum("vms__memory_mb", filter=committing, default=0),
-        running=Count("vms", filter=committing),
-        incoming=Coalesce(Subquery(incoming), 0),
-    ).order_by("name")
-    return [Candidate(host=h, committed_mb=h.committed + h.incoming, running=h.running) for h in qs]
+    return [
+        Candidate(host=h, committed_mb=h.committed + incoming.get(h.pk, 0), running=h.running)
+        for h in rows
+    ]
 
 
 def evaluate(request: Request, candidates: list[Candidate]) -> tuple[list[Candidate], dict]:
@@ -395,6 +485,27 @@ def refusal_text(reasons: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
+def request_of(
+    vm: VirtualMachine,
+    purpose: str,
+    *,
+    automatic: bool = False,
+    balancing: bool = False,
+    source: Candidate | None = None,
+) -> Request:
+    """What the filters read of the VM, read once: its local disks and (to run or migrate
+    it) its affinity groups."""
+    return Request(
+        vm=vm,
+        purpose=purpose,
+        automatic=automatic,
+        local_disks=local_disks_of(vm),
+        balancing=balancing,
+        source=source,
+        affinity=affinity_rules(vm) if purpose in RESOURCE_PURPOSES else (),
+    )
+
+
 def schedule(
     vm: VirtualMachine,
     *,
@@ -410,15 +521,8 @@ def schedule(
     out (a migration's source). `balancing`: the balancer's own move (vms/balancing.py),
     which the balance_headroom filter keeps to hosts where it corrects something."""
     everyone = candidates_of(vm, candidates)
-    source = next((c for c in everyone if c.host.pk == vm.host_id), None)
-    request = Request(
-        vm=vm,
-        purpose=purpose,
-        automatic=automatic,
-        local_disks=local_disks_of(vm),
-        balancing=balancing,
-        source=source if balancing else None,
-    )
+    source = next((c for c in everyone if c.host.pk == vm.host_id), None) if balancing else None
+    request = request_of(vm, purpose, automatic=automatic, balancing=balancing, source=source)
     excluded = set(exclude)
     pool = [c for c in everyone if c.host.pk not in excluded]
     kept, reasons = evaluate(request, pool)
@@ -426,6 +530,10 @@ def schedule(
         if host_status_locked(best.host.pk) is None:
             reasons[best.host.name] = "the host was removed"
             continue
+        if any(g.vm_enforcing for g in request.affinity):
+            # where the groups' VMs run, read again under the lock (a member placed meanwhile)
+            known = {g.pk: g.hosts for g in request.affinity}
+            request = replace(request, affinity=affinity_rules(vm, hosts_known=known))
         again, why = evaluate(request, candidates_of(vm, [best.host]))
         if again:
             return again[0].host

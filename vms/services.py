@@ -34,6 +34,7 @@ from storage.models import Disk, StorageDomain
 from storage.space import free_bytes_on, unusable_on
 
 from .actions import VM_ACTIONS, VMAction
+from .affinity import has_soft_rules
 from .choices import (
     BootSequence,
     ConsoleDisconnectAction,
@@ -269,7 +270,8 @@ def disks_storage_check(vm: VirtualMachine, verb: str) -> None:
 def vm_run_placement(vm: VirtualMachine) -> dict | None:
     """Where a Down VM starts, chosen by the scheduler (`vms.scheduling`): its Start Running On
     host if it names one; else the host it is defined on if that host can run it; else the
-    best host of its cluster (its host is down or missing, or lacks room). A Suspended or
+    best host of its cluster (its host is down or missing, or lacks room, or a soft affinity
+    rule of the VM's groups may prefer another). A Suspended or
     Paused VM resumes where it is. Moving the VM here makes the run job move its definition;
     returns the job's params."""
     if vm.status != VMStatus.DOWN:
@@ -284,8 +286,10 @@ def vm_run_placement(vm: VirtualMachine) -> dict | None:
                 f"Cannot run {vm.name} on {target.name}: {exc.reasons[target.name]}."
             ) from None
     else:
+        # A soft affinity rule weighs every host of the cluster, the VM's own included.
+        stay = vm.host_id and not has_soft_rules(vm)
         try:
-            host = schedule(vm, purpose=Purpose.RUN, candidates=[vm.host]) if vm.host_id else None
+            host = schedule(vm, purpose=Purpose.RUN, candidates=[vm.host]) if stay else None
         except NoHostAvailable:
             host = None
         if host is None:

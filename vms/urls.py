@@ -2,7 +2,15 @@ from django.urls import path
 
 import portal.kernel.converters  # noqa: F401  (registers the <id:...> path converter)
 
-from . import console_views, inventory_views, network_views, quota_views, snapshot_views, views
+from . import (
+    affinity_views,
+    console_views,
+    inventory_views,
+    network_views,
+    quota_views,
+    snapshot_views,
+    views,
+)
 
 app_name = "vms"
 urlpatterns = [
@@ -62,6 +70,24 @@ urlpatterns = [
     path("clusters/<id:pk>/edit/", views.cluster_edit, name="cluster_edit"),
     path("clusters/<id:pk>/remove/", inventory_views.cluster_remove, name="cluster_remove"),
     path("clusters/<id:pk>/details/<str:tab>/", views.cluster_details, name="cluster_details"),
+    path(
+        "clusters/<id:pk>/affinity-groups/", affinity_views.affinity_groups, name="affinity_groups"
+    ),
+    path(
+        "clusters/<id:pk>/affinity-groups/new/",
+        affinity_views.affinity_group_new,
+        name="affinity_group_new",
+    ),
+    path(
+        "affinity-groups/<id:gid>/edit/",
+        affinity_views.affinity_group_edit,
+        name="affinity_group_edit",
+    ),
+    path(
+        "affinity-groups/<id:gid>/remove/",
+        affinity_views.affinity_group_remove,
+        name="affinity_group_remove",
+    ),
     path("quotas/", quota_views.quota_list, name="quotas"),
     path("quotas/<id:pk>/edit/", quota_views.quota_edit, name="quota_edit"),
 ]

@@ -29,6 +29,7 @@ from .actions import (
     VM_STATUS_ACTIONS,
     VMAction,
 )
+from .affinity_views import affinity_context
 from .cdrom_views import change_cd_window, run_once_window
 from .forms import (
     MIGRATION_POLICY_FIELDS,
@@ -56,6 +57,7 @@ DETAIL_TABS = {
     "disks": "Disks",
     "nics": "Network Interfaces",
     "snapshots": "Snapshots",
+    "affinity": "Affinity Groups",
     "events": "Events",
     "permissions": "Permissions",
 }
@@ -170,6 +172,8 @@ def _details_context(request, vm, tab: str) -> dict:
         context["events"] = Event.objects.filter(vm=vm).select_related("user")[:100]
     elif tab == "snapshots":
         context.update(snapshots_context(request, vm))
+    elif tab == "affinity":
+        context.update(affinity_context(request, vm))
     elif tab == "permissions":
         context["can_read_permissions"] = may_read_permissions(request.user, vm)
     return context

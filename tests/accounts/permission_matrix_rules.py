@@ -571,6 +571,46 @@ def nic_windows(name: str) -> Callable[[World], list[Case]]:
     return cases
 
 
+MANIPULATE_AFFINITY = "manipulate_affinity_groups"
+
+
+def affinity_group_windows(name: str) -> Callable[[World], list[Case]]:
+    """A cluster's Affinity Groups page (view on the cluster) and the New / Edit / Remove
+    Affinity Group windows (manipulate_affinity_groups on the group's cluster)."""
+
+    def cases(w: World) -> list[Case]:
+        out = []
+        for s in sides(w):
+            if name == "vms:affinity_groups":
+                url = reverse(name, args=[s.cluster.pk])
+                out.append(Case(name, "GET", url, need("view", on=[s.cluster], admin=True)))
+                continue
+            gate = need(MANIPULATE_AFFINITY, on=[s.cluster], admin=True)
+            target = s.cluster if name == "vms:affinity_group_new" else s.affinity_group
+            url = reverse(name, args=[target.pk])
+            data = {
+                "name": f"ag-made-{s.dc.name}",
+                "description": "",
+                "vm_rule": "negative",
+                "host_rule": "disabled",
+                "vms": [s.vm.pk],
+            }
+            if name == "vms:affinity_group_remove":
+                data = {}
+            out += [
+                Case(name, "GET", url, gate),
+                Case(name, "POST", url, gate, data, inside=s is w.inside),
+            ]
+            if name == "vms:affinity_group_new":
+                # the other data center's VM, posted into this cluster's group: refused
+                other = w.outside if s is w.inside else w.inside
+                foreign = {**data, "vms": [other.vm.pk]}
+                out.append(Case(name, "POST", url, gate, foreign, refused_unless=NEVER))
+        return out
+
+    return cases
+
+
 def user_vm_card(w: World) -> list[Case]:
     return [
         Case("user_vm_card", "GET", reverse("user_vm_card", args=[s.vm.pk]), need("run", on=[s.vm]))
@@ -819,6 +859,21 @@ RULES: dict[str, Rule] = {
     "vms:host_activate": Rule(
         OBJECT + " (manipulate_host)",
         object_windows("vms:host_activate", "manipulate_host", "host", lambda s: {}),
+    ),
+    "vms:affinity_groups": Rule(
+        OBJECT + " (view on the cluster)", affinity_group_windows("vms:affinity_groups")
+    ),
+    "vms:affinity_group_new": Rule(
+        OBJECT + " (manipulate_affinity_groups on the cluster; VMs of another cluster refused)",
+        affinity_group_windows("vms:affinity_group_new"),
+    ),
+    "vms:affinity_group_edit": Rule(
+        OBJECT + " (manipulate_affinity_groups on the group's cluster)",
+        affinity_group_windows("vms:affinity_group_edit"),
+    ),
+    "vms:affinity_group_remove": Rule(
+        OBJECT + " (manipulate_affinity_groups on the group's cluster)",
+        affinity_group_windows("vms:affinity_group_remove"),
     ),
     "vms:quotas": Rule(
         OBJECT + " (manage_roles on the System)",

@@ -20,7 +20,7 @@ from accounts.catalogue import BUILTIN_ROLES
 from accounts.models import Role, RoleAction, System
 from storage.models import IsoImage
 from vms.choices import SnapshotStatus
-from vms.models import Network, NetworkInterface, Snapshot, Template, VnicProfile
+from vms.models import AffinityGroup, Network, NetworkInterface, Snapshot, Template, VnicProfile
 
 # -- who asks ---------------------------------------------------------------------------------
 
@@ -91,6 +91,7 @@ class Side:
     nic: object  # the VM's nic1, on that profile
     iso: object = None  # an ISO domain of the data center
     image: object = None  # an image of that ISO domain
+    affinity_group: object = None  # an affinity group of the cluster, holding the VM
 
 
 @dataclass
@@ -163,6 +164,8 @@ def build_world() -> World:
         )
         iso = StorageDomainFactory(name=f"iso-{label}", data_center=dc, domain_function="iso")
         image = IsoImage.objects.create(domain=iso, name=f"tools-{label}.iso", size_bytes=1 << 20)
+        affinity_group = AffinityGroup.objects.create(cluster=cluster, name=f"ag-{label}")
+        affinity_group.vms.add(vm)
         sides.append(
             Side(
                 dc,
@@ -179,6 +182,7 @@ def build_world() -> World:
                 nic,
                 iso,
                 image,
+                affinity_group,
             )
         )
     scratch = Role.objects.create(name="Scratch", description="unassigned")

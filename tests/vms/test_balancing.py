@@ -13,6 +13,7 @@ from factories import ClusterFactory, HostFactory, VMFactory
 
 from portal.kernel.models import Event, Phase, Severity
 from vms import balancing
+from vms.affinity import NEGATIVE, affinity_group_create
 from vms.balancing import CORRECTIONS, Balancer, Blocked, power_saving
 from vms.choices import HostStatus, MigrationMode, SchedulingPolicy, VMStatus
 from vms.models import Host, VirtualMachine
@@ -213,7 +214,7 @@ def test_power_saving_packs_onto_the_busiest_host_that_stays_under_high_utilizat
 
 
 def test_corrections_are_an_ordered_list_of_named_checks():
-    assert [c.name for c in CORRECTIONS] == ["evenly_distributed", "power_saving"]
+    assert [c.name for c in CORRECTIONS] == ["affinity", "evenly_distributed", "power_saving"]
 
 
 def test_evenly_moves_one_vm_off_an_over_utilized_host_with_an_event(
@@ -445,6 +446,33 @@ def test_an_appended_correction_runs_after_the_policies(hosts, make_vm, balance,
     assert balance() == ["apart"]
     assert seen == ["prod"]
     assert balance_events().get().message.endswith(": a test group is broken.")
+
+
+def test_the_balancer_mends_a_broken_enforcing_affinity_group_first(
+    hosts, make_vm, balance, admin, work_off
+):
+    """Two VMs of a Negative Enforcing group that share a host (started there before the group
+    was made): one cycle moves one of them away, with an Event naming the group; the next has
+    nothing to do."""
+    h1, h2, h3 = hosts
+    a = make_vm(status=VMStatus.UP, disks=0, host=h1, name="db-a", memory_mb=512)
+    b = make_vm(status=VMStatus.UP, disks=0, host=h1, name="db-b", memory_mb=512)
+    for h in hosts:
+        set_cpu(h, 10)
+    affinity_group_create(
+        user=admin, cluster_id=h1.cluster_id, name="apart", vm_rule=NEGATIVE, vm_ids=[a.pk, b.pk]
+    )
+    moving = balance()
+    assert len(moving) == 1 and moving[0] in {"db-a", "db-b"}
+    work_off()
+    assert {VirtualMachine.objects.get(pk=v.pk).host_id for v in (a, b)} == {h1.pk} | {
+        VirtualMachine.objects.get(name=moving[0]).host_id
+    }
+    assert VirtualMachine.objects.get(name=moving[0]).host_id != h1.pk
+    event = balance_events().get()
+    assert event.message.startswith("Load balancing (affinity) of cluster prod migrates VM")
+    assert "apart" in event.message
+    assert balance() == []
 
 
 def test_a_host_not_up_is_neither_source_nor_tracked(hosts, make_vm, balance):

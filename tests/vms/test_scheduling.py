@@ -30,9 +30,17 @@ def test_the_pipeline_is_named_filters_and_weights():
         "cpu",
         "migration_allowed",
         "cpu_passthrough",
+        "vm_affinity",
+        "vm_to_host_affinity",
         "balance_headroom",
     ]
-    assert [w.name for w in WEIGHTS] == ["least_loaded", "cpu_load", "power_saving"]
+    assert [w.name for w in WEIGHTS] == [
+        "least_loaded",
+        "cpu_load",
+        "power_saving",
+        "vm_affinity",
+        "vm_to_host_affinity",
+    ]
 
 
 def test_host_up_filter():
