@@ -5,8 +5,8 @@ Modules, each importing only those below it:
 
 - cache: the event loop thread, connect() (one shared connection per URI), disconnect();
 - testdriver: TestDriverConnection, the Connection for libvirt's test driver;
-- connection: Connection, composed of chains (snapshot chains), domains, storage, networks and
-  agent (guest agents), each over base (opening, keepalive, callbacks, lookups);
+- connection: Connection, composed of chains (snapshot chains), domains, storage, networks,
+  agent (guest agents) and devices (host devices), each over base (opening, keepalive, callbacks, lookups);
 - domainxml (all libvirt XML), datatypes, errors; testnode renders test-driver node files.
 """
 
@@ -25,10 +25,12 @@ from hypervisor.connection import Connection
 from hypervisor.consolexml import GraphicsInfo
 from hypervisor.datatypes import (
     CdromSpec,
+    DeviceCapability,
     DiskSpec,
     DomainInfo,
     DomainSpec,
     DomainState,
+    HostdevSpec,
     HostInfo,
     InterfaceSpec,
     LifecycleEvent,
@@ -38,6 +40,7 @@ from hypervisor.datatypes import (
     NetworkInfo,
     NetworkMode,
     NetworkSpec,
+    NodeDevice,
     PoolInfo,
     PoolSpec,
     VolumeInfo,
@@ -57,6 +60,7 @@ __all__ = [
     "LIFECYCLE_EVENTS",
     "CdromSpec",
     "Connection",
+    "DeviceCapability",
     "DiskSpec",
     "DomainInfo",
     "DomainNotFound",
@@ -67,6 +71,7 @@ __all__ = [
     "GuestUser",
     "GraphicsInfo",
     "HostInfo",
+    "HostdevSpec",
     "HostUnreachable",
     "HypervisorError",
     "InterfaceSpec",
@@ -79,6 +84,7 @@ __all__ = [
     "NetworkMode",
     "NetworkNotFound",
     "NetworkSpec",
+    "NodeDevice",
     "PoolInfo",
     "PoolNotFound",
     "PoolSpec",

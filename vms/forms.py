@@ -587,3 +587,13 @@ class NicForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["profile"].queryset = profiles
         self.fields["profile"].label_from_instance = profile_label
+
+
+class PinToHostForm(forms.Form):
+    """The Pin VM to Host window: a host of the VM's cluster."""
+
+    host = forms.ModelChoiceField(queryset=Host.objects.none(), label="Host", empty_label=None)
+
+    def __init__(self, *args, hosts, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["host"].queryset = hosts.order_by("name")

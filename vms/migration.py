@@ -19,6 +19,7 @@ from portal.kernel.tasks import queue_ensure_available
 
 from .actions import VMAction
 from .choices import VMStatus
+from .host_devices import migration_devices_reason
 from .migration_policy import effective_migration_settings
 from .models import Host, VirtualMachine
 from .scheduling import (
@@ -26,6 +27,7 @@ from .scheduling import (
     Purpose,
     Request,
     candidates_of,
+    device_host_of,
     evaluate,
     local_disks_of,
     schedule,
@@ -36,7 +38,12 @@ from .services import vm_begin, vm_load
 def migration_targets(vm: VirtualMachine) -> list[Host]:
     """The hosts the Migrate window offers: those of the VM's cluster the scheduler would
     take it to, best first (its own host aside)."""
-    request = Request(vm=vm, purpose=Purpose.MIGRATE, local_disks=local_disks_of(vm))
+    request = Request(
+        vm=vm,
+        purpose=Purpose.MIGRATE,
+        local_disks=local_disks_of(vm),
+        device_host=device_host_of(vm),
+    )
     pool = [c for c in candidates_of(vm) if c.host.pk != vm.host_id]
     kept, _reasons = evaluate(request, pool)
     return [c.host for c in kept]
@@ -85,6 +92,11 @@ def vm_migrate(*, vm_id: int, user, host_id: int | None = None, automatic: bool 
                     "Host CPU, Edit VM's System tab), so it can run only on its host's CPU."
                 )
             _storage_check(vm)
+            if why := migration_devices_reason(vm):
+                raise ActionRefused(
+                    f"Cannot migrate {vm.name}: {why}. Remove its host devices (Host Devices "
+                    "sub-tab) to migrate it."
+                )
             # Locked: the destination cannot go into Maintenance under the migration.
             dest = _destination(vm, host_id, automatic=automatic)
         else:

@@ -5,7 +5,7 @@ applies to the purpose may rule a host out with a reason; the hosts left are ord
 sum of the weights (lower is better; ties go to the host running fewer VMs, then by name).
 `schedule` returns the best host, locked against Maintenance until the transaction ends, or
 raises `NoHostAvailable`, which names why each host was filtered out. Later issues add
-filters (affinity, high availability, host devices) by appending to FILTERS or WEIGHTS:
+filters (affinity, high availability)  by appending to FILTERS or WEIGHTS:
 docs/scheduling.md.
 
 What the filters read is the inventory (hosts' facts the monitor stores, the VMs placed on
@@ -23,7 +23,7 @@ from portal.kernel.errors import ActionRefused
 from storage.choices import StorageType
 
 from .choices import VM_AT_REST_STATUSES, HostStatus, MigrationMode, VMStatus
-from .models import Host, VirtualMachine
+from .models import Host, HostDevice, VirtualMachine
 
 
 class Purpose(models.TextChoices):
@@ -50,6 +50,8 @@ class Request:
     automatic: bool = False  # a migration the engine starts itself (Maintenance, balancing)
     # (alias, host id, host name) of each disk on one host's local storage, read once
     local_disks: tuple[tuple[str, int, str], ...] = ()
+    # (host id, host name) of the host whose devices are attached to the VM, read once
+    device_host: tuple[int, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,26 @@ def _storage(request: Request, c: Candidate) -> str | None:
     return None
 
 
+def _host_devices(request: Request, c: Candidate) -> str | None:
+    """A VM given host devices runs only on the host they belong to (its pinned host)."""
+    if request.device_host is not None and request.device_host[0] != c.host.pk:
+        return f"the VM has host devices of host {request.device_host[1]} attached (pinned there)"
+    return None
+
+
+def device_host_of(vm: VirtualMachine) -> tuple[int, str] | None:
+    """(id, name) of the host whose devices are attached to the VM, as the host-devices filter
+    reads it; None when it has none."""
+    if vm.pk is None:
+        return None
+    return (
+        HostDevice.objects.filter(attachments__vm=vm)
+        .values_list("host_id", "host__name")
+        .order_by()
+        .first()
+    )
+
+
 def local_disks_of(vm: VirtualMachine) -> tuple[tuple[str, int, str], ...]:
     """The VM's disks on one host's local storage, as the storage filter reads them."""
     if vm.pk is None:
@@ -161,6 +183,7 @@ RESOURCE_PURPOSES = frozenset({Purpose.RUN, Purpose.MIGRATE})
 FILTERS: list[Filter] = [
     Filter("host_up", _host_up),
     Filter("same_cluster", _same_cluster),
+    Filter("host_devices", _host_devices),
     Filter("storage", _storage, RESOURCE_PURPOSES),
     Filter("memory", _memory, RESOURCE_PURPOSES),
     Filter("cpu", _cpu, RESOURCE_PURPOSES),
@@ -267,7 +290,13 @@ def schedule(
     the same lock) and filtered again under the lock; NoHostAvailable names each host's
     reason. `candidates` narrows the choice (Start Running On); `exclude` takes host ids
     out (a migration's source)."""
-    request = Request(vm=vm, purpose=purpose, automatic=automatic, local_disks=local_disks_of(vm))
+    request = Request(
+        vm=vm,
+        purpose=purpose,
+        automatic=automatic,
+        local_disks=local_disks_of(vm),
+        device_host=device_host_of(vm),
+    )
     excluded = set(exclude)
     pool = [c for c in candidates_of(vm, candidates) if c.host.pk not in excluded]
     kept, reasons = evaluate(request, pool)

@@ -41,6 +41,7 @@ from .forms import (
     NewVMForm,
     VMActionForm,
 )
+from .host_devices import host_devices_context
 from .migration import migration_targets, vm_migrate
 from .migration_policy import VM_FIELDS as VM_MIGRATION_FIELDS
 from .migration_policy import effective_migration_settings, migration_rows
@@ -55,6 +56,7 @@ DETAIL_TABS = {
     "disks": "Disks",
     "nics": "Network Interfaces",
     "snapshots": "Snapshots",
+    "hostdevs": "Host Devices",
     "events": "Events",
     "permissions": "Permissions",
 }
@@ -169,6 +171,8 @@ def _details_context(request, vm, tab: str) -> dict:
         context["events"] = Event.objects.filter(vm=vm).select_related("user")[:100]
     elif tab == "snapshots":
         context.update(snapshots_context(request, vm))
+    elif tab == "hostdevs":
+        context.update(host_devices_context(vm))
     elif tab == "permissions":
         context["can_read_permissions"] = may_read_permissions(request.user, vm)
     return context
