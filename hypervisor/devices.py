@@ -7,7 +7,7 @@ import libvirt
 
 from hypervisor.base import ConnectionBase
 from hypervisor.datatypes import NodeDevice
-from hypervisor.domainxml import node_device
+from hypervisor.domainxml import domain_hostdevs, node_device
 
 # The capabilities asked for, as libvirt's list filter.
 _ASSIGNABLE = (
@@ -38,3 +38,12 @@ class DevicesMixin(ConnectionBase):
             if parsed is not None:
                 devices.append(parsed)
         return sorted(devices, key=lambda d: d.name)
+
+    def domain_host_devices(self, uuid: str, *, inactive: bool = False) -> list[str]:
+        """The host devices of a domain's definition (the running guest's, or with `inactive`
+        the one it starts from next), as "pci 0000:01:00.0", "usb 0x0403:0x6001",
+        "scsi scsi_host2 0:0:0"."""
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        dom = self._domain(uuid)
+        with self._translated():
+            return domain_hostdevs(dom.XMLDesc(flags))
