@@ -169,13 +169,13 @@ def _vm_locked(vm_id: int, verb: str) -> VirtualMachine:
     return vm
 
 
-def _ids(device_ids: Iterable) -> list[int]:
+def _ids(device_ids: Iterable, empty: str) -> list[int]:
     try:
         ids = sorted({int(i) for i in device_ids})
     except (TypeError, ValueError):
         raise ActionRefused("Choose host devices from the list.") from None
     if not ids:
-        raise ActionRefused("Move at least one device to Host Devices to be attached.")
+        raise ActionRefused(empty)
     if len(ids) > MAX_DEVICES_AT_ONCE:
         raise ActionRefused(f"Attach at most {MAX_DEVICES_AT_ONCE} host devices at once.")
     return ids
@@ -206,7 +206,7 @@ def vm_host_devices_add(*, vm_id: int, user, host_id: int, device_ids: Iterable)
     pinning it there (Start Running On) with migration turned off (Do not allow migration).
     They are given to the guest when it next starts. Refused for devices of another host than
     those already attached, devices gone from the host, and devices another running VM holds."""
-    ids = _ids(device_ids)
+    ids = _ids(device_ids, "Move at least one device to Host Devices to be attached.")
     with transaction.atomic():
         vm = _vm_locked(vm_id, "add host devices to")
         host = _cluster_host(vm, host_id)
@@ -255,7 +255,7 @@ def vm_host_devices_add(*, vm_id: int, user, host_id: int, device_ids: Iterable)
 def vm_host_devices_remove(*, vm_id: int, user, device_ids: Iterable) -> int:
     """Remove Host Device(s): detach devices from the VM (it keeps its pinned host and
     migration setting; a running guest keeps them until it stops). Returns how many."""
-    ids = _ids(device_ids)
+    ids = _ids(device_ids, "Select the host devices to remove.")
     with transaction.atomic():
         vm = _vm_locked(vm_id, "remove host devices from")
         rows = VmHostDevice.objects.filter(vm=vm, device_id__in=ids)
@@ -307,7 +307,7 @@ def host_devices_run_check(vm: VirtualMachine) -> None:
     if not rows:
         return
     devices = list(
-        HostDevice.objects.select_for_update()
+        HostDevice.objects.select_for_update(of=("self",))
         .filter(pk__in=rows)
         .select_related("host")
         .order_by("name")

@@ -296,7 +296,9 @@ def test_the_add_window_moves_devices_across_and_attaches_them(hosts, make_vm, a
     vm = make_vm(host=h1, disks=0, name="gpu-vm")
     url = f"/vms/{vm.pk}/hostdevs/add/"
     window = admin_client.get(url, headers=HX)
-    assert "pins the virtual machine to the selected host" in window.content.decode()
+    warning = html_text(html_one(window, ".hostdev-warning"))
+    assert "pins the virtual machine to the selected host" in warning
+    assert "turns off its migration" in warning
     available = [html_text(r) for r in html_find(window, ".hostdev-available tbody tr")]
     assert len(available) == 3 and all("0000:0" in r for r in available)  # pci by default
     base = {"host": h2.pk, "shown_host": h2.pk, "capability": "usb_device"}
