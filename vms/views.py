@@ -41,7 +41,7 @@ from .forms import (
     NewVMForm,
     VMActionForm,
 )
-from .host_devices import host_devices_context
+from .host_devices import attached_host, host_devices_context
 from .migration import migration_targets, vm_migrate
 from .migration_policy import VM_FIELDS as VM_MIGRATION_FIELDS
 from .migration_policy import effective_migration_settings, migration_rows
@@ -509,5 +509,5 @@ def vm_edit(request, pk: int):
         ),
         success=lambda _vm: f"VM {vm.name} saved.",
         template="vms/_edit_vm_dialog.html",
-        context={"vm": vm},
+        context={"vm": vm, "devices_host": attached_host(vm)},
     )

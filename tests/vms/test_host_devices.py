@@ -181,6 +181,14 @@ def test_edit_vm_keeps_the_pinned_host_and_no_migration_while_devices_are_attach
     services.vm_edit(**edit, start_host_id=h1.pk)  # what it is: fine
 
 
+def test_edit_vm_says_why_its_host_settings_stay(hosts, make_vm, admin, admin_client):
+    h1, _h2 = hosts
+    vm = make_vm(host=h1, disks=0)
+    vm_host_devices_add(vm_id=vm.pk, user=admin, host_id=h1.pk, device_ids=[dev(h1, NIC).pk])
+    window = admin_client.get(f"/vms/{vm.pk}/edit/", headers=HX)
+    assert "Host devices of host h1 are attached" in html_text(html_one(window, "p.warning"))
+
+
 def test_a_device_another_running_vm_holds_is_refused_one_a_down_vm_has_is_marked(
     hosts, make_vm, admin
 ):
