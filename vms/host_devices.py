@@ -201,10 +201,28 @@ def _pinned_elsewhere(vm: VirtualMachine, host: Host, verb: str) -> None:
         )
 
 
+def iommu_siblings(host: Host, devices: list[HostDevice]) -> list[HostDevice]:
+    """The other PCI devices of the host in the IOMMU groups of `devices` (locked): VFIO gives
+    a guest a whole group or nothing, so they are attached together (a GPU and its audio)."""
+    groups = {
+        d.iommu_group
+        for d in devices
+        if d.capability == DeviceCapability.PCI and d.iommu_group is not None
+    }
+    if not groups:
+        return []
+    return list(
+        HostDevice.objects.select_for_update()
+        .filter(host=host, capability=DeviceCapability.PCI, iommu_group__in=groups)
+        .exclude(pk__in=[d.pk for d in devices])
+        .order_by("name")
+    )
+
+
 def vm_host_devices_add(*, vm_id: int, user, host_id: int, device_ids: Iterable) -> list:
     """Add Host Devices: attach devices of `host_id` (a host of the VM's cluster) to the VM,
-    pinning it there (Start Running On) with migration turned off (Do not allow migration).
-    They are given to the guest when it next starts. Refused for devices of another host than
+    pinning it there (Start Running On) with migration turned off (Do not allow migration);
+    the other PCI devices of a PCI device's IOMMU group come with it. They are given to the guest when it next starts. Refused for devices of another host than
     those already attached, devices gone from the host, and devices another running VM holds."""
     ids = _ids(device_ids, "Move at least one device to Host Devices to be attached.")
     with transaction.atomic():
@@ -220,6 +238,8 @@ def vm_host_devices_add(*, vm_id: int, user, host_id: int, device_ids: Iterable)
                 f"A device chosen is not a device of host {host.name} any more. Open the "
                 "window again to see the host's devices as they are now."
             )
+        devices += iommu_siblings(host, devices)
+        ids = [d.pk for d in devices]
         if gone := [d.name for d in devices if not d.present]:
             raise ActionRefused(
                 f"Cannot add {', '.join(gone)} to {vm.name}: no longer present on host {host.name}."

@@ -1,6 +1,6 @@
 """Host devices in headless Chromium: a VM's Host Devices sub-tab, the Add Host Devices window
 (Pinned Host, Capability, a device moved across with the arrow, OK), the device listed, and
-Pin to another host refused while it is attached."""
+Pin to another host refused while it is attached, then Remove device."""
 
 import os
 import time
@@ -61,3 +61,12 @@ def test_add_a_host_device_then_pin_to_another_host_is_refused(portal):
     vm.refresh_from_db()
     assert vm.start_host_id == host.pk
     assert VirtualMachine.objects.get(pk=vm.pk).host_devices.count() == 1
+
+    window.get_by_role("button", name="Cancel").click()
+    page.get_by_label("Select usb_1_3").check()
+    page.get_by_role("button", name="Remove device").click()
+    expect(window).to_contain_text("Remove Host Device(s)")
+    expect(window).to_contain_text("usb_1_3")
+    window.get_by_role("button", name="OK").click()
+    expect(page.locator("#messages")).to_contain_text("Removed 1 host device(s) from batch-01.")
+    expect(listed).to_contain_text("No host devices attached.")

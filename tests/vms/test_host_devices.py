@@ -100,10 +100,12 @@ def test_a_device_gone_from_its_host_is_dropped_or_kept_absent_while_a_vm_has_it
     assert list(HostDevice.objects.filter(host=h1).values_list("name", "present")) == [
         (NIC, True),
         (GPU, False),
+        (GPU_AUDIO, False),  # attached with the GPU (its IOMMU group)
     ]
     assert Event.objects.filter(
         vm=vm, message__contains=f"{GPU} of VM gpu-vm is no longer present on host h1"
     ).exists()
+    assert not HostDevice.objects.filter(host=h1, name=SCSI).exists()  # nobody had it
     with pytest.raises(ActionRefused, match=f"its host device {GPU} is no longer present"):
         services.vm_run(vm_id=vm.pk, user=admin)
     assert VirtualMachine.objects.get(pk=vm.pk).status == VMStatus.DOWN
@@ -118,12 +120,12 @@ def test_adding_devices_pins_the_vm_and_turns_off_migration(hosts, make_vm, admi
     added = vm_host_devices_add(
         vm_id=vm.pk, user=admin, host_id=h1.pk, device_ids=[dev(h1, GPU).pk, dev(h1, SERIAL).pk]
     )
-    assert {d.name for d in added} == {GPU, SERIAL}
-    assert state(vm) == (h1.pk, MigrationMode.PINNED, [GPU, SERIAL])
+    assert {d.name for d in added} == {GPU, GPU_AUDIO, SERIAL}  # its IOMMU group comes along
+    assert state(vm) == (h1.pk, MigrationMode.PINNED, [GPU, GPU_AUDIO, SERIAL])
     event = Event.objects.filter(vm=vm, action="host_device_add").get()
     assert "it is pinned to h1 and does not allow migration" in event.message
     vm_host_devices_remove(vm_id=vm.pk, user=admin, device_ids=[dev(h1, SERIAL).pk])
-    assert state(vm) == (h1.pk, MigrationMode.PINNED, [GPU])
+    assert state(vm) == (h1.pk, MigrationMode.PINNED, [GPU, GPU_AUDIO])
 
 
 def test_devices_of_another_host_are_refused_and_change_nothing(hosts, make_vm, admin):
@@ -227,7 +229,10 @@ def test_run_refuses_a_vm_whose_device_another_running_vm_holds(hosts, make_vm, 
     assert VirtualMachine.objects.get(pk=first.pk).status == VMStatus.UP
     with pytest.raises(ActionRefused) as refused:
         services.vm_run(vm_id=second.pk, user=admin)
-    assert str(refused.value) == (f"Cannot run second: VM first holds host device {GPU} and is Up.")
+    assert str(refused.value) == (
+        f"Cannot run second: VM first holds host device {GPU} and is Up; "
+        f"VM first holds host device {GPU_AUDIO} and is Up."
+    )
     assert VirtualMachine.objects.get(pk=second.pk).status == VMStatus.DOWN
 
 
@@ -241,6 +246,7 @@ def test_run_starts_the_guest_on_its_pinned_host_with_its_devices(hosts, make_vm
     assert (vm.status, vm.host) == (VMStatus.UP, h2)
     assert hypervisor.connect(h2.uri).domain_host_devices(str(vm.uuid)) == [
         "pci 0000:01:00.0",
+        "pci 0000:01:00.1",
         "scsi scsi_host2 0:0:0",
         "usb 0x0403:0x6001",
     ]
