@@ -5,8 +5,8 @@ Modules, each importing only those below it:
 
 - cache: the event loop thread, connect() (one shared connection per URI), disconnect();
 - testdriver: TestDriverConnection, the Connection for libvirt's test driver;
-- connection: Connection, composed of chains (snapshot chains), domains, storage, networks and
-  agent (guest agents), each over base (opening, keepalive, callbacks, lookups);
+- connection: Connection, composed of chains (snapshot chains), domains, storage, networks,
+  agent (guest agents) and devices (host devices), each over base (opening, keepalive, callbacks, lookups);
 - domainxml (all libvirt XML), datatypes, errors; testnode renders test-driver node files.
 """
 
@@ -25,11 +25,13 @@ from hypervisor.connection import Connection
 from hypervisor.consolexml import GraphicsInfo
 from hypervisor.datatypes import (
     CdromSpec,
+    DeviceCapability,
     DiskSpec,
     DomainInfo,
     DomainSpec,
     DomainState,
     HostCpuTimes,
+    HostdevSpec,
     HostInfo,
     InterfaceSpec,
     LifecycleEvent,
@@ -39,6 +41,7 @@ from hypervisor.datatypes import (
     NetworkInfo,
     NetworkMode,
     NetworkSpec,
+    NodeDevice,
     PoolInfo,
     PoolSpec,
     VolumeInfo,
@@ -58,6 +61,7 @@ __all__ = [
     "LIFECYCLE_EVENTS",
     "CdromSpec",
     "Connection",
+    "DeviceCapability",
     "DiskSpec",
     "DomainInfo",
     "DomainNotFound",
@@ -69,6 +73,7 @@ __all__ = [
     "GraphicsInfo",
     "HostCpuTimes",
     "HostInfo",
+    "HostdevSpec",
     "HostUnreachable",
     "HypervisorError",
     "InterfaceSpec",
@@ -81,6 +86,7 @@ __all__ = [
     "NetworkMode",
     "NetworkNotFound",
     "NetworkSpec",
+    "NodeDevice",
     "PoolInfo",
     "PoolNotFound",
     "PoolSpec",

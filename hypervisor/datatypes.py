@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -154,6 +155,79 @@ class CdromSpec:
         return not self.volume
 
 
+class DeviceCapability:
+    """The node-device capabilities a VM may be given (libvirt's names, the chapter's too)."""
+
+    PCI = "pci"
+    SCSI = "scsi"
+    USB_DEVICE = "usb_device"
+    ALL = (PCI, SCSI, USB_DEVICE)
+
+
+@dataclass(frozen=True)
+class NodeDevice:
+    """A device of a host (libvirt's node device) that can be assigned to a guest.
+
+    `address` by capability: pci (domain, bus, slot, function); usb_device (bus, device);
+    scsi (host, bus, target, lun). Ids are hex text as libvirt writes them ("0x8086")."""
+
+    name: str
+    capability: str
+    address: tuple[int, ...]
+    vendor_id: str = ""
+    vendor_name: str = ""
+    product_id: str = ""
+    product_name: str = ""
+    iommu_group: int | None = None
+    driver: str = ""
+    parent: str = ""
+
+    @property
+    def address_text(self) -> str:
+        return address_text(self.capability, self.address)
+
+
+def address_text(capability: str, address: tuple[int, ...]) -> str:
+    """A device address as people write it: 0000:00:19.0 (PCI), 001:002 (USB bus:device),
+    0:0:0:0 (SCSI host:bus:target:lun)."""
+    if capability == DeviceCapability.PCI and len(address) == 4:
+        return "{:04x}:{:02x}:{:02x}.{:x}".format(*address)
+    if capability == DeviceCapability.USB_DEVICE and len(address) == 2:
+        return "{:03d}:{:03d}".format(*address)
+    return ":".join(str(part) for part in address)
+
+
+@dataclass(frozen=True)
+class HostdevSpec:
+    """A host device given to a domain (<hostdev>): PCI by its address (managed: libvirt
+    detaches it from its host driver), USB by vendor and product, SCSI by adapter and
+    address (`address` as in NodeDevice)."""
+
+    capability: str
+    address: tuple[int, ...]
+    vendor_id: str = ""
+    product_id: str = ""
+
+    def __post_init__(self) -> None:
+        sizes = {DeviceCapability.PCI: 4, DeviceCapability.USB_DEVICE: 2, DeviceCapability.SCSI: 4}
+        if self.capability not in sizes:
+            raise ValueError(f"unknown device capability {self.capability!r}")
+        if len(self.address) != sizes[self.capability] or any(
+            not isinstance(part, int) or part < 0 or part > 0xFFFF for part in self.address
+        ):
+            raise ValueError(f"bad {self.capability} address {self.address!r}")
+        for value in (self.vendor_id, self.product_id):
+            if value and not HEX_ID.fullmatch(value):
+                raise ValueError(f"bad device id {value!r}")
+        if self.capability == DeviceCapability.USB_DEVICE and not (
+            self.vendor_id and self.product_id
+        ):
+            raise ValueError("a USB device is given by its vendor and product ids")
+
+
+HEX_ID = re.compile(r"0x[0-9a-fA-F]{1,4}")
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     """What define_domain needs to build a domain's XML."""
@@ -175,6 +249,8 @@ class DomainSpec:
     graphics_listen: str = "127.0.0.1"
     # Pass-Through Host CPU: <cpu mode='host-passthrough'/> (such a guest cannot migrate).
     cpu_passthrough: bool = False
+    # Host devices given to the guest (<hostdev>), from the host it is pinned to.
+    hostdevs: tuple[HostdevSpec, ...] = ()
 
 
 class NetworkMode:

@@ -11,7 +11,16 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from hypervisor.consolexml import graphics_elements
-from hypervisor.datatypes import DomainSpec, InterfaceSpec, NetworkMode, NetworkSpec, PoolSpec
+from hypervisor.datatypes import (
+    DeviceCapability,
+    DomainSpec,
+    HostdevSpec,
+    InterfaceSpec,
+    NetworkMode,
+    NetworkSpec,
+    NodeDevice,
+    PoolSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,8 @@ def domain_element(
     devices.append(cdrom_element(cdrom_path))
     for nic in spec.interfaces:
         devices.append(interface_element(nic))
+    for hostdev in spec.hostdevs:
+        devices.append(hostdev_element(hostdev))
     _sub(_sub(devices, "serial", type="pty"), "target", port="0")
     _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
     devices.append(guest_agent_channel_element())
@@ -179,6 +190,102 @@ def domain_xml(
     )
     ET.indent(element)
     return ET.tostring(element, encoding="unicode")
+
+
+# -- host devices ----------------------------------------------------------------------------
+
+
+def hostdev_element(dev: HostdevSpec) -> ET.Element:
+    """A host device given to the guest: <hostdev mode='subsystem'>, PCI by address (managed:
+    libvirt detaches it from its host driver at start and gives it back at stop), USB by
+    vendor and product, SCSI by its adapter (scsi_host<N>) and bus/target/unit."""
+    if dev.capability == DeviceCapability.PCI:
+        el = ET.Element("hostdev", {"mode": "subsystem", "type": "pci", "managed": "yes"})
+        domain, bus, slot, function = dev.address
+        _sub(
+            _sub(el, "source"),
+            "address",
+            domain=f"0x{domain:04x}",
+            bus=f"0x{bus:02x}",
+            slot=f"0x{slot:02x}",
+            function=f"0x{function:x}",
+        )
+    elif dev.capability == DeviceCapability.USB_DEVICE:
+        el = ET.Element("hostdev", {"mode": "subsystem", "type": "usb", "managed": "yes"})
+        source = _sub(el, "source")
+        _sub(source, "vendor", id=dev.vendor_id)
+        _sub(source, "product", id=dev.product_id)
+    else:
+        el = ET.Element("hostdev", {"mode": "subsystem", "type": "scsi"})
+        host, bus, target, lun = dev.address
+        source = _sub(el, "source")
+        _sub(source, "adapter", name=f"scsi_host{host}")
+        _sub(source, "address", bus=str(bus), target=str(target), unit=str(lun))
+    return el
+
+
+def domain_hostdevs(xml: str) -> list[str]:
+    """The host devices of a domain's XML as "pci 0000:00:19.0", "usb 0x0403:0x6001",
+    "scsi scsi_host0 0:0:0" (for tests and Events)."""
+    out = []
+    for el in ET.fromstring(xml).findall("devices/hostdev"):
+        source = el.find("source")
+        kind = el.get("type")
+        if kind == "pci":
+            a = source.find("address")
+            parts = [int(a.get(k), 16) for k in ("domain", "bus", "slot", "function")]
+            out.append("pci {:04x}:{:02x}:{:02x}.{:x}".format(*parts))
+        elif kind == "usb":
+            out.append(f"usb {source.find('vendor').get('id')}:{source.find('product').get('id')}")
+        elif kind == "scsi":
+            a = source.find("address")
+            adapter = source.find("adapter").get("name")
+            out.append(f"scsi {adapter} {a.get('bus')}:{a.get('target')}:{a.get('unit')}")
+    return out
+
+
+def _int(text: str | None) -> int:
+    """A number libvirt writes in decimal or 0x-hex; 0 when missing or not a number."""
+    try:
+        return int((text or "0").strip(), 0)
+    except ValueError:
+        return 0
+
+
+def node_device(xml: str) -> NodeDevice | None:
+    """A node device's XML as a NodeDevice, or None when it is not a pci, usb_device or scsi
+    device (a scsi_host, a net interface, the computer itself ...)."""
+    root = ET.fromstring(xml)
+    cap = root.find("capability")
+    kind = cap.get("type") if cap is not None else None
+    if kind not in DeviceCapability.ALL:
+        return None
+
+    def num(tag: str) -> int:
+        return _int(cap.findtext(tag))
+
+    if kind == DeviceCapability.PCI:
+        address = (num("domain"), num("bus"), num("slot"), num("function"))
+    elif kind == DeviceCapability.USB_DEVICE:
+        address = (num("bus"), num("device"))
+    else:
+        address = (num("host"), num("bus"), num("target"), num("lun"))
+    vendor, product = cap.find("vendor"), cap.find("product")
+    group = cap.find("iommuGroup")
+    return NodeDevice(
+        name=(root.findtext("name") or "").strip(),
+        capability=kind,
+        address=address,
+        vendor_id=vendor.get("id", "") if vendor is not None else "",
+        vendor_name=(vendor.text or "").strip() if vendor is not None else "",
+        product_id=product.get("id", "") if product is not None else "",
+        product_name=(product.text or "").strip()
+        if product is not None
+        else (cap.findtext("type") or "").strip(),  # a SCSI device says what it is (disk ...)
+        iommu_group=_int(group.get("number")) if group is not None else None,
+        driver=(root.findtext("driver/name") or "").strip(),
+        parent=(root.findtext("parent") or "").strip(),
+    )
 
 
 # -- network interfaces and networks ---------------------------------------------------------

@@ -202,6 +202,9 @@ VIREO_JOB_STALE_SECONDS = float(os.environ.get("VIREO_JOB_STALE_SECONDS", "30"))
 # How often the monitor asks the guest agents of each host's running VMs, in seconds, and how
 # many VMs of one host at most in one pass (those asked longest ago first).
 VIREO_AGENT_POLL_SECONDS = float(os.environ.get("VIREO_AGENT_POLL_SECONDS", "30"))
+# How often the monitor reads each Up host's devices (pci, usb_device, scsi), in seconds; it also
+# reads them whenever it (re)connects to the host.
+VIREO_HOST_DEVICES_POLL_SECONDS = float(os.environ.get("VIREO_HOST_DEVICES_POLL_SECONDS", "300"))
 VIREO_AGENT_POLL_BATCH = int(os.environ.get("VIREO_AGENT_POLL_BATCH", "200"))
 # How often the monitor's load balancer (vms/balancing.py) runs, in seconds.
 VIREO_BALANCE_SECONDS = float(os.environ.get("VIREO_BALANCE_SECONDS", "60"))

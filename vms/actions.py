@@ -30,7 +30,7 @@ class Action:
     """One action as the portal offers it."""
 
     # what it acts on: "vm", "snapshot", "disk", "storagedomain", "isoimage", "host", "cluster",
-    # "affinity_group", "datacenter", "network", "vnic_profile", "nic"
+    # "affinity_group", "datacenter", "network", "vnic_profile", "nic", "hostdev"
     on: str
     key: str  # its name in URLs and Events ("run"); unique among the actions on the same kind
     label: str  # the button's and menu's text, in the chapter's words
@@ -840,6 +840,42 @@ CATALOGUE: tuple[Action, ...] = (
         title="Remove Network Interface(s)",
         question="Are you sure you want to remove the following Network Interface(s)?",
     ),
+    # -- a VM's Host Devices sub-tab (done at once: the guest gets them at its next start) ----
+    Action(
+        "hostdev",
+        "add",
+        "Add device",
+        "add host devices to",
+        permission="edit_vm",
+        service="vms.host_devices.vm_host_devices_add",
+        url="vms:hostdev_add",
+        title="Add Host Devices",
+        external=False,
+    ),
+    Action(
+        "hostdev",
+        "remove",
+        "Remove device",
+        "remove host devices from",
+        permission="edit_vm",
+        service="vms.host_devices.vm_host_devices_remove",
+        url="vms:hostdev_remove",
+        title="Remove Host Device(s)",
+        question="Are you sure you want to remove the following Host Device(s)?",
+        multi=True,
+        external=False,
+    ),
+    Action(
+        "hostdev",
+        "pin",
+        "Pin to another host",
+        "pin",
+        permission="edit_vm",
+        service="vms.host_devices.vm_pin_to_host",
+        url="vms:hostdev_pin",
+        title="Pin VM to Host",
+        external=False,
+    ),
 )
 
 
@@ -872,6 +908,7 @@ def host_actions_allowed(status: str) -> frozenset[str]:
 NETWORK_ACTIONS = _by_kind("network")
 VNIC_PROFILE_ACTIONS = _by_kind("vnic_profile")
 NIC_ACTIONS = _by_kind("nic")
+HOSTDEV_ACTIONS = _by_kind("hostdev")
 
 # The VM actions of the status table (toolbar, right-click menu, `vms:action`), and the
 # snapshot actions of the Snapshots sub-tab, as choices.

@@ -36,12 +36,11 @@ from .models import Cluster, Host, VirtualMachine
 from .scheduling import (
     Candidate,
     Purpose,
-    Request,
     cluster_candidates,
     evaluate,
-    local_disks_of,
     overutilization,
     refusal_text,
+    request_of,
     schedule,
     underutilization,
 )
@@ -127,14 +126,7 @@ def _movable(source: Candidate, loads: list[Candidate]) -> tuple[VirtualMachine 
                 committed_mb=max(0, source.committed_mb - vm.memory_mb),
                 running=max(0, source.running - 1),
             )
-            request = Request(
-                vm=vm,
-                purpose=Purpose.MIGRATE,
-                automatic=True,
-                local_disks=local_disks_of(vm),
-                balancing=True,
-                source=mine,
-            )
+            request = request_of(vm, Purpose.MIGRATE, automatic=True, balancing=True, source=mine)
             kept, reasons = evaluate(request, [c for c in loads if c.host.pk != vm.host_id])
             if kept:
                 return vm, "", ""

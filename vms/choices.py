@@ -104,6 +104,19 @@ class AffinityRule(models.TextChoices):
     DISABLED = "disabled", "Disabled"
 
 
+class DeviceCapability(models.TextChoices):
+    """The kinds of host device a VM may be given (the Add Host Devices window's Capability)."""
+
+    PCI = "pci", "pci"
+    SCSI = "scsi", "scsi"
+    USB_DEVICE = "usb_device", "usb_device"
+
+
+# A VM in any of these holds its host devices (a Suspended guest's saved state has them too);
+# another VM may be given them but cannot start while one of these holds them.
+NOT_HOLDING_DEVICES = frozenset({VMStatus.DOWN, VMStatus.IMAGE_LOCKED})
+
+
 class MemoryOptimization(models.IntegerChoices):
     """A cluster's Memory Optimization: how much of a host's physical memory the scheduler
     lets running VMs commit (oVirt: None 100%, for Server Load 150%, for Desktop Load 200%)."""

@@ -25,6 +25,7 @@ from portal.kernel.live import broadcast
 from portal.kernel.models import Job, JobKind, JobStatus, Phase, Severity
 
 from .choices import VM_AT_REST_STATUSES, HostStatus, VMStatus
+from .host_devices import migration_devices_reason
 from .migration import vm_migrate
 from .models import Host, VirtualMachine
 from .scheduling import NoHostAvailable
@@ -74,6 +75,9 @@ def host_evacuate(host_id: int) -> int:
     for vm in waiting.order_by("-priority", "name"):
         if vm.status not in (VMStatus.UP, VMStatus.PAUSED):
             stuck[vm.name] = f"it is {vm.get_status_display()}"
+            continue
+        if pinned := migration_devices_reason(vm):
+            stuck[vm.name] = pinned
             continue
         given_up = _migration_given_up(host, vm)
         if given_up:

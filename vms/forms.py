@@ -689,3 +689,13 @@ class AffinityGroupForm(forms.Form):
 
     def clean_hosts(self) -> list[int]:
         return self._reachable("hosts", "hosts")
+
+
+class PinToHostForm(forms.Form):
+    """The Pin VM to Host window: a host of the VM's cluster."""
+
+    host = forms.ModelChoiceField(queryset=Host.objects.none(), label="Host", empty_label=None)
+
+    def __init__(self, *args, hosts, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["host"].queryset = hosts.order_by("name")

@@ -102,6 +102,17 @@ def vm_domain_spec(vm: VirtualMachine, *, without_nic: int | None = None) -> hyp
         boot=boot_sequence_devices(vm.boot_sequence),
         graphics_listen=graphics_listen(vm.host),
         cpu_passthrough=vm.cpu_passthrough,
+        hostdevs=tuple(hostdev_spec(a.device) for a in vm.host_devices.all()),
+    )
+
+
+def hostdev_spec(device) -> hypervisor.HostdevSpec:
+    """A HostDevice as the <hostdev> the guest is given."""
+    return hypervisor.HostdevSpec(
+        capability=device.capability,
+        address=tuple(device.address),
+        vendor_id=device.vendor_id,
+        product_id=device.product_id,
     )
 
 

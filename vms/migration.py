@@ -20,6 +20,7 @@ from portal.kernel.tasks import queue_ensure_available
 
 from .actions import VMAction
 from .choices import VMStatus
+from .host_devices import migration_devices_reason
 from .migration_policy import effective_migration_settings
 from .models import Host, VirtualMachine
 from .scheduling import NoHostAvailable, Purpose, candidates_of, evaluate, request_of, schedule
@@ -78,6 +79,11 @@ def vm_migrate(*, vm_id: int, user, host_id: int | None = None, automatic: bool 
                     "Host CPU, Edit VM's System tab), so it can run only on its host's CPU."
                 )
             _storage_check(vm)
+            if why := migration_devices_reason(vm):
+                raise ActionRefused(
+                    f"Cannot migrate {vm.name}: {why}. Remove its host devices (Host Devices "
+                    "sub-tab) to migrate it."
+                )
             # Locked: the destination cannot go into Maintenance under the migration.
             dest = _destination(vm, host_id, automatic=automatic)
         else:

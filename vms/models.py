@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from hypervisor.datatypes import address_text
 from portal.kernel.config import MIGRATION_BANDWIDTH, MIGRATION_COMPRESSION, MIGRATION_POLICIES
 from portal.kernel.querysets import RestrictedManager
 
@@ -17,6 +18,7 @@ from .choices import (
     AffinityRule,
     BootSequence,
     ConsoleDisconnectAction,
+    DeviceCapability,
     HostStatus,
     MemoryOptimization,
     MigrationMode,
@@ -219,6 +221,61 @@ class Host(models.Model):
         if parts.hostname:
             return parts.hostname
         return "" if parts.scheme == "test" else self.hostname
+
+
+class HostDevice(models.Model):
+    """A device of a host that can be given to a VM (a libvirt node device: pci, usb_device,
+    scsi), as the monitor last read it. One no longer on the host stays, not `present`, while a
+    VM has it attached (the VM cannot start until it is back or removed)."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="devices")
+    name = models.CharField(max_length=255, help_text="libvirt's node device name.")
+    capability = models.CharField(max_length=16, choices=DeviceCapability.choices)
+    address = models.JSONField(
+        default=list,
+        help_text="pci [domain, bus, slot, function]; usb_device [bus, device]; "
+        "scsi [host, bus, target, lun].",
+    )
+    vendor_id = models.CharField("Vendor ID", max_length=16, blank=True)
+    vendor_name = models.CharField("Vendor", max_length=255, blank=True)
+    product_id = models.CharField("Product ID", max_length=16, blank=True)
+    product_name = models.CharField("Product", max_length=255, blank=True)
+    iommu_group = models.PositiveIntegerField("IOMMU Group", null=True, blank=True)
+    driver = models.CharField(max_length=64, blank=True)
+    parent = models.CharField(max_length=255, blank=True)
+    present = models.BooleanField(default=True)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["host", "capability", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "name"], name="host_device_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def address_text(self) -> str:
+        return address_text(self.capability, tuple(self.address))
+
+
+class VmHostDevice(models.Model):
+    """A host device attached to a VM (the VM's Host Devices sub-tab): given to the guest as
+    <hostdev> when it next starts. All of a VM's devices are of the host it is pinned to."""
+
+    vm = models.ForeignKey("VirtualMachine", on_delete=models.CASCADE, related_name="host_devices")
+    device = models.ForeignKey(HostDevice, on_delete=models.CASCADE, related_name="attachments")
+    attached_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["device__capability", "device__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["vm", "device"], name="vm_host_device_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} on {self.vm_id}"
 
 
 class HostLeftover(models.Model):

@@ -5,7 +5,8 @@ outside the portal shows within a second), and polls every host as a fallback. D
 runs that Vireo did not define are adopted as external VMs (vms.external). A host that
 cannot be reached goes Non Responsive and its VMs Unknown; they come back by themselves when
 it answers. It also ends jobs whose worker died, so no VM stays busy, and asks the guest
-agents of running VMs what they report (vms.guest_agent), in passes of their own. A host's answer never
+agents of running VMs what they report (vms.guest_agent), in passes of their own, and reads
+each host's devices (vms.host_devices) when it connects and every few minutes. A host's answer never
 overrides a status set after the host was asked, and one silent host holds up neither the
 other hosts nor the job reconcile.
 """
@@ -50,6 +51,7 @@ from .domains import storage_domain_host_setup
 from .evacuation import evacuations_run
 from .external import domain_adopt, external_gone, host_domains_adopt, host_externals_gone
 from .guest_agent import host_agents_refresh
+from .host_devices import host_devices_refresh
 from .isos import iso_images_sync
 from .jobs import vm_settle
 from .leftovers import host_leftovers_clear
@@ -401,6 +403,8 @@ class Monitor:
         self.stop = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="monitor-host")
         self.agent_seconds = settings.VIREO_AGENT_POLL_SECONDS
+        self.devices_seconds = settings.VIREO_HOST_DEVICES_POLL_SECONDS
+        self.devices_read: dict[int, float] = {}  # host id -> when its devices were last read
         self.agent_polling: dict[int, Future] = {}  # host id -> its guest agents' pass
         self.agent_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="monitor-agent")
         self.cpu_times: dict[int, hypervisor.HostCpuTimes] = {}  # host id -> last reading
@@ -446,6 +450,7 @@ class Monitor:
             log.warning("storage of host %s not refreshed: %s", host.name, exc)
         host_leftovers_clear(host, conn)
         self.host_load_record(host, conn)
+        self.host_devices_read(host, conn, fresh)
 
     def host_load_record(self, host: Host, conn: hypervisor.Connection) -> None:
         """Store the host's CPU usage since its previous poll (libvirt's host CPU times), what
@@ -470,6 +475,20 @@ class Monitor:
             return 0
         self.balanced_at = time.monotonic()
         return self.balancer.run()
+
+    def host_devices_read(self, host: Host, conn: hypervisor.Connection, fresh: bool) -> None:
+        """Store the host's devices on a new connection, then every
+        VIREO_HOST_DEVICES_POLL_SECONDS (they change when hardware is plugged in or out)."""
+        due = self.devices_read.get(host.pk)
+        now = time.monotonic()
+        if not fresh and due is not None and now - due < self.devices_seconds:
+            return
+        try:
+            host_devices_refresh(host, conn)
+        except hypervisor.HypervisorError as exc:
+            log.warning("devices of host %s not read: %s", host.name, exc)
+            return
+        self.devices_read[host.pk] = now
 
     def _host_poll_thread(self, host: Host, busy_ids: set[int]) -> None:
         try:

@@ -5,7 +5,7 @@ applies to the purpose may rule a host out with a reason; the hosts left are ord
 sum of the weights (lower is better; ties go to the host running fewer VMs, then by name).
 `schedule` returns the best host, locked against Maintenance until the transaction ends, or
 raises `NoHostAvailable`, which names why each host was filtered out. Later issues add
-filters (affinity, high availability, host devices) by appending to FILTERS or WEIGHTS:
+filters (affinity, high availability)  by appending to FILTERS or WEIGHTS:
 docs/scheduling.md.
 
 What the filters read is the inventory (hosts' facts the monitor stores, the VMs placed on
@@ -30,7 +30,7 @@ from .choices import (
     SchedulingPolicy,
     VMStatus,
 )
-from .models import Host, VirtualMachine
+from .models import Host, HostDevice, VirtualMachine
 
 
 class Purpose(models.TextChoices):
@@ -57,6 +57,8 @@ class Request:
     automatic: bool = False  # a migration the engine starts itself (Maintenance, balancing)
     # (alias, host id, host name) of each disk on one host's local storage, read once
     local_disks: tuple[tuple[str, int, str], ...] = ()
+    # (host id, host name) of the host whose devices are attached to the VM, read once
+    device_host: tuple[int, str] | None = None
     # A move the balancer asks for (vms/balancing.py): the balance_headroom filter applies,
     # and `source` is the VM's host as the balancer sees it (the VM not counted on it).
     balancing: bool = False
@@ -157,6 +159,26 @@ def _storage(request: Request, c: Candidate) -> str | None:
         if host_id != c.host.pk:
             return f"the VM's disk {alias} is on the local storage of host {host_name}"
     return None
+
+
+def _host_devices(request: Request, c: Candidate) -> str | None:
+    """A VM given host devices runs only on the host they belong to (its pinned host)."""
+    if request.device_host is not None and request.device_host[0] != c.host.pk:
+        return f"the VM has host devices of host {request.device_host[1]} attached (pinned there)"
+    return None
+
+
+def device_host_of(vm: VirtualMachine) -> tuple[int, str] | None:
+    """(id, name) of the host whose devices are attached to the VM, as the host-devices filter
+    reads it; None when it has none."""
+    if vm.pk is None:
+        return None
+    return (
+        HostDevice.objects.filter(attachments__vm=vm)
+        .values_list("host_id", "host__name")
+        .order_by()
+        .first()
+    )
 
 
 def local_disks_of(vm: VirtualMachine) -> tuple[tuple[str, int, str], ...]:
@@ -360,6 +382,7 @@ RESOURCE_PURPOSES = frozenset({Purpose.RUN, Purpose.MIGRATE})
 FILTERS: list[Filter] = [
     Filter("host_up", _host_up),
     Filter("same_cluster", _same_cluster),
+    Filter("host_devices", _host_devices),
     Filter("storage", _storage, RESOURCE_PURPOSES),
     Filter("memory", _memory, RESOURCE_PURPOSES),
     Filter("cpu", _cpu, RESOURCE_PURPOSES),
@@ -493,13 +516,14 @@ def request_of(
     balancing: bool = False,
     source: Candidate | None = None,
 ) -> Request:
-    """What the filters read of the VM, read once: its local disks and (to run or migrate
-    it) its affinity groups."""
+    """What the filters read of the VM, read once: its local disks, the host of its host
+    devices and (to run or migrate it) its affinity groups."""
     return Request(
         vm=vm,
         purpose=purpose,
         automatic=automatic,
         local_disks=local_disks_of(vm),
+        device_host=device_host_of(vm),
         balancing=balancing,
         source=source,
         affinity=affinity_rules(vm) if purpose in RESOURCE_PURPOSES else (),

@@ -44,6 +44,7 @@ from .choices import (
     VMStatus,
 )
 from .host_address import host_address_check
+from .host_devices import host_devices_edit_check, host_devices_run_check
 from .migration_policy import policy_fields_check, vm_migration_copy, vm_migration_fields_check
 from .models import (
     Cluster,
@@ -274,6 +275,7 @@ def vm_run_placement(vm: VirtualMachine) -> dict | None:
     rule of the VM's groups may prefer another). A Suspended or
     Paused VM resumes where it is. Moving the VM here makes the run job move its definition;
     returns the job's params."""
+    host_devices_run_check(vm)
     if vm.status != VMStatus.DOWN:
         return None
     target = vm.start_host
@@ -870,6 +872,7 @@ def vm_edit(
             if priority not in VMPriority.values:
                 raise ActionRefused("Choose a Priority for Run/Migration queue from the list.")
             fields["priority"] = priority
+        host_devices_edit_check(vm, fields)
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")

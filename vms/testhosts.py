@@ -17,7 +17,13 @@ from django.db import connection, transaction
 from django.db.models import Q
 
 import hypervisor
-from hypervisor.testnode import TestDomain, TestPool, TestVolume, render_node_xml
+from hypervisor.testnode import (
+    TEST_HOST_DEVICES,
+    TestDomain,
+    TestPool,
+    TestVolume,
+    render_node_xml,
+)
 from portal.kernel.models import Job, JobKind, JobStatus
 from storage.choices import DiskStatus, IsoImageStatus, StorageDomainStatus
 from storage.models import Disk, StorageDomain
@@ -139,7 +145,7 @@ def _node_xml(host: Host) -> str:
         )
     domains = []
     vms = host.vms.exclude(pk__in=making).prefetch_related(
-        "disks__storage_domain", "nics__profile__network"
+        "disks__storage_domain", "nics__profile__network", "host_devices__device"
     )
     for vm in vms:
         state, saved = _vm_state(vm, waiting)
@@ -156,6 +162,7 @@ def _node_xml(host: Host) -> str:
         pools=pools,
         domains=domains,
         networks=networks,
+        devices=TEST_HOST_DEVICES,
     )
 
 

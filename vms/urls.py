@@ -5,6 +5,7 @@ import portal.kernel.converters  # noqa: F401  (registers the <id:...> path conv
 from . import (
     affinity_views,
     console_views,
+    host_device_views,
     inventory_views,
     network_views,
     quota_views,
@@ -44,6 +45,9 @@ urlpatterns = [
     path("<id:pk>/nics/new/", network_views.nic_new, name="nic_new"),
     path("<id:pk>/nics/<id:nid>/edit/", network_views.nic_edit, name="nic_edit"),
     path("<id:pk>/nics/<id:nid>/remove/", network_views.nic_remove, name="nic_remove"),
+    path("<id:pk>/hostdevs/add/", host_device_views.hostdev_add, name="hostdev_add"),
+    path("<id:pk>/hostdevs/remove/", host_device_views.hostdev_remove, name="hostdev_remove"),
+    path("<id:pk>/hostdevs/pin/", host_device_views.hostdev_pin, name="hostdev_pin"),
     path("hosts/", views.host_list, name="hosts"),
     path("hosts/new/", views.host_new, name="host_new"),
     path("hosts/<id:pk>/edit/", inventory_views.host_edit, name="host_edit"),

@@ -42,6 +42,7 @@ from .forms import (
     NewVMForm,
     VMActionForm,
 )
+from .host_devices import attached_host, host_devices_context
 from .migration import migration_targets, vm_migrate
 from .migration_policy import VM_FIELDS as VM_MIGRATION_FIELDS
 from .migration_policy import effective_migration_settings, migration_rows
@@ -58,6 +59,7 @@ DETAIL_TABS = {
     "nics": "Network Interfaces",
     "snapshots": "Snapshots",
     "affinity": "Affinity Groups",
+    "hostdevs": "Host Devices",
     "events": "Events",
     "permissions": "Permissions",
 }
@@ -174,6 +176,8 @@ def _details_context(request, vm, tab: str) -> dict:
         context.update(snapshots_context(request, vm))
     elif tab == "affinity":
         context.update(affinity_context(request, vm))
+    elif tab == "hostdevs":
+        context.update(host_devices_context(vm))
     elif tab == "permissions":
         context["can_read_permissions"] = may_read_permissions(request.user, vm)
     return context
@@ -533,5 +537,5 @@ def vm_edit(request, pk: int):
         ),
         success=lambda _vm: f"VM {vm.name} saved.",
         template="vms/_edit_vm_dialog.html",
-        context={"vm": vm},
+        context={"vm": vm, "devices_host": attached_host(vm)},
     )

@@ -611,6 +611,34 @@ def affinity_group_windows(name: str) -> Callable[[World], list[Case]]:
     return cases
 
 
+def hostdev_windows(name: str) -> Callable[[World], list[Case]]:
+    """A VM's Host Devices windows (Add device, Remove device, Pin to another host): edit_vm
+    on the VM."""
+
+    def cases(w: World) -> list[Case]:
+        out = []
+        for s in sides(w):
+            gate = need("edit_vm", on=[s.vm])
+            url = reverse(name, args=[s.vm.pk])
+            data = {
+                "vms:hostdev_add": {
+                    "host": s.host.pk,
+                    "shown_host": s.host.pk,
+                    "capability": "pci",
+                    "op": "ok",
+                },
+                "vms:hostdev_remove": {"device": 1},
+                "vms:hostdev_pin": {"host": s.host.pk},
+            }[name]
+            out += [
+                Case(name, "GET", url, gate),
+                Case(name, "POST", url, gate, data, inside=s is w.inside),
+            ]
+        return out
+
+    return cases
+
+
 def user_vm_card(w: World) -> list[Case]:
     return [
         Case("user_vm_card", "GET", reverse("user_vm_card", args=[s.vm.pk]), need("run", on=[s.vm]))
@@ -919,6 +947,11 @@ RULES: dict[str, Rule] = {
     "vms:nic_remove": Rule(
         SHARED + " (edit_vm; the VM's own interface)", nic_windows("vms:nic_remove")
     ),
+    "vms:hostdev_add": Rule(SHARED + " (edit_vm on the VM)", hostdev_windows("vms:hostdev_add")),
+    "vms:hostdev_remove": Rule(
+        SHARED + " (edit_vm on the VM)", hostdev_windows("vms:hostdev_remove")
+    ),
+    "vms:hostdev_pin": Rule(SHARED + " (edit_vm on the VM)", hostdev_windows("vms:hostdev_pin")),
     "storage:domains": admin_page("storage:domains"),
     "storage:disks": admin_page("storage:disks"),
     "storage:domain_new": Rule(
