@@ -33,7 +33,7 @@ EXPECTED_ACTIONS = {
     S.UP: {"shutdown", "poweroff", "suspend", "reboot", "change_cd", "migrate", "console"},
     S.DOWN: {"run", "run_once", "change_cd", "remove", "clone"},
     S.SUSPENDED: {"run"},
-    S.PAUSED: {"run", "shutdown", "poweroff", "change_cd", "console"},
+    S.PAUSED: {"run", "shutdown", "poweroff", "change_cd", "console", "migrate"},
     S.POWERING_UP: {"poweroff", "console"},
     S.POWERING_DOWN: {"poweroff", "console"},
     S.REBOOT_IN_PROGRESS: {"shutdown", "poweroff", "console"},
