@@ -174,6 +174,8 @@ def maintenance(
         workers.stop()
         monitor.stop.set()
         thread.join(60)
+        for pool in (monitor.pool, monitor.agent_pool):  # no poll left on a closed connection
+            pool.shutdown(wait=True)
         monitor_module.evacuations_run = evacuate
         for host in Host.objects.filter(cluster=cluster):
             hypervisor.disconnect(host.uri)

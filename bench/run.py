@@ -1,6 +1,6 @@
 """Vireo benchmarks: the VM list at 10,000 VMs (superuser and delegated user), websocket
 latency, one worker's throughput, adopted domains, ISO upload, the console's key-press round
-trip.
+trip, live migration (Maintenance of 200 VMs; downtime on the real pair).
 
 Run with `make bench` (or DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/run.py).
 Uses its own database (vireo_bench, dropped at the end), Redis db 6 and a temporary VAR_DIR.
