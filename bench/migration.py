@@ -72,6 +72,7 @@ def maintenance(
     user, *, vms: int = 200, hosts: int = 4, concurrency: int = 2, poll_seconds: float = 0.5
 ) -> dict:
     import hypervisor
+    import vms.monitor as monitor_module
     from portal.kernel.models import Job, JobKind
     from portal.kernel.tasks import get_queue
     from storage.choices import StorageType
@@ -108,16 +109,12 @@ def maintenance(
         .exclude(status=HostStatus.MAINTENANCE)
         .values_list("pk", "status")
     )
-    Host.objects.filter(pk__in=list(others)).update(status=HostStatus.MAINTENANCE)
     queue = get_queue()
     queue.empty()
 
     monitor = TestHostMonitor(poll_seconds=poll_seconds)
     cycles: list[tuple[float, float, int]] = []  # (start, seconds, migrations started)
     cycle = monitor.cycle
-
-    import vms.monitor as monitor_module
-
     evacuate = monitor_module.evacuations_run
     started_by_cycle: list[int] = []
     evacuation_s: list[float] = []
@@ -142,6 +139,7 @@ def maintenance(
     thread = threading.Thread(target=monitor.run, name="bench-monitor", daemon=True)
     workers = _Workers(2)
     try:
+        Host.objects.filter(pk__in=list(others)).update(status=HostStatus.MAINTENANCE)
         prepare_started = time.perf_counter()
         monitor.prepare(Host.objects.filter(cluster=cluster).select_related("cluster"))
         prepare_s = time.perf_counter() - prepare_started
