@@ -1,6 +1,6 @@
 """Vireo benchmarks: the VM list at 10,000 VMs (superuser and delegated user), websocket
 latency, one worker's throughput, adopted domains, ISO upload, the console's key-press round
-trip.
+trip, live migration (Maintenance of 200 VMs; downtime on the real pair).
 
 Run with `make bench` (or DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/run.py).
 Uses its own database (vireo_bench, dropped at the end), Redis db 6 and a temporary VAR_DIR.
@@ -34,6 +34,8 @@ PARTS = (
     "agents",
     "iso",
     "console",
+    "evacuation",
+    "downtime",
 )
 LIST_QUERIES_GOAL = 10
 LIST_MEDIAN_GOAL_MS = 50.0
@@ -43,8 +45,9 @@ SHUTDOWN_JOBS_PER_S_GOAL = 50.0
 ADOPT_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 adopted domains vs 1,000 of Vireo's
 AGENTS_SLOWDOWN_GOAL = 1.2  # a poll and the VM list with 1,000 guest agent reports vs none
 ISO_GROWTH_GOAL_MIB = 64.0  # the web process's peak RSS growth while a 1 GiB ISO uploads
-CONSOLE_MEDIAN_GOAL_MS = 100.0
-AFFINITY_MEDIAN_GOAL_MS = 50.0  # schedule() among 100 hosts, 10,000 VMs, 50 affinity groups  # key press to screen change through Vireo's console websocket
+CONSOLE_MEDIAN_GOAL_MS = 100.0  # key press to screen change through Vireo's console websocket
+AFFINITY_MEDIAN_GOAL_MS = 50.0  # schedule() among 100 hosts, 10,000 VMs, 50 affinity groups
+EVACUATION_POLL_SECONDS = 0.5  # the monitor's poll interval in the evacuation part
 
 
 def load() -> str:
@@ -328,6 +331,58 @@ def part_console(user) -> dict:
     return r
 
 
+def part_evacuation(user) -> dict:
+    from bench import migration
+
+    heading("10. Maintenance empties a test host of 200 VMs, 2 migrations at a time")
+    r = migration.maintenance(user, poll_seconds=EVACUATION_POLL_SECONDS)
+    print(
+        f"{r['hosts']} test hosts, NFS storage, {r['vms']} Up VMs on the first, cluster's "
+        f"maximum concurrent migrations {r['concurrency']}, monitor poll every "
+        f"{r['poll_seconds']} s, 2 ThreadWorkers (node files {r['prepare_s']:.1f} s)"
+    )
+    print(
+        f"Preparing For Maintenance -> Maintenance: {r['wall_s']:.1f} s"
+        + ("" if r["reached"] else f" NOT REACHED ({r['stuck'] or 'no reason given'})")
+    )
+    print(
+        f"{r['jobs']} migrate jobs {r['job_statuses']}: sum of their durations {r['sum_s']:.1f} s "
+        f"(median {r['job_ms']['median']:.0f} ms, max {r['job_ms']['max']:.0f} ms); "
+        f"sum / {r['concurrency']} = {r['ideal_s']:.1f} s"
+    )
+    print(f"overhead ratio wall / (sum / {r['concurrency']}): {r['ratio']:.1f}")
+    print(
+        f"monitor cycles meanwhile: {r['cycles']}, median {r['cycle_ms']['median']:.0f} ms "
+        f"(max {r['cycle_ms']['max']:.0f}), of which evacuations_run "
+        f"{r['evacuation_ms']:.0f} ms; migrations started per cycle: "
+        f"{r['started_per_cycle']}"
+    )
+    print(
+        f"a job waits in the queue {r['queue_wait_ms']:.0f} ms (median); a slot freed by a "
+        f"migration's end stays empty {r['slot_idle_ms']:.0f} ms (median) until a cycle fills it"
+    )
+    print(f"VMs after: {r['placed']}")
+    return r
+
+
+def part_downtime() -> dict:
+    from bench import migration
+
+    heading("10b. Real pair: libvirt's downtime for a guest that dirties memory")
+    r = migration.downtime()
+    if r.get("skipped"):
+        print(f"skipped: {r['skipped']}")
+        return r
+    print(
+        f"guest: {r['memory_mb']} MiB, TCG, booted in {r['boot_s']:.0f} s; it rewrites "
+        f"{r['dirty_mib']} MiB in a loop ({r['dirty_rate']}); bandwidth cap "
+        f"{r['bandwidth_mbps']} Mbps, time limit {r['limit_s']:.0f} s"
+    )
+    for row in r["runs"]:
+        print(f"auto-converge {'on ' if row['auto_converge'] else 'off'}: {row['text']}")
+    return r
+
+
 def summary(seed, results: dict, wall: float) -> None:
     def mark(ok: bool, missed: str = "OVER GOAL") -> str:
         return "ok" if ok else missed
@@ -436,6 +491,18 @@ def summary(seed, results: dict, wall: float) -> None:
             f"{co['p95_ms']:.1f} ms (goal median <= {CONSOLE_MEDIAN_GOAL_MS:.0f}); opening "
             f"{co['open_ms']:.0f} ms  [{mark(ok)}]"
         )
+    if ev := results.get("evacuation"):
+        print(
+            f"{'Maintenance, 200 VMs':22} {ev['wall_s']:.1f} s against {ev['ideal_s']:.1f} s of "
+            f"migrations / {ev['concurrency']}: overhead ratio {ev['ratio']:.1f} (poll "
+            f"{ev['poll_seconds']} s), Maintenance reached: {'yes' if ev['reached'] else 'NO'}"
+        )
+    if dt := results.get("downtime"):
+        if dt.get("skipped"):
+            print(f"{'migration downtime':22} skipped: {dt['skipped']}")
+        for row in dt.get("runs", []):
+            label = f"downtime, a-c {'on' if row['auto_converge'] else 'off'}"
+            print(f"{label:22} {row['short']}")
     for part, exc in failures.items():
         print(f"{part}: FAILED ({exc.__class__.__name__}: {exc})")
     print(f"whole run: {wall:.0f} s; load average now {load()} on {os.cpu_count()} CPUs")
@@ -499,6 +566,8 @@ def main() -> int:
             ("agents", lambda: part_agents(user)),
             ("iso", lambda: part_iso(user, env)),
             ("console", lambda: part_console(user)),
+            ("evacuation", lambda: part_evacuation(user)),
+            ("downtime", part_downtime),
         ):
             if part not in parts:
                 continue
