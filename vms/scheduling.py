@@ -28,11 +28,12 @@ from .models import Host, VirtualMachine
 
 class Purpose(models.TextChoices):
     """Why a host is wanted: a New VM is defined on it (not started), Run starts the VM on it,
-    Migrate moves a running VM to it."""
+    Migrate moves a running VM to it, the HA watcher restarts a Highly Available VM on it."""
 
     CREATE = "create", "create"
     RUN = "run", "run"
     MIGRATE = "migrate", "migrate"
+    HA_RESTART = "ha_restart", "restart"
 
 
 # VMs that commit their memory on their host: anything but a guest at rest (Down, Suspended)
@@ -130,6 +131,15 @@ def _cpu_passthrough(request: Request, c: Candidate) -> str | None:
     return "the VM passes the host CPU through" if request.vm.cpu_passthrough else None
 
 
+def _ha_start_host(request: Request, c: Candidate) -> str | None:
+    """A Highly Available VM that names a Start Running On host restarts only there (the
+    chapter: a VM assigned to one host can be made highly available only on that host)."""
+    host_id = request.vm.start_host_id
+    if host_id is not None and host_id != c.host.pk:
+        return "the VM may start only on its Start Running On host"
+    return None
+
+
 def _storage(request: Request, c: Candidate) -> str | None:
     """A disk on one host's local storage keeps the VM on that host (an NFS disk is reached
     from every host of the data center)."""
@@ -156,11 +166,12 @@ def _least_loaded(request: Request, c: Candidate) -> float:
     return (c.committed_mb + request.vm.memory_mb) / capacity
 
 
-RESOURCE_PURPOSES = frozenset({Purpose.RUN, Purpose.MIGRATE})
+RESOURCE_PURPOSES = frozenset({Purpose.RUN, Purpose.MIGRATE, Purpose.HA_RESTART})
 
 FILTERS: list[Filter] = [
     Filter("host_up", _host_up),
     Filter("same_cluster", _same_cluster),
+    Filter("ha_start_host", _ha_start_host, frozenset({Purpose.HA_RESTART})),
     Filter("storage", _storage, RESOURCE_PURPOSES),
     Filter("memory", _memory, RESOURCE_PURPOSES),
     Filter("cpu", _cpu, RESOURCE_PURPOSES),

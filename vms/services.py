@@ -289,6 +289,13 @@ def vm_run_placement(vm: VirtualMachine) -> dict | None:
             host = None
         if host is None:
             host = _run_elsewhere(vm)
+    return vm_place_on(vm, host)
+
+
+def vm_place_on(vm: VirtualMachine, host: Host) -> dict | None:
+    """Place a Down VM on the host the scheduler chose for its start (its disks on shared
+    storage go with it: the new host reaches them as well); returns the run job's params
+    that make it move its definition, or None when it stays where it is."""
     if host.pk == vm.host_id:
         return None
     moved_from = vm.host_id
@@ -816,13 +823,15 @@ def vm_edit(
     console_disconnect_action=NO_CHANGE,
     migration=NO_CHANGE,
     priority=NO_CHANGE,
+    highly_available=NO_CHANGE,
 ) -> VirtualMachine:
     """Edit a VM (the Edit Virtual Machine window's General, System and Host tabs): description
     and Single Sign-On; memory, vCPUs and cores per virtual socket only while Down (the host
     gets them when the VM next starts); Start Running On (a host of its cluster, or None for any
     host), which takes effect at its next start; Boot Options (the boot sequence and the CD
     attached: an image id, or None for an empty drive), which take effect at its next start;
-    the Console Disconnect Action; the Priority for Run/Migration queue (High Availability)."""
+    the Console Disconnect Action; the Priority for Run/Migration queue and Highly Available
+    (High Availability tab)."""
     with transaction.atomic():
         vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
         if vm is None:
@@ -861,6 +870,8 @@ def vm_edit(
             if priority not in VMPriority.values:
                 raise ActionRefused("Choose a Priority for Run/Migration queue from the list.")
             fields["priority"] = priority
+        if highly_available is not NO_CHANGE:
+            fields["highly_available"] = bool(highly_available)
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
             sizing["memory_mb"] = _in_range(memory_mb, MEMORY_MB_RANGE, "Memory", " MB")

@@ -806,6 +806,10 @@ RULES: dict[str, Rule] = {
         OBJECT + " (manipulate_host)",
         object_windows("vms:host_activate", "manipulate_host", "host", lambda s: {}),
     ),
+    "vms:host_confirm_rebooted": Rule(
+        OBJECT + " (manipulate_host)",
+        object_windows("vms:host_confirm_rebooted", "manipulate_host", "host", lambda s: {}),
+    ),
     "vms:quotas": Rule(
         OBJECT + " (manage_roles on the System)",
         lambda w: [

@@ -25,6 +25,7 @@ def test_the_pipeline_is_named_filters_and_weights():
     assert [f.name for f in FILTERS] == [
         "host_up",
         "same_cluster",
+        "ha_start_host",
         "storage",
         "memory",
         "cpu",
