@@ -358,3 +358,36 @@ def test_confirm_window(lost_host, admin_client, monitor):
         "being restarted elsewhere.",
     )
     assert HaRestart.objects.count() == 3
+
+
+def test_edit_vm_high_availability_tab_and_general_sub_tab(admin_client):
+    vm = ha_vm(status=VMStatus.DOWN, highly_available=False)
+    url = reverse("vms:edit", args=[vm.pk])
+    window = admin_client.get(url, headers=HX).content.decode()
+    assert 'name="highly_available"' in window and "Priority for Run/Migration queue" in window
+    form = {
+        "description": "",
+        "console_disconnect_action": vm.console_disconnect_action,
+        "memory_mb": vm.memory_mb,
+        "vcpus": vm.vcpus,
+    }
+    ticked = {**form, "priority": VMPriority.MEDIUM, "highly_available": "on"}
+    assert_messages(admin_client.post(url, ticked, headers=HX), "success", f"VM {vm.name} saved.")
+    vm.refresh_from_db()
+    assert (vm.highly_available, vm.priority) == (True, VMPriority.MEDIUM)
+    admin_client.post(url, form, headers=HX)  # a client that knows no such tab: unchanged
+    assert VirtualMachine.objects.get(pk=vm.pk).highly_available is True
+    general = admin_client.get(reverse("vms:details", args=[vm.pk, "general"]), headers=HX)
+    text = general.content.decode()
+    assert '<dd class="highly-available">Yes</dd>' in text
+    assert '<dd class="priority">Medium</dd>' in text
+    ha_restart_queue(vm, host=vm.host, why="it crashed")
+    assert (
+        "Waiting to be restarted"
+        in admin_client.get(
+            reverse("vms:details", args=[vm.pk, "general"]), headers=HX
+        ).content.decode()
+    )
+    unticked = {**form, "priority": VMPriority.MEDIUM}  # the tab posted, the box not ticked
+    admin_client.post(url, unticked, headers=HX)
+    assert VirtualMachine.objects.get(pk=vm.pk).highly_available is False
