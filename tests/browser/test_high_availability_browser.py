@@ -165,3 +165,44 @@ def test_a_vm_made_highly_available_comes_back_after_its_qemu_is_killed(
     assert page.evaluate("window.vireoNoReload") is True  # the same page all along
     assert qemu_pid(vm.name) != killed
     assert VirtualMachine.objects.get(pk=vm.pk).status == VMStatus.UP
+
+
+def test_power_management_on_edit_host(inventory, admin_page, console_errors):
+    """Edit Host's Power Management tab: a bad address is refused in the window, a good one
+    saved; the password is never shown again."""
+    page = admin_page
+    window = page.locator("#modal-content")
+    page.goto("/vms/hosts/")
+    page.locator("#host-results tbody tr", has_text="hv-01").get_by_role(
+        "button", name="Edit"
+    ).click()
+    window.locator("label.side-tab", has_text="Power Management").click()
+    window.get_by_label("Enable Power Management").check()
+    window.get_by_label("Address").fill("10.0.0.9; reboot")
+    window.get_by_label("User Name").fill("admin")
+    window.get_by_label("Password").fill("bmc-Secret")
+    window.get_by_label("Options").fill("lanplus=1, cipher=3")
+    window.get_by_role("button", name="OK").click()
+    expect(window).to_contain_text("Address must be an IP address or a host name")
+    window.locator("label.side-tab", has_text="Power Management").click()
+    window.get_by_label("Address").fill("10.0.0.9")
+    window.get_by_label("Password").fill("bmc-Secret")
+    shot(page, "host-power-management-tab.png")
+    window.get_by_role("button", name="OK").click()
+    expect(page.locator("#messages")).to_contain_text("Host hv-01 saved.")
+    host = inventory.host
+    host.refresh_from_db()
+    assert (host.pm_enabled, host.pm_address, host.pm_options) == (
+        True,
+        "10.0.0.9",
+        "lanplus=1, cipher=3",
+    )
+    page.locator("#host-results tbody tr", has_text="hv-01").get_by_role(
+        "button", name="Edit"
+    ).click()
+    expect(window.get_by_label("Address")).to_have_value("10.0.0.9")
+    assert "bmc-Secret" not in window.inner_html()
+    confirm = page.locator("#host-results tbody tr", has_text="hv-01").locator(
+        "button[data-action=confirm_rebooted]"
+    )
+    expect(confirm).to_be_disabled()  # the host is Up
