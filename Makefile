@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 PIP := .venv/bin/pip
-DEB_PACKAGES := libvirt-dev pkg-config libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils redis-server chromium nfs-kernel-server ipxe xorriso openssh-server
+DEB_PACKAGES := libvirt-dev pkg-config libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils redis-server chromium nfs-kernel-server ipxe xorriso openssh-server fence-agents ipmitool openipmi
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/vireo
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -33,6 +33,22 @@ LIFECYCLE_EVENTS = (
     "pmsuspended",
     "crashed",
 )
+# Index = the detail of a lifecycle event, for the events whose detail tells why a domain
+# stopped (VIR_DOMAIN_EVENT_STOPPED_*, _SHUTDOWN_*, _CRASHED_*); the HA watcher reads them.
+LIFECYCLE_DETAILS = {
+    "stopped": (
+        "shutdown",
+        "destroyed",
+        "crashed",
+        "migrated",
+        "saved",
+        "failed",
+        "from_snapshot",
+        "recovery",
+    ),
+    "shutdown": ("finished", "guest", "host"),
+    "crashed": ("panicked", "crashloaded"),
+}
 _CLOSE_REASONS = ("error", "eof", "keepalive", "client")
 
 # Keepalive: a probe every 5 s, the connection closed after 3 unanswered (a call on a host
@@ -274,7 +290,9 @@ class ConnectionBase:
         with self._lock:
             callbacks = list(self._lifecycle_callbacks)
         try:
-            lifecycle = LifecycleEvent(self.uri, dom.UUIDString(), dom.name(), word, detail)
+            words = LIFECYCLE_DETAILS.get(word, ())
+            why = words[detail] if 0 <= detail < len(words) else ""
+            lifecycle = LifecycleEvent(self.uri, dom.UUIDString(), dom.name(), word, detail, why)
         except libvirt.libvirtError:
             log.exception("cannot describe a lifecycle event on %s", self.uri)
             return

@@ -19,6 +19,19 @@ class DomainState:
     PMSUSPENDED = "pmsuspended"
 
 
+# Index = libvirt's virDomainShutoffReason: why a domain is shut off.
+SHUTOFF_REASONS = (
+    "unknown",
+    "shutdown",
+    "destroyed",
+    "crashed",
+    "migrated",
+    "saved",
+    "failed",
+    "from_snapshot",
+    "daemon",
+)
+
 # Index = libvirt's virDomainState number.
 STATE_BY_NUMBER = (
     DomainState.NOSTATE,
@@ -289,13 +302,15 @@ class NetworkInfo:
 
 @dataclass(frozen=True)
 class LifecycleEvent:
-    """A domain lifecycle event; `event` is a lower-case word ("started", "stopped" ...)."""
+    """A domain lifecycle event; `event` is a lower-case word ("started", "stopped" ...),
+    `why` its detail as a word where it tells why a domain stopped ("failed", "guest" ...)."""
 
     uri: str
     uuid: str
     name: str
     event: str
     detail: int
+    why: str = ""
 
 
 COMPRESSION_METHODS = ("xbzrle", "mt")

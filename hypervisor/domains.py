@@ -10,7 +10,13 @@ from urllib.parse import urlsplit
 import libvirt
 
 from hypervisor.base import ConnectionBase
-from hypervisor.datatypes import STATE_BY_NUMBER, CdromSpec, DomainInfo, DomainSpec
+from hypervisor.datatypes import (
+    SHUTOFF_REASONS,
+    STATE_BY_NUMBER,
+    CdromSpec,
+    DomainInfo,
+    DomainSpec,
+)
 from hypervisor.domainxml import (
     DiskSource,
     boot_order,
@@ -73,6 +79,20 @@ class DomainsMixin(ConnectionBase):
     def get_domain(self, uuid: str) -> DomainInfo:
         """The domain with this uuid (DomainNotFound if none)."""
         return self._domain_info(self._domain(uuid))
+
+    def stop_reason(self, uuid: str) -> str:
+        """Why a stopped domain stopped, as libvirt keeps it (virDomainShutoffReason as a word:
+        "shutdown", "destroyed", "crashed", "failed", "daemon" ...; "crashed" for a domain left
+        in the crashed state); "" while it runs."""
+        dom = self._domain(uuid)
+        with self._translated():
+            state, reason = dom.state()
+        word = STATE_BY_NUMBER[state] if 0 <= state < len(STATE_BY_NUMBER) else "nostate"
+        if word == "crashed":
+            return "crashed"
+        if word != "shutoff":
+            return ""
+        return SHUTOFF_REASONS[reason] if 0 <= reason < len(SHUTOFF_REASONS) else "unknown"
 
     def _domain_type(self) -> tuple[str, str | None]:
         """The domain type and arch to define with: kvm when usable, else qemu."""

@@ -106,7 +106,7 @@ def domain_element(
 ) -> ET.Element:
     """Build the <domain> element for `spec`: hvm, file disks, a CD-ROM drive (with the image
     at `cdrom_path`, or empty), the boot order, a serial pty console, the qemu-guest-agent
-    channel, and its graphics: VNC (and SPICE when `spice`) on `spec.graphics_listen` with a
+    channel, a pvpanic device (x86: a guest panic stops it as crashed), and its graphics: VNC (and SPICE when `spice`) on `spec.graphics_listen` with a
     video device (consolexml.graphics_elements)."""
     dom = ET.Element("domain", {"type": domain_type})
     _sub(dom, "name", spec.name)
@@ -131,6 +131,7 @@ def domain_element(
     _sub(_sub(dom, "features"), "acpi")
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")  # a guest panic stops it, reported as crashed
     devices = _sub(dom, "devices")
     for disk in disks:
         disk_el = _sub(devices, "disk", type="file", device="disk")
@@ -146,6 +147,10 @@ def domain_element(
     _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
     devices.append(guest_agent_channel_element())
     devices.extend(graphics_elements(spec.graphics_listen, spice=spice, qxl=qxl))
+    if arch in (None, "x86_64", "i686"):
+        # pvpanic: a guest kernel that panics tells QEMU, and libvirt reports the domain
+        # crashed (the HA watcher restarts a Highly Available VM that crashed).
+        _sub(devices, "panic", model="isa")
     return dom
 
 

@@ -210,6 +210,10 @@ VIREO_AGENT_POLL_BATCH = int(os.environ.get("VIREO_AGENT_POLL_BATCH", "200"))
 VIREO_BALANCE_SECONDS = float(os.environ.get("VIREO_BALANCE_SECONDS", "60"))
 # A host that has not answered a connection attempt within this many seconds is Non Responsive.
 VIREO_HOST_CONNECT_TIMEOUT = float(os.environ.get("VIREO_HOST_CONNECT_TIMEOUT", "10"))
+# Power Management: how long one run of a host's fence agent may take, and how long after a
+# failed fence the monitor tries again (the host still Non Responsive).
+VIREO_FENCE_TIMEOUT_SECONDS = float(os.environ.get("VIREO_FENCE_TIMEOUT_SECONDS", "60"))
+VIREO_FENCE_RETRY_SECONDS = float(os.environ.get("VIREO_FENCE_RETRY_SECONDS", "300"))
 # Where each host mounts an NFS storage domain: <root>/<pool name> (made by the pool's build).
 VIREO_NFS_MOUNT_ROOT = os.environ.get("VIREO_NFS_MOUNT_ROOT", "/var/lib/vireo/mnt")
 # How each host mounts an NFS domain (vdsm's defaults): a soft mount whose requests time out

@@ -642,6 +642,21 @@ CATALOGUE: tuple[Action, ...] = (
         question="Are you sure you want to activate the following Host(s)?",
         sources=frozenset({H.MAINTENANCE, H.PREPARING_FOR_MAINTENANCE}),
     ),
+    Action(
+        "host",
+        "confirm_rebooted",
+        "Confirm 'Host has been Rebooted'",
+        "confirm that the host has been rebooted",
+        permission="manipulate_host",
+        service="vms.high_availability.host_reboot_confirm",
+        url="vms:host_confirm_rebooted",
+        title="Confirm 'Host has been Rebooted'",
+        question="Are you sure you want to confirm that the following Host has been rebooted "
+        "(or is powered off)? Its virtual machines are marked Down and the Highly Available "
+        "ones are restarted on other hosts. If the host is in fact still running them, their "
+        "disks will be used twice and may be corrupted.",
+        sources=frozenset({H.NON_RESPONSIVE}),
+    ),
     # -- clusters (Clusters tab) ---------------------------------------------------------------
     Action(
         "cluster",

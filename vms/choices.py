@@ -134,6 +134,12 @@ class ConsoleDisconnectAction(models.TextChoices):
     SHUTDOWN = "shutdown", "Shutdown virtual machine"
 
 
+class FenceAgent(models.TextChoices):
+    """A host's Power Management fence agent type (Debian's fence-agents)."""
+
+    IPMILAN = "ipmilan", "ipmilan"
+
+
 class HostStatus(models.TextChoices):
     UP = "up", "Up"
     CONNECTING = "connecting", "Connecting"

@@ -14,6 +14,7 @@ from .choices import (
     BootDevice,
     BootSequence,
     ConsoleDisconnectAction,
+    FenceAgent,
     MigrationMode,
     NetworkKind,
     NicModel,
@@ -373,15 +374,66 @@ class HostForm(forms.Form):
 
 
 class EditHostForm(forms.Form):
-    """Edit Host: its name and cluster (another cluster only in Maintenance)."""
+    """Edit Host: its name and cluster (another cluster only in Maintenance), and its Power
+    Management tab (the fence agent; checked strictly by vms.fencing when enabled)."""
 
     name = forms.CharField(max_length=NAME_MAX, validators=[host_name_chars])
     cluster = forms.ModelChoiceField(queryset=Cluster.objects.none(), empty_label=None)
+    # Power Management
+    pm_enabled = forms.BooleanField(label="Enable Power Management", required=False)
+    pm_agent = forms.ChoiceField(
+        label="Type", choices=FenceAgent.choices, initial=FenceAgent.IPMILAN, required=False
+    )
+    pm_address = forms.CharField(label="Address", max_length=255, required=False)
+    pm_user = forms.CharField(label="User Name", max_length=64, required=False)
+    pm_password = forms.CharField(
+        label="Password",
+        max_length=255,
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Empty: the password stored is kept.",
+    )
+    pm_options = forms.CharField(
+        label="Options",
+        max_length=255,
+        required=False,
+        help_text="Comma-separated, e.g. lanplus=1, ipport=623, privlvl=operator.",
+    )
+
+    TABS = {
+        "General": ("name", "cluster"),
+        "Power Management": (
+            "pm_enabled",
+            "pm_agent",
+            "pm_address",
+            "pm_user",
+            "pm_password",
+            "pm_options",
+        ),
+    }
 
     def __init__(self, *args, clusters, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["cluster"].queryset = clusters.select_related("data_center")
         self.fields["cluster"].label_from_instance = lambda c: f"{c.name} ({c.data_center.name})"
+
+    def tabs(self):
+        return [(tab, [self[name] for name in names]) for tab, names in self.TABS.items()]
+
+    def power_management(self) -> dict | None:
+        """The Power Management tab as `host_update` takes it (None: not posted)."""
+        if "pm_agent" not in self.data:
+            return None
+        data = self.cleaned_data
+        return {
+            "enabled": data["pm_enabled"],
+            "agent": data["pm_agent"],
+            "address": data["pm_address"],
+            "user": data["pm_user"],
+            "password": data["pm_password"],
+            "options": data["pm_options"],
+        }
 
 
 def cd_image_field(label: str = "Attach CD") -> forms.TypedChoiceField:
@@ -483,13 +535,21 @@ class EditVMForm(forms.Form):
         '(Migration mode "Do not allow migration").',
     )
     # High Availability
+    highly_available = forms.BooleanField(
+        label="Highly Available",
+        required=False,
+        help_text="Vireo restarts the VM when it stops without anyone asking: a crash, its "
+        "QEMU process killed, a guest panic, its host fenced or confirmed rebooted. A shutdown "
+        "from Vireo or from inside the guest is not undone.",
+    )
     priority = forms.TypedChoiceField(
         label="Priority for Run/Migration queue",
         choices=VMPriority.choices,
         coerce=int,
         empty_value=None,
         required=False,  # not posted: unchanged
-        help_text="A host moved to Maintenance migrates higher-priority VMs first.",
+        help_text="A host moved to Maintenance migrates higher-priority VMs first; Highly "
+        "Available VMs waiting for a restart start in this order too.",
     )
 
     # Boot Options
@@ -518,7 +578,7 @@ class EditVMForm(forms.Form):
             *MIGRATION_POLICY_FIELDS,
             "custom_migration_downtime",
         ),
-        "High Availability": ("priority",),
+        "High Availability": ("highly_available", "priority"),
         "Boot Options": ("first_device", "second_device", "cd_image"),
         "Console": ("console_disconnect_action",),
     }

@@ -21,6 +21,7 @@ from storage.models import Disk, StorageDomain
 
 from .actions import CLUSTER_ACTIONS, DATACENTER_ACTIONS, HOST_ACTIONS
 from .choices import HOST_MAINTENANCE_STATUSES, VM_AT_REST_STATUSES, HostStatus, VMStatus
+from .fencing import options_text, power_management_check
 from .models import Cluster, DataCenter, Host, Network, Template, VirtualMachine
 from .services import (
     NAME_MAX,
@@ -284,9 +285,41 @@ def host_name_check(name) -> str:
     return name
 
 
-def host_update(*, host_id: int, user, name: str, cluster_id: int | None = None) -> Host:
+def _power_management_fields(host: Host, pm: dict) -> dict:
+    """Edit Host's Power Management tab as fields of the host, checked (vms.fencing): enabled
+    needs a valid agent, address, user name, password (empty: the one stored is kept) and
+    options; disabled keeps the stored settings unused."""
+    if not pm.get("enabled"):
+        return {"pm_enabled": False}
+    checked = power_management_check(
+        agent=pm.get("agent") or "",
+        address=pm.get("address") or "",
+        user=pm.get("user") or "",
+        password=pm.get("password") or host.pm_password,
+        options=pm.get("options") or "",
+    )
+    return {
+        "pm_enabled": True,
+        "pm_agent": checked.agent,
+        "pm_address": checked.address,
+        "pm_user": checked.user,
+        "pm_password": checked.password,
+        "pm_options": options_text(checked.options),
+    }
+
+
+def host_update(
+    *,
+    host_id: int,
+    user,
+    name: str,
+    cluster_id: int | None = None,
+    power_management: dict | None = None,
+) -> Host:
     """Edit Host: its name, and its cluster. A host changes cluster only in Maintenance and
-    while no VM is placed on it; to another data center, only while it holds no disks."""
+    while no VM is placed on it; to another data center, only while it holds no disks.
+    `power_management`: the Power Management tab (enabled, agent, address, user, password,
+    options; None: unchanged)."""
     verb = HOST_ACTIONS["edit"].verb
     name = host_name_check(name)
     with transaction.atomic():
@@ -294,6 +327,8 @@ def host_update(*, host_id: int, user, name: str, cluster_id: int | None = None)
         if Host.objects.filter(name__iexact=name).exclude(pk=host.pk).exists():
             raise ActionRefused(f"Name '{name}' is already used by another host.")
         changes = {"name": name}
+        if power_management is not None:
+            changes.update(_power_management_fields(host, power_management))
         moved_to = None
         if cluster_id is not None and cluster_id != host.cluster_id:
             if host.status != HostStatus.MAINTENANCE:
@@ -336,6 +371,12 @@ def host_update(*, host_id: int, user, name: str, cluster_id: int | None = None)
             if host.affinity_groups.exists():
                 host.affinity_groups.clear()
                 what.append("taken out of its affinity groups")
+        if power_management is not None:
+            what.append(
+                f"power management {host.pm_agent} at {host.pm_address}"
+                if host.pm_enabled
+                else "power management disabled"
+            )
         event_record(
             action="host_edit",
             phase=Phase.SUCCEEDED,

@@ -1,5 +1,5 @@
 """The windows of the Data Centers, Clusters and Hosts tabs: New, Edit and Remove, and a
-host's Maintenance and Activate. Each resolves its object through the permission-restricted
+host's Maintenance, Activate and Confirm 'Host has been Rebooted'. Each resolves its object through the permission-restricted
 queryset (404 when out of reach) and hands one service call to `form_window` or
 `confirm_window`."""
 
@@ -13,7 +13,7 @@ from accounts.models import System
 from accounts.permissions import can
 from portal.kernel.dialogs import confirm_window, form_window
 
-from . import inventory
+from . import high_availability, inventory
 from .actions import CLUSTER_ACTIONS, DATACENTER_ACTIONS, HOST_ACTIONS
 from .choices import HostStatus
 from .forms import DataCenterForm, EditHostForm, NewClusterForm
@@ -164,16 +164,23 @@ def host_edit(request, pk: int):
         Q(pk=host.cluster_id)
         | Q(pk__in=Cluster.objects.restrict(request.user, HOST_ACTIONS["add_host"].permission))
     )
-    form = EditHostForm(
-        request.POST or None,
-        clusters=clusters,
-        initial={"name": host.name, "cluster": host.cluster_id},
+    initial = {"name": host.name, "cluster": host.cluster_id}
+    initial.update(
+        {
+            field: getattr(host, field)
+            for field in ("pm_enabled", "pm_agent", "pm_address", "pm_user", "pm_options")
+        }
     )
+    form = EditHostForm(request.POST or None, clusters=clusters, initial=initial)
     return form_window(
         request,
         form,
         lambda data: inventory.host_update(
-            host_id=host.pk, user=request.user, name=data["name"], cluster_id=data["cluster"].pk
+            host_id=host.pk,
+            user=request.user,
+            name=data["name"],
+            cluster_id=data["cluster"].pk,
+            power_management=form.power_management(),
         ),
         success=lambda saved: f"Host {saved.name} saved.",
         template="vms/_host_edit_dialog.html",
@@ -230,5 +237,26 @@ def host_activate(request, pk: int):
         host,
         lambda: inventory.host_activate(host_id=host.pk, user=request.user),
         f"Activating host {host.name}.",
+        "vms:hosts",
+    )
+
+
+@admin_portal_required
+@require_http_methods(["GET", "POST"])
+def host_confirm_rebooted(request, pk: int):
+    """The Confirm 'Host has been Rebooted' window (a Non Responsive host): its VMs go Down
+    and the Highly Available ones restart elsewhere."""
+    entry, hosts = _host(request, "confirm_rebooted")
+    host = get_object_or_404(hosts, pk=pk)
+    return _confirm(
+        request,
+        entry,
+        host,
+        lambda: high_availability.host_reboot_confirm(host_id=host.pk, user=request.user),
+        lambda moved: (
+            f"Host {host.name} was confirmed rebooted: {len(moved)} VM"
+            f"{'s' if len(moved) != 1 else ''} marked Down; the Highly Available ones are being "
+            "restarted elsewhere."
+        ),
         "vms:hosts",
     )

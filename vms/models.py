@@ -19,6 +19,7 @@ from .choices import (
     BootSequence,
     ConsoleDisconnectAction,
     DeviceCapability,
+    FenceAgent,
     HostStatus,
     MemoryOptimization,
     MigrationMode,
@@ -202,6 +203,31 @@ class Host(models.Model):
     cpu_usage_at = models.DateTimeField(null=True, blank=True)
     over_utilized_since = models.DateTimeField(null=True, blank=True)
     under_utilized_since = models.DateTimeField(null=True, blank=True)
+    # Power Management (Edit Host): the fence agent that powers the host off when it goes
+    # Non Responsive (vms/fencing.py). The password is never shown again nor logged.
+    pm_enabled = models.BooleanField("Enable Power Management", default=False)
+    pm_agent = models.CharField(
+        "Type", max_length=32, choices=FenceAgent.choices, default=FenceAgent.IPMILAN
+    )
+    pm_address = models.CharField("Address", max_length=255, blank=True)
+    pm_user = models.CharField("User Name", max_length=64, blank=True)
+    pm_password = models.CharField("Password", max_length=255, blank=True)
+    pm_options = models.CharField(
+        "Options",
+        max_length=255,
+        blank=True,
+        help_text="Comma-separated key=value options of the fence agent (lanplus=1, ipport=623).",
+    )
+    fence_tried_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the monitor last tried to fence the host (while it is Non Responsive).",
+    )
+    fenced_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the host was fenced or confirmed rebooted; cleared when it is Up again.",
+    )
 
     objects = RestrictedManager()
 
@@ -389,7 +415,14 @@ class VirtualMachine(MigrationPolicyFields):
         "Priority for Run/Migration queue",
         choices=VMPriority.choices,
         default=VMPriority.LOW,
-        help_text="A host moved to Maintenance migrates higher-priority VMs first.",
+        help_text="A host moved to Maintenance migrates higher-priority VMs first; Highly "
+        "Available VMs waiting to be restarted start in this order too.",
+    )
+    highly_available = models.BooleanField(
+        "Highly Available",
+        default=False,
+        help_text="Vireo restarts the VM when it stops without anyone asking (a crash, its "
+        "process killed, its host fenced or confirmed rebooted).",
     )
     sso_enabled = models.BooleanField(
         "Single Sign-On",
@@ -776,3 +809,31 @@ class AffinityGroup(models.Model):
 def _rule_text(rule: str, enforcing: bool) -> str:
     label = AffinityRule(rule).label
     return f"{label} (Enforcing)" if enforcing and rule != AffinityRule.DISABLED else label
+
+
+class HaRestart(models.Model):
+    """A Highly Available VM that stopped without anyone asking (or whose host was fenced or
+    confirmed rebooted), waiting for the HA watcher (vms.high_availability) to restart it. It
+    lives here, not in the monitor's memory, so a monitor restart goes on with it; one per VM,
+    so a VM is never restarted twice."""
+
+    vm = models.OneToOneField(VirtualMachine, on_delete=models.CASCADE, related_name="ha_restart")
+    reason = models.CharField(max_length=1000, help_text="Why the VM went down.")
+    created_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    job = models.ForeignKey(
+        "portal.Job",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The Run job of the attempt under way.",
+    )
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"HA restart of {self.vm_id}"

@@ -8,7 +8,9 @@ it answers. It also ends jobs whose worker died, so no VM stays busy, and asks t
 agents of running VMs what they report (vms.guest_agent), in passes of their own, and reads
 each host's devices (vms.host_devices) when it connects and every few minutes. A host's answer never
 overrides a status set after the host was asked, and one silent host holds up neither the
-other hosts nor the job reconcile.
+other hosts nor the job reconcile. The HA watcher (vms.high_availability) runs here: a Highly
+Available VM seen to stop without anyone asking is restarted, and a Non Responsive host with
+power management is fenced (vms.fencing) so its Highly Available VMs can be.
 """
 
 import logging
@@ -50,7 +52,9 @@ from .choices import (
 from .domains import storage_domain_host_setup
 from .evacuation import evacuations_run
 from .external import domain_adopt, external_gone, host_domains_adopt, host_externals_gone
+from .fencing import host_fence, hosts_to_fence
 from .guest_agent import host_agents_refresh
+from .high_availability import ha_restarts_run, vm_stop_detected
 from .host_devices import host_devices_refresh
 from .isos import iso_images_sync
 from .jobs import vm_settle
@@ -137,16 +141,55 @@ def host_vms_sync(
     domains: list[hypervisor.DomainInfo],
     busy_ids: set[int],
     seen_at: datetime | None = None,
+    stopped=None,
 ) -> int:
     """Reconcile every VM placed on `host` with the host's domain list (taken at `seen_at`);
-    returns changes."""
+    returns changes. `stopped(vm, previous status, started_at)` is told of each VM moved Down."""
     by_uuid = {d.uuid: d for d in domains}
     changed = 0
     for vm in VirtualMachine.objects.filter(host=host).select_related("cluster"):
         info = by_uuid.get(str(vm.uuid))
         status = status_from_domain(info.state, info.has_managed_save) if info else VMStatus.DOWN
-        changed += vm_apply(vm, status, host, busy_ids, seen_at=seen_at)
+        previous, started_at = vm.status, vm.started_at
+        moved = vm_apply(vm, status, host, busy_ids, seen_at=seen_at)
+        changed += moved
+        if moved and status == VMStatus.DOWN and stopped is not None:
+            stopped(vm, previous, started_at)
     return changed
+
+
+# A VM that was in one of these and is seen Down stopped while running (Unknown: its host
+# stopped answering while it ran, and says now that it is off).
+WENT_DOWN_FROM = RUNNING_STATUSES | {VMStatus.UNKNOWN}
+
+
+def vm_went_down(
+    vm: VirtualMachine,
+    host: Host,
+    conn: hypervisor.Connection | None,
+    previous: str,
+    started_at: datetime | None,
+    hints: dict | None,
+) -> bool:
+    """Tell the HA watcher of a Highly Available VM seen to go Down while it ran, with why
+    libvirt says it stopped (the lifecycle events' `hints`, the domain's shut-off reason).
+    True if a restart was queued."""
+    if not vm.highly_available or previous not in WENT_DOWN_FROM:
+        return False
+    reason = ""
+    if conn is not None:
+        try:
+            reason = conn.stop_reason(str(vm.uuid))
+        except hypervisor.DomainNotFound:
+            reason = "undefined"
+        except hypervisor.HypervisorError as exc:
+            log.warning("stop reason of %s not read: %s", vm.name, exc)
+    if previous == VMStatus.UNKNOWN and not hints and reason in ("", "unknown", "daemon"):
+        reason = "lost"
+    return (
+        vm_stop_detected(vm, host=host, started_at=started_at, hints=hints, shutoff_reason=reason)
+        is not None
+    )
 
 
 def host_unreachable(
@@ -187,7 +230,13 @@ def host_reachable(host: Host, info: hypervisor.HostInfo | None) -> bool:
     """Mark a host that answered Up, with what libvirt reports about it (`info`, read when the
     monitor connects or the host was not Up). A host put in Maintenance meanwhile is left
     there (only Activate brings it back): returns False then."""
-    fields = {"status": HostStatus.UP, "last_seen": timezone.now(), "last_error": ""}
+    fields = {
+        "status": HostStatus.UP,
+        "last_seen": timezone.now(),
+        "last_error": "",
+        "fence_tried_at": None,  # fenced or confirmed rebooted, it is back
+        "fenced_at": None,
+    }
     if info is not None:
         fields.update(
             hostname=info.hostname[:255],
@@ -410,12 +459,54 @@ class Monitor:
         self.cpu_times: dict[int, hypervisor.HostCpuTimes] = {}  # host id -> last reading
         self.balancer = Balancer()
         self.balanced_at = time.monotonic()  # the first balancing comes one interval in
+        # uuid -> why libvirt's events said it stopped ({"stopped": "failed", "shutdown":
+        # "guest"}), read when the VM is seen Down; dropped when it starts again.
+        self.stop_hints: dict[str, dict[str, str]] = {}
+        self.fencing: dict[int, Future] = {}  # host id -> its fence, while it runs
+        self.ha_wake = threading.Event()  # a restart was queued: the HA pass runs now
+        self.ha_lock = threading.Lock()  # one HA pass at a time
 
     def _on_lifecycle(self, host_id: int):
         def callback(event: hypervisor.LifecycleEvent) -> None:
+            if event.event == "started":
+                self.stop_hints.pop(event.uuid, None)
+            elif event.why and event.why != "finished":
+                self.stop_hints.setdefault(event.uuid, {})[event.event] = event.why
             self.events.put((host_id, event.uuid))
 
         return callback
+
+    def vm_went_down(self, vm, host, conn, previous, started_at) -> None:
+        """A VM seen Down while it ran: the HA watcher decides (woken if it must restart)."""
+        hints = self.stop_hints.pop(str(vm.uuid), None)
+        if vm_went_down(vm, host, conn, previous, started_at, hints):
+            self.ha_wake.set()
+
+    def ha_pass(self) -> int:
+        """One pass of the HA watcher (one at a time); returns the restarts started."""
+        with self.ha_lock:
+            return ha_restarts_run()
+
+    def _fence_thread(self, host_id: int) -> None:
+        try:
+            if host_fence(host_id):
+                self.ha_wake.set()
+        except Exception:
+            log.exception("fencing host %s failed", host_id)
+        finally:
+            db_tidy()
+
+    def fence_cycle(self) -> int:
+        """Fence the Non Responsive hosts with power management (each in a thread of the
+        poll pool; one still being fenced is not started again); returns how many started."""
+        started = 0
+        for host_id in hosts_to_fence():
+            running = self.fencing.get(host_id)
+            if running is not None and not running.done():
+                continue
+            self.fencing[host_id] = self.pool.submit(self._fence_thread, host_id)
+            started += 1
+        return started
 
     def host_connect(self, host: Host) -> hypervisor.Connection:
         """The host's connection (the process's cached one, or a new one)."""
@@ -442,7 +533,15 @@ class Monitor:
         if not host_reachable(host, info):
             return  # put in Maintenance while it was being asked
         host_externals_gone(host, domains)
-        host_vms_sync(host, domains, busy_ids, seen_at)
+        host_vms_sync(
+            host,
+            domains,
+            busy_ids,
+            seen_at,
+            stopped=lambda vm, previous, started_at: self.vm_went_down(
+                vm, host, conn, previous, started_at
+            ),
+        )
         host_domains_adopt(host, conn, domains)
         try:
             storage_sync(host, conn)
@@ -520,6 +619,8 @@ class Monitor:
             self.balance_if_due()
         except Exception:
             log.exception("load balancing failed")
+        self.fence_cycle()
+        self.ha_pass()
         return len(started)
 
     def _host_agents_thread(self, host: Host, conn: hypervisor.Connection) -> None:
@@ -604,7 +705,9 @@ class Monitor:
         except hypervisor.HypervisorError as exc:
             log.warning("event for %s on host %s not read: %s", uuid, host_id, exc)
             return
-        vm_apply(vm, status, vm.host, seen_at=seen_at)
+        previous, started_at = vm.status, vm.started_at
+        if vm_apply(vm, status, vm.host, seen_at=seen_at) and status == VMStatus.DOWN:
+            self.vm_went_down(vm, vm.host, conn, previous, started_at)
 
     def drain_events(self, until: float) -> None:
         while not self.stop.is_set():
@@ -627,6 +730,20 @@ class Monitor:
             self.drain_events(time.monotonic() + 1.0)
         db_tidy()
 
+    def _ha_forever(self) -> None:
+        """The HA watcher's passes: at once when a restart is queued, else every poll."""
+        while not self.stop.is_set():
+            self.ha_wake.wait(self.poll_seconds)
+            self.ha_wake.clear()
+            if self.stop.is_set():
+                break
+            try:
+                self.ha_pass()
+            except Exception:
+                log.exception("HA pass failed")
+            finally:
+                db_tidy()
+
     def _reconcile_forever(self) -> None:
         while not self.stop.is_set():
             try:
@@ -647,6 +764,7 @@ class Monitor:
             threading.Thread(target=self._events_forever, name="monitor-events", daemon=True),
             threading.Thread(target=self._reconcile_forever, name="monitor-jobs", daemon=True),
             threading.Thread(target=self._agents_forever, name="monitor-agents", daemon=True),
+            threading.Thread(target=self._ha_forever, name="monitor-ha", daemon=True),
         ]
         for thread in helpers:
             thread.start()
@@ -659,6 +777,7 @@ class Monitor:
             finally:
                 db_tidy()
             self.stop.wait(max(0.0, started + self.poll_seconds - time.monotonic()))
+        self.ha_wake.set()
         for thread in helpers:
             thread.join(timeout=5)
         # A poll stuck on a silent host ends by its own timeout; it is not waited for.

@@ -35,11 +35,12 @@ from .models import Host, HostDevice, VirtualMachine
 
 class Purpose(models.TextChoices):
     """Why a host is wanted: a New VM is defined on it (not started), Run starts the VM on it,
-    Migrate moves a running VM to it."""
+    Migrate moves a running VM to it, the HA watcher restarts a Highly Available VM on it."""
 
     CREATE = "create", "create"
     RUN = "run", "run"
     MIGRATE = "migrate", "migrate"
+    HA_RESTART = "ha_restart", "restart"
 
 
 # VMs that commit their memory on their host: anything but a guest at rest (Down, Suspended)
@@ -150,6 +151,15 @@ def _migration_allowed(request: Request, c: Candidate) -> str | None:
 def _cpu_passthrough(request: Request, c: Candidate) -> str | None:
     """A guest that sees its host's CPU as it is (Pass-Through Host CPU) cannot move."""
     return "the VM passes the host CPU through" if request.vm.cpu_passthrough else None
+
+
+def _ha_start_host(request: Request, c: Candidate) -> str | None:
+    """A Highly Available VM that names a Start Running On host restarts only there (the
+    chapter: a VM assigned to one host can be made highly available only on that host)."""
+    host_id = request.vm.start_host_id
+    if host_id is not None and host_id != c.host.pk:
+        return "the VM may start only on its Start Running On host"
+    return None
 
 
 def _storage(request: Request, c: Candidate) -> str | None:
@@ -377,12 +387,13 @@ def _power_saving(request: Request, c: Candidate) -> float:
     return 1 - share
 
 
-RESOURCE_PURPOSES = frozenset({Purpose.RUN, Purpose.MIGRATE})
+RESOURCE_PURPOSES = frozenset({Purpose.RUN, Purpose.MIGRATE, Purpose.HA_RESTART})
 
 FILTERS: list[Filter] = [
     Filter("host_up", _host_up),
     Filter("same_cluster", _same_cluster),
     Filter("host_devices", _host_devices),
+    Filter("ha_start_host", _ha_start_host, frozenset({Purpose.HA_RESTART})),
     Filter("storage", _storage, RESOURCE_PURPOSES),
     Filter("memory", _memory, RESOURCE_PURPOSES),
     Filter("cpu", _cpu, RESOURCE_PURPOSES),

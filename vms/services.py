@@ -19,7 +19,7 @@ from accounts.services import permission_grant_creator
 from portal.kernel.audit import actor, event_record
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast, broadcast_gone
-from portal.kernel.models import Job, JobKind, Phase
+from portal.kernel.models import Job, JobKind, Phase, Severity
 from portal.kernel.tasks import job_create, queue_ensure_available
 from portal.kernel.validators import text_check
 from storage.choices import (
@@ -44,7 +44,7 @@ from .choices import (
     VMStatus,
 )
 from .host_address import host_address_check
-from .host_devices import host_devices_edit_check, host_devices_run_check
+from .host_devices import attached_host, host_devices_edit_check, host_devices_run_check
 from .migration_policy import policy_fields_check, vm_migration_copy, vm_migration_fields_check
 from .models import (
     Cluster,
@@ -296,6 +296,13 @@ def vm_run_placement(vm: VirtualMachine) -> dict | None:
             host = None
         if host is None:
             host = _run_elsewhere(vm)
+    return vm_place_on(vm, host)
+
+
+def vm_place_on(vm: VirtualMachine, host: Host) -> dict | None:
+    """Place a Down VM on the host the scheduler chose for its start (its disks on shared
+    storage go with it: the new host reaches them as well); returns the run job's params
+    that make it move its definition, or None when it stays where it is."""
     if host.pk == vm.host_id:
         return None
     moved_from = vm.host_id
@@ -812,6 +819,17 @@ def host_add(*, user, name: str, uri: str, cluster_id: int, trusted: bool = Fals
     return host
 
 
+def ha_pinned_warning(vm: VirtualMachine) -> str:
+    """ " It is Highly Available with host devices of host X: ..." when the VM is, else ""."""
+    host = attached_host(vm) if vm.highly_available else None
+    if host is None:
+        return ""
+    return (
+        f" It is Highly Available with host devices of host {host.name} attached: it can "
+        f"restart only on {host.name}."
+    )
+
+
 def vm_edit(
     *,
     vm_id: int,
@@ -827,13 +845,15 @@ def vm_edit(
     console_disconnect_action=NO_CHANGE,
     migration=NO_CHANGE,
     priority=NO_CHANGE,
+    highly_available=NO_CHANGE,
 ) -> VirtualMachine:
     """Edit a VM (the Edit Virtual Machine window's General, System and Host tabs): description
     and Single Sign-On; memory, vCPUs and cores per virtual socket only while Down (the host
     gets them when the VM next starts); Start Running On (a host of its cluster, or None for any
     host), which takes effect at its next start; Boot Options (the boot sequence and the CD
     attached: an image id, or None for an empty drive), which take effect at its next start;
-    the Console Disconnect Action; the Priority for Run/Migration queue (High Availability)."""
+    the Console Disconnect Action; the Priority for Run/Migration queue and Highly Available
+    (High Availability tab)."""
     with transaction.atomic():
         vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
         if vm is None:
@@ -872,6 +892,8 @@ def vm_edit(
             if priority not in VMPriority.values:
                 raise ActionRefused("Choose a Priority for Run/Migration queue from the list.")
             fields["priority"] = priority
+        if highly_available is not NO_CHANGE:
+            fields["highly_available"] = bool(highly_available)
         host_devices_edit_check(vm, fields)
         sizing = {}
         if memory_mb is not None and int(memory_mb) != vm.memory_mb:
@@ -896,12 +918,14 @@ def vm_edit(
         for name, value in {**fields, **sizing}.items():
             setattr(vm, name, value)
         vm.save(update_fields=[*fields, *sizing])
+        vm.ha_pinned_warning = ha_pinned_warning(vm) if fields.get("highly_available") else ""
         event_record(
             action="edit_vm",
             phase=Phase.SUCCEEDED,
+            severity=Severity.WARNING if vm.ha_pinned_warning else Severity.NORMAL,
             user=user,
             vm=vm,
-            message=f"{actor(user)} edited VM {vm.name}.",
+            message=f"{actor(user)} edited VM {vm.name}.{vm.ha_pinned_warning}",
         )
         broadcast(f"vm.{vm.pk}")
     return vm

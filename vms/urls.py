@@ -54,6 +54,11 @@ urlpatterns = [
     path("hosts/<id:pk>/remove/", inventory_views.host_remove, name="host_remove"),
     path("hosts/<id:pk>/maintenance/", inventory_views.host_maintenance, name="host_maintenance"),
     path("hosts/<id:pk>/activate/", inventory_views.host_activate, name="host_activate"),
+    path(
+        "hosts/<id:pk>/confirm-rebooted/",
+        inventory_views.host_confirm_rebooted,
+        name="host_confirm_rebooted",
+    ),
     path("clusters/", views.cluster_list, name="clusters"),
     path("clusters/new/", inventory_views.cluster_new, name="cluster_new"),
     path("datacenters/", views.datacenter_list, name="datacenters"),

@@ -46,7 +46,7 @@ from .host_devices import attached_host, host_devices_context
 from .migration import migration_targets, vm_migrate
 from .migration_policy import VM_FIELDS as VM_MIGRATION_FIELDS
 from .migration_policy import effective_migration_settings, migration_rows
-from .models import Cluster, DataCenter
+from .models import Cluster, DataCenter, HaRestart
 from .scheduling_policy import SCHEDULING_FIELDS, scheduling_rows
 from .search import HINT as SEARCH_HINT
 from .selectors import SORTS, can_create_vm, vm_create_choices, vm_page, vm_rows, vms_visible
@@ -165,6 +165,7 @@ def _details_context(request, vm, tab: str) -> dict:
     context["detail_tabs"] = DETAIL_TABS.items()
     if tab == "general":
         context["migration_rows"] = migration_rows(effective_migration_settings(vm))
+        context["ha_restart"] = HaRestart.objects.filter(vm=vm).first()
     elif tab == "disks":
         context["disks"] = vm.disks.select_related("storage_domain").order_by("target")
     elif tab == "nics":
@@ -515,6 +516,7 @@ def vm_edit(request, pk: int):
         "console_disconnect_action": vm.console_disconnect_action,
         **{name: getattr(vm, name) for name in VM_MIGRATION_FIELDS},
         "priority": vm.priority,
+        "highly_available": vm.highly_available,
     }
     form = EditVMForm(request.POST or None, initial=initial, vm=vm, images=images)
     return form_window(
@@ -534,8 +536,12 @@ def vm_edit(request, pk: int):
             console_disconnect_action=data["console_disconnect_action"] or services.NO_CHANGE,
             migration=_vm_migration_posted(request, form, data),
             priority=services.NO_CHANGE if data["priority"] is None else data["priority"],
+            # The High Availability tab posts its Priority; its unticked check box posts nothing.
+            highly_available=data["highly_available"]
+            if "priority" in request.POST
+            else services.NO_CHANGE,
         ),
-        success=lambda _vm: f"VM {vm.name} saved.",
+        success=lambda saved: f"VM {vm.name} saved.{getattr(saved, 'ha_pinned_warning', '')}",
         template="vms/_edit_vm_dialog.html",
         context={"vm": vm, "devices_host": attached_host(vm)},
     )

@@ -167,6 +167,25 @@ KEYS: dict[str, ConfigKey] = {
             maximum=32,
         ),
         ConfigKey(
+            "MaxNumOfTriesToRunFailedAutoStartVm",
+            "int",
+            10,
+            "How many times the HA watcher tries to restart a Highly Available VM before it "
+            "gives up.",
+            minimum=1,
+            maximum=100,
+        ),
+        ConfigKey(
+            "RetryToRunAutoStartVmIntervalInSeconds",
+            "int",
+            30,
+            "The wait before the HA watcher tries a failed restart again; it doubles after "
+            "each failed try, up to 10 minutes.",
+            minimum=1,
+            maximum=3600,
+            unit="s",
+        ),
+        ConfigKey(
             "EnableHostTimeDrift",
             "bool",
             False,

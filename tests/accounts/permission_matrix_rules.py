@@ -903,6 +903,10 @@ RULES: dict[str, Rule] = {
         OBJECT + " (manipulate_affinity_groups on the group's cluster)",
         affinity_group_windows("vms:affinity_group_remove"),
     ),
+    "vms:host_confirm_rebooted": Rule(
+        OBJECT + " (manipulate_host)",
+        object_windows("vms:host_confirm_rebooted", "manipulate_host", "host", lambda s: {}),
+    ),
     "vms:quotas": Rule(
         OBJECT + " (manage_roles on the System)",
         lambda w: [

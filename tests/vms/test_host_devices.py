@@ -191,6 +191,25 @@ def test_edit_vm_says_why_its_host_settings_stay(hosts, make_vm, admin, admin_cl
     assert "Host devices of host h1 are attached" in html_text(html_one(window, "p.warning"))
 
 
+def test_highly_available_with_host_devices_is_allowed_with_a_warning(
+    hosts, make_vm, admin, admin_client
+):
+    h1, _h2 = hosts
+    vm = make_vm(host=h1, disks=0, name="gpu-ha")
+    vm_host_devices_add(vm_id=vm.pk, user=admin, host_id=h1.pk, device_ids=[dev(h1, NIC).pk])
+    window = admin_client.get(f"/vms/{vm.pk}/edit/", headers=HX)
+    assert any("can restart only on h1" in html_text(p) for p in html_find(window, "p.warning"))
+    saved = services.vm_edit(vm_id=vm.pk, user=admin, highly_available=True)
+    assert saved.highly_available
+    warning = (
+        "It is Highly Available with host devices of host h1 attached: it can restart only on h1."
+    )
+    assert saved.ha_pinned_warning.strip() == warning
+    event = Event.objects.filter(vm=vm, action="edit_vm").latest("pk")
+    assert (event.severity, event.message.endswith(warning)) == ("warning", True)
+    assert state(vm)[:2] == (h1.pk, MigrationMode.PINNED)  # nothing else changed
+
+
 def test_a_device_another_running_vm_holds_is_refused_one_a_down_vm_has_is_marked(
     hosts, make_vm, admin
 ):

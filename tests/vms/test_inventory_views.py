@@ -236,8 +236,15 @@ def test_host_row_shows_what_libvirt_reports_and_its_buttons(admin_client):
     assert html_text(html_one(row, ".qemu-version")) == "7.2.0"
     assert "32768 MB" in html_text(row)
     buttons = {b.get("data-action"): b.get("disabled") is None for b in html_find(row, "button")}
-    # Up: Edit and Maintenance; Remove and Activate wait for Maintenance.
-    assert buttons == {"edit": True, "remove": False, "maintenance": True, "activate": False}
+    # Up: Edit and Maintenance; Remove and Activate wait for Maintenance; Confirm 'Host has
+    # been Rebooted' for Non Responsive.
+    assert buttons == {
+        "edit": True,
+        "remove": False,
+        "maintenance": True,
+        "activate": False,
+        "confirm_rebooted": False,
+    }
 
 
 def test_host_maintenance_activate_and_remove_from_the_windows(admin_client):
@@ -260,7 +267,13 @@ def test_host_maintenance_activate_and_remove_from_the_windows(admin_client):
     row = html_one(admin_client.get(reverse("vms:hosts")), "#host-results tbody tr")
     assert "Maintenance" in html_text(row)
     buttons = {b.get("data-action"): b.get("disabled") is None for b in html_find(row, "button")}
-    assert buttons == {"edit": True, "remove": True, "maintenance": False, "activate": True}
+    assert buttons == {
+        "edit": True,
+        "remove": True,
+        "maintenance": False,
+        "activate": True,
+        "confirm_rebooted": False,
+    }
     response = admin_client.post(reverse("vms:host_remove", args=[host.pk]), headers=HX)
     assert_messages(
         response,

@@ -26,6 +26,7 @@ def test_the_pipeline_is_named_filters_and_weights():
         "host_up",
         "same_cluster",
         "host_devices",
+        "ha_start_host",
         "storage",
         "memory",
         "cpu",
