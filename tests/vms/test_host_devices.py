@@ -188,7 +188,8 @@ def test_edit_vm_says_why_its_host_settings_stay(hosts, make_vm, admin, admin_cl
     vm = make_vm(host=h1, disks=0)
     vm_host_devices_add(vm_id=vm.pk, user=admin, host_id=h1.pk, device_ids=[dev(h1, NIC).pk])
     window = admin_client.get(f"/vms/{vm.pk}/edit/", headers=HX)
-    assert "Host devices of host h1 are attached" in html_text(html_one(window, "p.warning"))
+    warnings = [html_text(p) for p in html_find(window, "p.warning")]
+    assert any("Host devices of host h1 are attached (Host Devices" in w for w in warnings)
 
 
 def test_highly_available_with_host_devices_is_allowed_with_a_warning(
