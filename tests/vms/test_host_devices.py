@@ -200,7 +200,9 @@ def test_highly_available_with_host_devices_is_allowed_with_a_warning(
     vm_host_devices_add(vm_id=vm.pk, user=admin, host_id=h1.pk, device_ids=[dev(h1, NIC).pk])
     window = admin_client.get(f"/vms/{vm.pk}/edit/", headers=HX)
     assert any("can restart only on h1" in html_text(p) for p in html_find(window, "p.warning"))
-    saved = services.vm_edit(vm_id=vm.pk, user=admin, highly_available=True)
+    saved = services.vm_edit(
+        vm_id=vm.pk, user=admin, description="", sso_enabled=False, highly_available=True
+    )
     assert saved.highly_available
     warning = (
         "It is Highly Available with host devices of host h1 attached: it can restart only on h1."
