@@ -25,7 +25,7 @@ from portal.kernel.live import broadcast
 from portal.kernel.models import Job, JobKind, JobStatus, Phase, Severity
 
 from .choices import VM_AT_REST_STATUSES, HostStatus, VMStatus
-from .host_devices import migration_devices_reason
+from .host_devices import devices_hosts_of, pinned_by_devices_text
 from .migration import vm_migrate
 from .models import Host, VirtualMachine
 from .scheduling import NoHostAvailable
@@ -59,63 +59,95 @@ def _not_at_rest(host: Host):
 
 def host_evacuate(host_id: int) -> int:
     """Start the next migrations out of the host (by priority, within the limit), record the
-    VMs that cannot leave, or move the empty host to Maintenance. Returns how many started."""
-    host = Host.objects.select_related("cluster").filter(pk=host_id, status=PREPARING).first()
-    if host is None:
-        return 0
-    if not _not_at_rest(host).exists():
-        _maintenance_reached(host)
-        return 0
-    room = (
-        concurrent_limit(host) - _not_at_rest(host).filter(status=VMStatus.MIGRATING_FROM).count()
-    )
-    stuck: dict[str, str] = {}
-    started = 0
-    waiting = _not_at_rest(host).exclude(status=VMStatus.MIGRATING_FROM)
-    for vm in waiting.order_by("-priority", "name"):
-        if vm.status not in (VMStatus.UP, VMStatus.PAUSED):
-            stuck[vm.name] = f"it is {vm.get_status_display()}"
-            continue
-        if pinned := migration_devices_reason(vm):
-            stuck[vm.name] = pinned
-            continue
-        given_up = _migration_given_up(host, vm)
-        if given_up:
-            stuck[vm.name] = given_up
-            continue
-        if started >= room:
-            continue  # its turn comes when a migration ends
-        try:
-            vm_migrate(vm_id=vm.pk, user=None, automatic=True)
-        except NoHostAvailable as exc:
-            stuck[vm.name] = "; ".join(sorted(set(exc.reasons.values()))) or str(exc)
-        except ActionRefused as exc:
-            stuck[vm.name] = str(exc)
-        else:
-            started += 1
-    _reason_record(host, stuck)
+    VMs that cannot leave, or move the empty host to Maintenance. Returns how many started.
+    The monitor calls it once a cycle and a migration out of the host, as it ends, at once
+    (`evacuation_next`); the host's row lock keeps two callers within the limit."""
+    with transaction.atomic():
+        host = (
+            Host.objects.select_for_update(no_key=True)
+            .select_related("cluster")
+            .filter(pk=host_id, status=PREPARING)
+            .first()
+        )
+        if host is None:
+            return 0
+        if not _not_at_rest(host).exists():
+            _maintenance_reached(host)
+            return 0
+        room = concurrent_limit(host) - (
+            _not_at_rest(host).filter(status=VMStatus.MIGRATING_FROM).count()
+        )
+        stuck: dict[str, str] = {}
+        started = 0
+        waiting = list(
+            _not_at_rest(host).exclude(status=VMStatus.MIGRATING_FROM).order_by("-priority", "name")
+        )
+        ids = [vm.pk for vm in waiting]
+        given_up, pinned = _migrations_given_up(host, ids), devices_hosts_of(ids)
+        for vm in waiting:
+            if vm.status not in (VMStatus.UP, VMStatus.PAUSED):
+                stuck[vm.name] = f"it is {vm.get_status_display()}"
+                continue
+            if vm.pk in pinned:
+                stuck[vm.name] = pinned_by_devices_text(pinned[vm.pk])
+                continue
+            if vm.pk in given_up:
+                stuck[vm.name] = given_up[vm.pk]
+                continue
+            if started >= room:
+                continue  # its turn comes when a migration ends
+            try:
+                vm_migrate(vm_id=vm.pk, user=None, automatic=True)
+            except NoHostAvailable as exc:
+                stuck[vm.name] = "; ".join(sorted(set(exc.reasons.values()))) or str(exc)
+            except ActionRefused as exc:
+                stuck[vm.name] = str(exc)
+            else:
+                started += 1
+        _reason_record(host, stuck)
     return started
 
 
-def _migration_given_up(host: Host, vm: VirtualMachine) -> str:
-    """Why the evacuation does not try the VM again: its automatic migration failed or was
-    cancelled since the host went Preparing (Migrate by hand, or Activate and Maintenance
-    again, retries it); "" otherwise."""
-    last = (
-        Job.objects.filter(vm=vm, kind=JobKind.VM_MIGRATE, params__automatic=True)
+def evacuation_next(host_id: int | None) -> None:
+    """A migration out of `host_id` ended: when the host is Preparing For Maintenance, its
+    next VMs leave now rather than at the monitor's next cycle (after the caller's commit)."""
+    if host_id is None:
+        return
+
+    def step() -> None:
+        if Host.objects.filter(pk=host_id, status=PREPARING).exists():
+            try:
+                host_evacuate(host_id)
+            except Exception:
+                log.exception("evacuating host %s failed", host_id)
+
+    transaction.on_commit(step)
+
+
+def _migrations_given_up(host: Host, vm_ids: list[int]) -> dict[int, str]:
+    """VM id -> why the evacuation does not try it again: its last automatic migration since
+    the host went Preparing failed or was cancelled (Migrate by hand, or Activate and
+    Maintenance again, retries it). One query for all the waiting VMs."""
+    last: dict[int, Job] = {}
+    jobs = (
+        Job.objects.filter(vm_id__in=vm_ids, kind=JobKind.VM_MIGRATE, params__automatic=True)
         .filter(created_at__gte=host.maintenance_since or timezone.now())
         .exclude(status__in=Job.ACTIVE)
-        .order_by("-pk")
-        .first()
+        .order_by("vm_id", "-pk")
+        .only("vm_id", "status", "error", "cancel_requested")
     )
-    if last is None:
-        return ""
-    if last.status == JobStatus.FAILED:
-        error = last.error or "no error reported"
-        return f"its migration failed ({error if len(error) <= 200 else error[:199] + '…'})"
-    if last.cancel_requested:
-        return "its migration was cancelled"
-    return ""
+    for job in jobs:
+        last.setdefault(job.vm_id, job)
+    out = {}
+    for vm_id, job in last.items():
+        if job.status == JobStatus.FAILED:
+            error = job.error or "no error reported"
+            out[vm_id] = (
+                f"its migration failed ({error if len(error) <= 200 else error[:199] + '…'})"
+            )
+        elif job.cancel_requested:
+            out[vm_id] = "its migration was cancelled"
+    return out
 
 
 def _reason_text(stuck: dict[str, str]) -> str:

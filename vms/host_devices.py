@@ -366,6 +366,18 @@ def host_devices_edit_check(vm: VirtualMachine, fields: dict) -> None:
 def migration_devices_reason(vm: VirtualMachine) -> str:
     """Why the VM cannot migrate because of its host devices ("" when it has none)."""
     host = attached_host(vm)
-    if host is None:
-        return ""
-    return f"it has host devices of host {host.name} attached, so it is pinned to that host"
+    return pinned_by_devices_text(host.name) if host is not None else ""
+
+
+def pinned_by_devices_text(host_name: str) -> str:
+    return f"it has host devices of host {host_name} attached, so it is pinned to that host"
+
+
+def devices_hosts_of(vm_ids: Iterable[int]) -> dict[int, str]:
+    """VM id -> the name of the host whose devices it has, for those of `vm_ids` with any
+    (one query)."""
+    return dict(
+        VmHostDevice.objects.filter(vm_id__in=list(vm_ids))
+        .values_list("vm_id", "device__host__name")
+        .order_by()
+    )

@@ -16,6 +16,7 @@ from portal.kernel.models import Job, JobKind
 from portal.kernel.tasks import Outcome, job_handler, job_progress
 
 from .choices import HostStatus, VMStatus
+from .evacuation import evacuation_next
 from .jobs import JobError, vm_job_finish, vm_job_load, vm_settle
 from .migration import migration_options
 from .models import Host, VirtualMachine
@@ -57,6 +58,7 @@ def _migrate_failed(job: Job, message: str) -> None:
     vm = VirtualMachine.objects.filter(pk=job.vm_id).first()
     if vm is None:
         return
+    source_id = vm.host_id
     dest = _dest(job)
     there = _status_on(dest, str(vm.uuid)) if dest is not None else None
     with transaction.atomic():
@@ -68,6 +70,7 @@ def _migrate_failed(job: Job, message: str) -> None:
             VirtualMachine.objects.filter(pk=vm.pk).update(migrating_to=None)
             vm_settle(vm.pk)
     broadcast(f"vm.{vm.pk}", "vms", "hosts")
+    evacuation_next(source_id)
 
 
 def _progress_step(dest: Host, reading: hypervisor.MigrationProgress) -> str:
@@ -133,6 +136,7 @@ def vm_migrate_job(job: Job) -> Outcome:
         def stay() -> None:
             vm_job_finish(job, vm, _status_after(job), migrating_to=None)
             broadcast("hosts")
+            evacuation_next(source.pk)
 
         return Outcome(
             message=f"The migration of VM {vm.name} to {dest.name} was cancelled; it runs on "
@@ -147,6 +151,7 @@ def vm_migrate_job(job: Job) -> Outcome:
         vm_job_finish(job, vm, _status_after(job), host=dest, migrating_to=None)
         vm.disks.exclude(host__isnull=True).update(host=dest)  # shared storage: reached there
         broadcast("hosts", "disks")
+        evacuation_next(source.pk)
 
     figures = f"in {result.duration_s:.1f} s"
     if downtime is not None:

@@ -113,10 +113,7 @@ def vm_apply(
         current = current.filter(status_changed_at__lte=seen_at)
     moved = current.update(status=status, status_changed_at=timezone.now(), **fields)
     if not moved:
-        # Preparing For Maintenance: still polled (its VMs run until they leave), status kept.
-        kept = {k: v for k, v in fields.items() if k != "status"}
-        preparing = Host.objects.filter(pk=host.pk, status=HostStatus.PREPARING_FOR_MAINTENANCE)
-        return bool(preparing.update(**kept))
+        return False  # it changed after the host was asked: newer than the report
     previous = VMStatus(vm.status).label
     vm.status = status
     broadcast(f"vm.{vm.pk}")

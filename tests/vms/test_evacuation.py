@@ -294,3 +294,32 @@ def test_a_vm_busy_with_another_job_waits_with_its_status_as_the_reason(
     inventory.host_maintenance(host_id=h1.pk, user=admin)
     assert step() == []
     assert host_of(h1).maintenance_reason == "rebooting cannot leave: it is Reboot In Progress"
+
+
+def test_a_migration_that_ends_starts_the_next_one_at_once(
+    hosts, make_vm, admin, step, work_off, django_capture_on_commit_callbacks
+):
+    """No waiting for the monitor's next cycle: the end of a migration out of a host Preparing
+    For Maintenance starts the next one (within the limit), and the last one's end moves the
+    host to Maintenance."""
+    h1, h2 = hosts
+    Cluster.objects.filter(pk=h1.cluster_id).update(max_concurrent_migrations=1)
+    for name, priority in [("a", "LOW"), ("b", "MEDIUM"), ("c", "HIGH")]:
+        make_vm(status=VMStatus.UP, disks=0, host=h1, name=name, priority=VMPriority[priority])
+    inventory.host_maintenance(host_id=h1.pk, user=admin)
+    assert step() == ["c"]
+
+    def migrating() -> list[str]:
+        with django_capture_on_commit_callbacks(execute=True):
+            work_off()  # the running migration ends; its end's callbacks start the next one
+        return sorted(
+            VirtualMachine.objects.filter(status=VMStatus.MIGRATING_FROM).values_list(
+                "name", flat=True
+            )
+        )
+
+    assert migrating() == ["b"]
+    assert migrating() == ["a"]
+    assert migrating() == []
+    assert on_host(h2) == ["a", "b", "c"]
+    assert host_of(h1).status == HostStatus.MAINTENANCE

@@ -300,3 +300,19 @@ def test_a_silent_host_holds_up_neither_other_hosts_nor_the_job_reconcile(sync_h
         monitor.stop.set()
         thread.join(5)
     assert not thread.is_alive(), "the monitor did not stop"
+
+
+def test_a_report_older_than_the_vms_last_change_moves_nothing(make_vm, sync_hosts):
+    """vm_apply with a host's answer from before the VM last changed (a job or an event moved
+    it meanwhile): the VM keeps its newer status, and nothing else is written."""
+    from vms.monitor import vm_apply
+
+    host = HostFactory(status=HostStatus.PREPARING_FOR_MAINTENANCE)
+    sync_hosts(host)
+    vm = make_vm(status=VMStatus.UP, disks=0, host=host)
+    asked = timezone.now() - timedelta(seconds=5)
+    VirtualMachine.objects.filter(pk=vm.pk).update(status_changed_at=timezone.now())
+    vm.refresh_from_db()
+    assert vm_apply(vm, VMStatus.DOWN, host, set(), seen_at=asked) is False
+    assert status_of(vm) == VMStatus.UP
+    assert host_status(host) == HostStatus.PREPARING_FOR_MAINTENANCE
