@@ -41,19 +41,23 @@ def affinity_context(request, vm) -> dict:
     }
 
 
-@admin_portal_required
-def affinity_groups(request, pk: int):
-    """A cluster's Affinity Groups: every group of the cluster (paged), New / Edit / Remove."""
-    cluster = get_object_or_404(Cluster.objects.restrict(request.user, "view"), pk=pk)
+def cluster_affinity_context(request, cluster: Cluster) -> dict:
+    """A cluster's Affinity Groups (its page, and the sub-tab of its details pane): every group
+    of the cluster (paged), and whether the user may make, change and remove them."""
     page = page_get(groups_listed(cluster.affinity_groups.all()), request.GET.get("page"))
-    context = {
-        "tab": "clusters",
-        "cluster": cluster,
+    return {
         "group_page": page,
         "group_cluster": cluster,
         "can_manipulate": can(request.user, MANIPULATE, cluster),
         "live": True,  # the list follows the cluster's topic (the VM's pane follows the VM's)
     }
+
+
+@admin_portal_required
+def affinity_groups(request, pk: int):
+    """A cluster's Affinity Groups: every group of the cluster (paged), New / Edit / Remove."""
+    cluster = get_object_or_404(Cluster.objects.restrict(request.user, "view"), pk=pk)
+    context = {"tab": "clusters", "cluster": cluster, **cluster_affinity_context(request, cluster)}
     template = "vms/_affinity_groups.html" if request.htmx else "vms/affinity_group_list.html"
     return render(request, template, context)
 

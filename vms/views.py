@@ -29,7 +29,7 @@ from .actions import (
     VM_STATUS_ACTIONS,
     VMAction,
 )
-from .affinity_views import affinity_context
+from .affinity_views import affinity_context, cluster_affinity_context
 from .cdrom_views import change_cd_window, run_once_window
 from .forms import (
     MIGRATION_POLICY_FIELDS,
@@ -402,13 +402,13 @@ def cluster_list(request):
 
 
 # The cluster's details pane's sub-tabs, in order.
-CLUSTER_DETAIL_TABS = {"general": "General"}
+CLUSTER_DETAIL_TABS = {"general": "General", "affinity": "Affinity Groups"}
 
 
 @admin_portal_required
 def cluster_details(request, pk: int, tab: str):
     """A cluster's details pane: the General sub-tab (its settings, Migration Policy and
-    Scheduling Policy with its properties)."""
+    Scheduling Policy with its properties) and its Affinity Groups."""
     if tab not in CLUSTER_DETAIL_TABS:
         raise Http404
     cluster = get_object_or_404(
@@ -420,6 +420,8 @@ def cluster_details(request, pk: int, tab: str):
         "detail_tabs": CLUSTER_DETAIL_TABS.items(),
         "scheduling_rows": scheduling_rows(cluster),
     }
+    if tab == "affinity":
+        context.update(cluster_affinity_context(request, cluster))
     return render(request, "vms/_cluster_details.html", context)
 
 

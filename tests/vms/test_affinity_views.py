@@ -89,6 +89,17 @@ def test_the_vm_sub_tab_lists_its_groups(world, admin_client):
     assert "No affinity groups." in html_text(html_one(pane, "table.affinity-group-list"))
 
 
+def test_the_cluster_details_pane_has_an_affinity_groups_sub_tab(world, admin_client, user_client):
+    url = reverse("vms:cluster_details", args=[world["cluster"].pk, "affinity"])
+    pane = admin_client.get(url, headers=HX)
+    tabs = [html_text(t) for t in html_find(pane, "#cluster-details nav.sub-tabs a")]
+    assert tabs == ["General", "Affinity Groups"]
+    row = html_one(pane, f"#affinity-group-{world['group'].pk}")
+    assert html_text(row).startswith("apart Negative (Enforcing) a, b Disabled")
+    assert html_find(pane, ".affinity-toolbar button")  # New
+    assert user_client.get(url, headers=HX).status_code == 404
+
+
 def test_new_from_a_vm_selects_it_and_ok_creates(world, admin_client):
     url = reverse("vms:affinity_group_new", args=[world["cluster"].pk])
     window = admin_client.get(url + f"?vm={world['b'].pk}", headers=HX)

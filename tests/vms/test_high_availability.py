@@ -19,6 +19,7 @@ from portal.kernel.errors import ActionRefused
 from portal.kernel.models import Event, Job, JobKind, Phase, Severity
 from storage.choices import StorageType
 from vms import services, testhosts
+from vms.affinity import affinity_group_create
 from vms.choices import HostStatus, VMPriority, VMStatus
 from vms.high_availability import (
     ha_restart_queue,
@@ -391,3 +392,32 @@ def test_edit_vm_high_availability_tab_and_general_sub_tab(admin_client):
     unticked = {**form, "priority": VMPriority.MEDIUM}  # the tab posted, the box not ticked
     admin_client.post(url, unticked, headers=HX)
     assert VirtualMachine.objects.get(pk=vm.pk).highly_available is False
+
+
+def test_an_ha_restart_honours_an_enforcing_affinity_group(
+    lost_host, monitor, work, admin, sync_hosts
+):
+    """The HA restart goes through the scheduler's affinity filters: b-high, in a Positive
+    Enforcing group with a VM running on `spare`, restarts there although the empty host
+    `other` is less loaded (where it goes without the group)."""
+    lost, spare, vms, path = lost_host
+    other = HostFactory(name="other", cluster=lost.cluster, memory_mb=65536, cpus=16)
+    guard = ha_vm(host=spare, name="guard", highly_available=False)
+    sync_hosts(spare, other)
+    monitor.cycle()
+    affinity_group_create(
+        user=admin,
+        cluster_id=lost.cluster_id,
+        name="with-guard",
+        vm_rule="positive",
+        vm_enforcing=True,
+        vm_ids=[vms["b-high"].pk, guard.pk],
+    )
+    path.rename(path.parent / "gone")
+    hypervisor.disconnect(lost.uri)
+    for _ in range(2):
+        work(monitor.cycle)
+    work(lambda: host_reboot_confirm(host_id=lost.pk, user=admin))
+    work(monitor.ha_pass)
+    b_high = VirtualMachine.objects.select_related("host").get(name="b-high")
+    assert (b_high.status, b_high.host.name) == (VMStatus.UP, "spare")
