@@ -248,13 +248,11 @@ class ConnectionBase:
     def _link_speed(self) -> int:
         """The fastest link that is up among the host's network node devices (0: unknown)."""
         try:
-            devices = self._conn.listAllDevices(0)
+            devices = self._conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET)
         except libvirt.libvirtError:
             return 0  # no node device driver: unknown
         speeds = []
         for device in devices:
-            if "net" not in device.listCaps():
-                continue
             try:
                 speeds.append(net_link_speed(device.XMLDesc(0)))
             except libvirt.libvirtError:

@@ -159,6 +159,18 @@ def _summary(group: AffinityGroup, vms, hosts) -> str:
     return text
 
 
+def _row(checked: dict, vm_rule, vm_enforcing, host_rule, host_enforcing) -> dict:
+    """The group's own columns, from the checked values and the rules."""
+    return {
+        "name": checked["name"],
+        "description": checked["description"],
+        "vm_rule": vm_rule,
+        "vm_enforcing": bool(vm_enforcing),
+        "host_rule": host_rule,
+        "host_enforcing": bool(host_enforcing),
+    }
+
+
 def affinity_group_create(
     *,
     user,
@@ -189,12 +201,7 @@ def affinity_group_create(
             with transaction.atomic():
                 group = AffinityGroup.objects.create(
                     cluster=cluster,
-                    name=checked["name"],
-                    description=checked["description"],
-                    vm_rule=vm_rule,
-                    vm_enforcing=bool(vm_enforcing),
-                    host_rule=host_rule,
-                    host_enforcing=bool(host_enforcing),
+                    **_row(checked, vm_rule, vm_enforcing, host_rule, host_enforcing),
                 )
         except IntegrityError:
             raise _taken(checked["name"], cluster) from None
@@ -259,12 +266,7 @@ def affinity_group_update(
         try:
             with transaction.atomic():
                 changed = AffinityGroup.objects.filter(pk=group.pk, cluster=cluster).update(
-                    name=checked["name"],
-                    description=checked["description"],
-                    vm_rule=vm_rule,
-                    vm_enforcing=bool(vm_enforcing),
-                    host_rule=host_rule,
-                    host_enforcing=bool(host_enforcing),
+                    **_row(checked, vm_rule, vm_enforcing, host_rule, host_enforcing)
                 )
         except IntegrityError:
             raise _taken(checked["name"], cluster) from None

@@ -19,14 +19,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.kernel.audit import event_record
-from portal.kernel.config import config_get
 from portal.kernel.errors import ActionRefused
 from portal.kernel.live import broadcast
 from portal.kernel.models import Job, JobKind, JobStatus, Phase, Severity
 
 from .choices import VM_AT_REST_STATUSES, HostStatus, VMStatus
 from .host_devices import devices_hosts_of, pinned_by_devices_text
-from .migration import vm_migrate
+from .migration import concurrent_limit, vm_migrate
 from .models import Host, VirtualMachine
 from .scheduling import NoHostAvailable
 
@@ -45,12 +44,6 @@ def evacuations_run() -> int:
         except Exception:
             log.exception("evacuating host %s failed", host_id)
     return started
-
-
-def concurrent_limit(host: Host) -> int:
-    """The most outgoing migrations at once: the cluster's, or engine-config's."""
-    own = host.cluster.max_concurrent_migrations
-    return own if own else int(config_get("MaxNumberOfConcurrentMigrations"))
 
 
 def _not_at_rest(host: Host):

@@ -152,10 +152,15 @@ def auto_bandwidth(source: Host | None, dest: Host) -> int | None:
     speed is not known."""
     if source is None or not source.link_speed_mbps or not dest.link_speed_mbps:
         return None
-    concurrent = source.cluster.max_concurrent_migrations or int(
-        config_get("MaxNumberOfConcurrentMigrations")
-    )
+    concurrent = concurrent_limit(source)
     return max(1, min(source.link_speed_mbps, dest.link_speed_mbps) // max(1, concurrent))
+
+
+def concurrent_limit(host: Host) -> int:
+    """The most outgoing migrations a host runs at once: its cluster's, or engine-config's
+    MaxNumberOfConcurrentMigrations."""
+    own = host.cluster.max_concurrent_migrations
+    return own if own else int(config_get("MaxNumberOfConcurrentMigrations"))
 
 
 def migration_options(vm: VirtualMachine, dest: Host) -> hypervisor.MigrationOptions:
